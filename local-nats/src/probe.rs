@@ -32,7 +32,10 @@ fn try_probe(addr: SocketAddr, credentials: Option<(&str, &str)>) -> std::io::Re
     let mut line = String::new();
     reader.read_line(&mut line)?;
     if !line.starts_with("INFO") {
-        return Ok(Probe::NotYet(format!("unexpected greeting {:?}", line.trim())));
+        return Ok(Probe::NotYet(format!(
+            "unexpected greeting {:?}",
+            line.trim()
+        )));
     }
     let mut connect = serde_json::json!({
         "verbose": false, "pedantic": false, "headers": true, "no_responders": true,
@@ -71,7 +74,11 @@ fn try_probe(addr: SocketAddr, credentials: Option<(&str, &str)>) -> std::io::Re
             reader.read_exact(&mut body)?;
             return Ok(Probe::NotYet(format!(
                 "JetStream did not answer ({})",
-                String::from_utf8_lossy(&body).lines().next().unwrap_or("").trim()
+                String::from_utf8_lossy(&body)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
             )));
         } else if let Some(rest) = trimmed.strip_prefix("MSG ") {
             let size = rest

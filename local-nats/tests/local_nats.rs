@@ -27,7 +27,11 @@ async fn restart_keeps_port_and_store() {
         })
         .await
         .unwrap();
-        js.publish("keep.one", "kept".into()).await.unwrap().await.unwrap();
+        js.publish("keep.one", "kept".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
     nats.restart().unwrap();
     assert_eq!(nats.url(), url, "restart keeps the port");
@@ -45,14 +49,20 @@ async fn dropping_stops_the_server_and_removes_the_store() {
     assert!(store.exists());
     drop(nats);
     assert!(!store.exists(), "the store is removed on drop");
-    assert!(std::net::TcpStream::connect(addr).is_err(), "nothing listens any more");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "nothing listens any more"
+    );
 }
 
 #[test]
 fn a_server_requiring_a_password_comes_up_ready() {
     // The builder's own probe logs in with the configured user; a server configured with
     // credentials must still come up ready.
-    let nats = LocalNats::builder().user_password("herald", "s3cret").start().unwrap();
+    let nats = LocalNats::builder()
+        .user_password("herald", "s3cret")
+        .start()
+        .unwrap();
     assert!(nats.pids()[0].is_some());
 }
 
@@ -66,7 +76,11 @@ fn a_bad_nats_server_bin_says_what_to_do() {
         return;
     }
     let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_bad_nats_server_bin_says_what_to_do", "--nocapture"])
+        .args([
+            "--exact",
+            "a_bad_nats_server_bin_says_what_to_do",
+            "--nocapture",
+        ])
         .env("HERALD_LOCAL_NATS_CHILD", "1")
         .env("NATS_SERVER_BIN", "/nonexistent/nats-server")
         .status()
@@ -78,7 +92,9 @@ fn a_bad_nats_server_bin_says_what_to_do() {
 async fn a_three_node_cluster_serves_an_r3_stream_with_one_node_down() {
     let mut cluster = LocalNats::cluster(3).unwrap();
     assert_eq!(cluster.pids().len(), 3);
-    let client = async_nats::connect(cluster.node_url(0).unwrap()).await.unwrap();
+    let client = async_nats::connect(cluster.node_url(0).unwrap())
+        .await
+        .unwrap();
     let js = async_nats::jetstream::new(client);
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "R3".into(),
@@ -88,10 +104,18 @@ async fn a_three_node_cluster_serves_an_r3_stream_with_one_node_down() {
     })
     .await
     .unwrap();
-    js.publish("r3.a", "one".into()).await.unwrap().await.unwrap();
+    js.publish("r3.a", "one".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     cluster.stop_node(2).unwrap();
     assert!(cluster.pids()[2].is_none());
-    js.publish("r3.a", "two".into()).await.unwrap().await.unwrap();
+    js.publish("r3.a", "two".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     cluster.start_node(2).unwrap();
     assert!(cluster.pids()[2].is_some());
     let mut stream = js.get_stream("R3").await.unwrap();

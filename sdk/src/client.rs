@@ -1,0 +1,804 @@
+//! [`Client`]: connecting, provisioning and publishing.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_nats::HeaderMap;
+use async_nats::header::HeaderName;
+use async_nats::jetstream::{self, context::PublishErrorKind};
+use parking_lot::RwLock;
+
+use crate::headers;
+use crate::names::{EventType, NameError, Namespace, check_event_id};
+use crate::provision::{
+    ProvisionError, ProvisionOptions, ProvisionReport, StreamSettings, provision,
+};
+use crate::schema::{CompiledSchema, SchemaCompileError, Violation};
+use crate::{Event, trace};
+
+/// How to log in to NATS.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum Auth {
+    /// No credentials.
+    #[default]
+    None,
+    /// User and password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// A token.
+    Token(String),
+    /// An nkey seed (`SU…`).
+    NKey(String),
+    /// A `.creds` file (JWT and nkey seed).
+    CredentialsFile(PathBuf),
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Require TLS even if the server does not ask for it.
+    pub require: bool,
+    /// PEM file of extra root certificates to trust.
+    pub root_certificates: Option<PathBuf>,
+    /// PEM files of a client certificate and its key, for mutual TLS.
+    pub client_certificate: Option<(PathBuf, PathBuf)>,
+}
+
+/// Options for [`Client`]; build with [`Client::builder`], then call
+/// [`connect`](ConnectOptions::connect).
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    namespace: String,
+    source: Option<String>,
+    validate: bool,
+    connection_name: Option<String>,
+    auth: Auth,
+    tls: TlsOptions,
+    request_timeout: Option<Duration>,
+    streams: StreamSettings,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            namespace: "herald".to_owned(),
+            source: None,
+            validate: true,
+            connection_name: None,
+            auth: Auth::None,
+            tls: TlsOptions::default(),
+            request_timeout: None,
+            streams: StreamSettings::default(),
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// The namespace (default `herald`); checked when connecting.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The `ce-source` of published events (default `urn:herald:service:<program name>`).
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Validate payloads against their schema before publishing (default on).
+    pub fn validate(mut self, validate: bool) -> Self {
+        self.validate = validate;
+        self
+    }
+
+    /// The connection name shown by the server's monitoring.
+    pub fn connection_name(mut self, name: impl Into<String>) -> Self {
+        self.connection_name = Some(name.into());
+        self
+    }
+
+    /// Log in with a user and password.
+    pub fn user_and_password(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.auth = Auth::UserPassword {
+            user: user.into(),
+            password: password.into(),
+        };
+        self
+    }
+
+    /// Log in with a token.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.auth = Auth::Token(token.into());
+        self
+    }
+
+    /// Log in with an nkey seed.
+    pub fn nkey(mut self, seed: impl Into<String>) -> Self {
+        self.auth = Auth::NKey(seed.into());
+        self
+    }
+
+    /// Log in with a credentials file.
+    pub fn credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.auth = Auth::CredentialsFile(path.into());
+        self
+    }
+
+    /// Any [`Auth`].
+    pub fn auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// TLS settings.
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// How long JetStream requests and publish acks may take (async-nats default otherwise).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// Settings of the streams and buckets that [`Client::provision`] creates.
+    pub fn streams(mut self, streams: StreamSettings) -> Self {
+        self.streams = streams;
+        self
+    }
+
+    /// Connects to `url` (several servers separated by commas).
+    pub async fn connect(self, url: &str) -> Result<Client, ConnectError> {
+        let namespace = Namespace::new(&self.namespace)?;
+        let source = match self.source {
+            Some(source) => {
+                if source.is_empty() || source.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(ConnectError::InvalidSource { source_uri: source });
+                }
+                source
+            }
+            None => default_source(),
+        };
+        let mut options = match &self.auth {
+            Auth::None => async_nats::ConnectOptions::new(),
+            Auth::UserPassword { user, password } => {
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+            Auth::Token(token) => async_nats::ConnectOptions::with_token(token.clone()),
+            Auth::NKey(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+            Auth::CredentialsFile(path) => async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|source| ConnectError::Credentials {
+                    path: path.clone(),
+                    source,
+                })?,
+        };
+        if let Some(name) = &self.connection_name {
+            options = options.name(name);
+        }
+        if self.tls.require {
+            options = options.require_tls(true);
+        }
+        if let Some(roots) = &self.tls.root_certificates {
+            options = options.add_root_certificates(roots.clone());
+        }
+        if let Some((cert, key)) = &self.tls.client_certificate {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        if let Some(timeout) = self.request_timeout {
+            options = options.request_timeout(Some(timeout));
+        }
+        options = options.event_callback(|event| async move {
+            match event {
+                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                other => tracing::debug!(event = %other, "NATS connection event"),
+            }
+        });
+        let nats = options
+            .connect(url)
+            .await
+            .map_err(|source| ConnectError::from_nats(url, source))?;
+        let mut js = jetstream::ContextBuilder::new();
+        if let Some(timeout) = self.request_timeout {
+            js = js.timeout(timeout);
+        }
+        let jetstream = js.build(nats.clone());
+        Ok(Client {
+            inner: Arc::new(Inner {
+                nats,
+                jetstream,
+                namespace,
+                source,
+                validate: self.validate,
+                streams: self.streams,
+                by_rust_type: RwLock::new(HashMap::new()),
+                by_event_type: RwLock::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+fn default_source() -> String {
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let program: String = program
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("urn:herald:service:{program}")
+}
+
+/// Connecting failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The namespace is not a valid name.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// The `ce-source` is not a URI-reference.
+    #[error(
+        "invalid source {source_uri:?}: a source is a URI-reference without spaces, e.g. urn:herald:service:api"
+    )]
+    InvalidSource {
+        /// The refused value.
+        source_uri: String,
+    },
+    /// The credentials file cannot be read.
+    #[error("cannot read the credentials file {path}: {source}")]
+    Credentials {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server refused the credentials.
+    #[error(
+        "the NATS server at {url} refused the credentials ({source}); check the user and password, \
+         token, nkey or credentials file"
+    )]
+    Unauthorized {
+        /// The server.
+        url: String,
+        /// The error.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The server cannot be reached.
+    #[error(
+        "cannot connect to NATS at {url}: {source}. Is a server running there? Start one with \
+         `herald dev`, or point NATS_URL at yours"
+    )]
+    Unreachable {
+        /// The server.
+        url: String,
+        /// The error.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The URL cannot be parsed.
+    #[error("invalid NATS URL {url:?}: {source}; expected e.g. nats://127.0.0.1:4222")]
+    InvalidUrl {
+        /// The URL.
+        url: String,
+        /// The error.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// TLS could not be set up.
+    #[error("TLS setup for {url} failed: {source}")]
+    Tls {
+        /// The server.
+        url: String,
+        /// The error.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+}
+
+impl ConnectError {
+    fn from_nats(url: &str, source: async_nats::ConnectError) -> ConnectError {
+        use async_nats::ConnectErrorKind as Kind;
+        let url = url.to_owned();
+        match source.kind() {
+            Kind::AuthorizationViolation | Kind::Authentication => {
+                ConnectError::Unauthorized { url, source }
+            }
+            Kind::ServerParse => ConnectError::InvalidUrl { url, source },
+            Kind::Tls => ConnectError::Tls { url, source },
+            _ => ConnectError::Unreachable { url, source },
+        }
+    }
+}
+
+/// Publishing failed. Nothing was stored unless the error is about the acknowledgement
+/// ([`Timeout`](PublishError::Timeout), [`Disconnected`](PublishError::Disconnected)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The payload breaks its schema; nothing was published.
+    #[error("event {event_type} breaks its schema, nothing was published: {}", list_violations(.violations))]
+    InvalidPayload {
+        /// The event type.
+        event_type: String,
+        /// Every violation, with its JSON path.
+        violations: Vec<Violation>,
+    },
+    /// The event type or event id is not valid.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// Untyped publish with validation on, for a type whose schema this client does not know.
+    #[error(
+        "no schema is known for event type {event_type}; publish it typed once, call \
+         Client::add_local_schema::<YourType>(), or publish with validation off"
+    )]
+    UnknownSchema {
+        /// The event type.
+        event_type: String,
+    },
+    /// The event's schema does not compile.
+    #[error(transparent)]
+    Schema(#[from] SchemaCompileError),
+    /// The event cannot be serialised to JSON.
+    #[error("event {event_type} cannot be serialised to JSON: {source}")]
+    Serialize {
+        /// The event type.
+        event_type: String,
+        /// The error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The message is larger than the server accepts.
+    #[error(
+        "event {event_type} is {size} bytes with headers, over the server's max_payload of {max} \
+         bytes; store large data elsewhere and publish a reference to it"
+    )]
+    PayloadTooLarge {
+        /// The event type.
+        event_type: String,
+        /// The message size with headers.
+        size: usize,
+        /// The server's limit.
+        max: usize,
+    },
+    /// No stream stores the subject.
+    #[error(
+        "no stream stores {subject}; provision the namespace first (Client::provision, or \
+         `herald dev` locally)"
+    )]
+    NoStream {
+        /// The subject.
+        subject: String,
+    },
+    /// The stream's ack did not arrive in time; the event may or may not be stored.
+    #[error(
+        "no ack for {subject} in time; the event may or may not be stored: publish it again \
+         with the same id (event id {event_id}) to be sure, the duplicate is dropped"
+    )]
+    Timeout {
+        /// The subject.
+        subject: String,
+        /// The id to publish again with.
+        event_id: String,
+    },
+    /// The connection is down; the event may or may not be stored.
+    #[error(
+        "disconnected from NATS while publishing to {subject} (event id {event_id}); publish \
+         again with the same id once connected"
+    )]
+    Disconnected {
+        /// The subject.
+        subject: String,
+        /// The id to publish again with.
+        event_id: String,
+    },
+    /// Any other failure reported by the client or the server.
+    #[error("publishing to {subject} failed: {source}")]
+    Nats {
+        /// The subject.
+        subject: String,
+        /// The error.
+        #[source]
+        source: jetstream::context::PublishError,
+    },
+}
+
+fn list_violations(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Per-publish options; `..Default::default()` for the rest.
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// A caller-chosen event id (idempotency key), 1 to 256 printable ASCII characters.
+    /// Publishing the same id again within the duplicate window is reported as a duplicate.
+    pub id: Option<String>,
+    /// `ce-subject`: the entity the event is about (overrides `#[event(subject)]`).
+    pub subject: Option<String>,
+    /// `ce-time`: when it happened (default now).
+    pub time: Option<SystemTime>,
+    /// Validate against the schema: overrides the client's setting for this publish.
+    pub validate: Option<bool>,
+}
+
+/// The stream's acknowledgement of a published event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishAck {
+    /// The stream that stored it.
+    pub stream: String,
+    /// Its sequence in that stream.
+    pub sequence: u64,
+    /// True if an event with this id was already stored within the duplicate window; then
+    /// `sequence` is the first one's.
+    pub duplicate: bool,
+    /// The event id (`ce-id`).
+    pub event_id: String,
+}
+
+/// A sent event waiting for its stream ack: `.await` it to get the [`PublishAck`]. Holding
+/// many of these keeps many publishes in flight.
+#[must_use = "the event is sent, but not confirmed until this is awaited"]
+pub struct PendingAck {
+    ack: jetstream::context::PublishAckFuture,
+    subject: String,
+    event_id: String,
+    nats: async_nats::Client,
+}
+
+impl std::fmt::Debug for PendingAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingAck")
+            .field("subject", &self.subject)
+            .field("event_id", &self.event_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingAck {
+    /// The id of the sent event.
+    pub fn event_id(&self) -> &str {
+        &self.event_id
+    }
+}
+
+impl IntoFuture for PendingAck {
+    type Output = Result<PublishAck, PublishError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let PendingAck {
+                ack,
+                subject,
+                event_id,
+                nats,
+            } = self;
+            match ack.await {
+                Ok(ack) => Ok(PublishAck {
+                    stream: ack.stream,
+                    sequence: ack.sequence,
+                    duplicate: ack.duplicate,
+                    event_id,
+                }),
+                Err(error) => Err(map_publish_error(error, subject, event_id, &nats, "")),
+            }
+        })
+    }
+}
+
+fn map_publish_error(
+    error: jetstream::context::PublishError,
+    subject: String,
+    event_id: String,
+    nats: &async_nats::Client,
+    event_type: &str,
+) -> PublishError {
+    let connected = nats.connection_state() == async_nats::connection::State::Connected;
+    match error.kind() {
+        PublishErrorKind::StreamNotFound => PublishError::NoStream { subject },
+        PublishErrorKind::BrokenPipe => PublishError::Disconnected { subject, event_id },
+        PublishErrorKind::TimedOut if !connected => {
+            PublishError::Disconnected { subject, event_id }
+        }
+        PublishErrorKind::TimedOut => PublishError::Timeout { subject, event_id },
+        PublishErrorKind::MaxPayloadExceeded => PublishError::PayloadTooLarge {
+            event_type: event_type.to_owned(),
+            size: 0,
+            max: nats.server_info().max_payload,
+        },
+        _ => PublishError::Nats {
+            subject,
+            source: error,
+        },
+    }
+}
+
+struct Inner {
+    nats: async_nats::Client,
+    jetstream: jetstream::Context,
+    namespace: Namespace,
+    source: String,
+    validate: bool,
+    streams: StreamSettings,
+    by_rust_type: RwLock<HashMap<TypeId, Arc<CompiledSchema>>>,
+    by_event_type: RwLock<HashMap<String, Arc<CompiledSchema>>>,
+}
+
+/// A connection to NATS for one namespace: provisions it and publishes events. Cheap to
+/// clone; clones share the connection.
+///
+/// ```no_run
+/// # use herald::{Client, Event};
+/// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, Event)]
+/// # #[event(type = "user.signup")]
+/// # struct UserSignup { email: String }
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::connect("nats://127.0.0.1:4222").await?;
+/// client.provision().await?;
+/// let ack = client.publish(&UserSignup { email: "a@example.com".into() }).await?.await?;
+/// println!("stored as {} #{}", ack.stream, ack.sequence);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("namespace", &self.inner.namespace)
+            .field("source", &self.inner.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to `url` with default options (namespace `herald`, validation on).
+    pub async fn connect(url: &str) -> Result<Client, ConnectError> {
+        ConnectOptions::default().connect(url).await
+    }
+
+    /// Options for connecting: namespace, credentials, TLS, source, validation.
+    pub fn builder() -> ConnectOptions {
+        ConnectOptions::default()
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &Namespace {
+        &self.inner.namespace
+    }
+
+    /// The `ce-source` of published events.
+    pub fn source(&self) -> &str {
+        &self.inner.source
+    }
+
+    /// The underlying NATS client.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.inner.nats
+    }
+
+    /// The underlying JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.inner.jetstream
+    }
+
+    /// The stream settings used by [`provision`](Self::provision).
+    pub fn stream_settings(&self) -> &StreamSettings {
+        &self.inner.streams
+    }
+
+    /// Creates the namespace's streams and buckets, or checks those that exist. Never
+    /// changes an existing one: a difference is reported in the [`ProvisionReport`].
+    pub async fn provision(&self) -> Result<ProvisionReport, ProvisionError> {
+        self.provision_with(ProvisionOptions::default()).await
+    }
+
+    /// [`provision`](Self::provision), optionally updating what differs.
+    pub async fn provision_with(
+        &self,
+        options: ProvisionOptions,
+    ) -> Result<ProvisionReport, ProvisionError> {
+        provision(
+            &self.inner.jetstream,
+            &self.inner.namespace,
+            &self.inner.streams,
+            options,
+        )
+        .await
+    }
+
+    /// Makes the schema of `E` known for untyped publishing of its type.
+    pub fn add_local_schema<E: Event>(&self) -> Result<(), SchemaCompileError> {
+        self.compiled::<E>().map(drop)
+    }
+
+    fn compiled<E: Event>(&self) -> Result<Arc<CompiledSchema>, SchemaCompileError> {
+        let key = TypeId::of::<E>();
+        if let Some(schema) = self.inner.by_rust_type.read().get(&key) {
+            return Ok(schema.clone());
+        }
+        let schema = Arc::new(CompiledSchema::of::<E>()?);
+        self.inner.by_rust_type.write().insert(key, schema.clone());
+        self.inner
+            .by_event_type
+            .write()
+            .entry(E::TYPE.to_owned())
+            .or_insert_with(|| schema.clone());
+        Ok(schema)
+    }
+
+    /// Publishes a typed event: serialises it, validates it against its schema (unless
+    /// validation is off), sets the envelope headers and sends it. The first `.await` sends;
+    /// awaiting the returned [`PendingAck`] waits for the stream's ack.
+    pub async fn publish<E: Event>(&self, event: &E) -> Result<PendingAck, PublishError> {
+        self.publish_with(event, PublishOptions::default()).await
+    }
+
+    /// [`publish`](Self::publish) with an id, subject, time or validation of your choice.
+    pub async fn publish_with<E: Event>(
+        &self,
+        event: &E,
+        options: PublishOptions,
+    ) -> Result<PendingAck, PublishError> {
+        let serialize_error = |source| PublishError::Serialize {
+            event_type: E::TYPE.to_owned(),
+            source,
+        };
+        let payload = if options.validate.unwrap_or(self.inner.validate) {
+            let schema = self.compiled::<E>()?;
+            let value = serde_json::to_value(event).map_err(serialize_error)?;
+            schema
+                .validate(&value)
+                .map_err(|violations| PublishError::InvalidPayload {
+                    event_type: E::TYPE.to_owned(),
+                    violations,
+                })?;
+            serde_json::to_vec(&value).map_err(serialize_error)?
+        } else {
+            serde_json::to_vec(event).map_err(serialize_error)?
+        };
+        let ce_subject = match &options.subject {
+            Some(_) => None,
+            None => event.ce_subject(),
+        };
+        self.send(E::TYPE, payload, options, ce_subject).await
+    }
+
+    /// Publishes an untyped JSON payload as an event of `event_type`. With validation on, the
+    /// type's schema must be known to this client (see [`add_local_schema`](Self::add_local_schema)).
+    pub async fn publish_value(
+        &self,
+        event_type: &str,
+        data: &serde_json::Value,
+        options: PublishOptions,
+    ) -> Result<PendingAck, PublishError> {
+        let event_type = EventType::new(event_type)?;
+        if options.validate.unwrap_or(self.inner.validate) {
+            let schema = self
+                .inner
+                .by_event_type
+                .read()
+                .get(event_type.as_str())
+                .cloned()
+                .ok_or_else(|| PublishError::UnknownSchema {
+                    event_type: event_type.to_string(),
+                })?;
+            schema
+                .validate(data)
+                .map_err(|violations| PublishError::InvalidPayload {
+                    event_type: event_type.to_string(),
+                    violations,
+                })?;
+        }
+        let payload = serde_json::to_vec(data).map_err(|source| PublishError::Serialize {
+            event_type: event_type.to_string(),
+            source,
+        })?;
+        self.send(event_type.as_str(), payload, options, None).await
+    }
+
+    async fn send(
+        &self,
+        event_type: &str,
+        payload: Vec<u8>,
+        options: PublishOptions,
+        ce_subject: Option<String>,
+    ) -> Result<PendingAck, PublishError> {
+        let event_id = match options.id {
+            Some(id) => {
+                check_event_id(&id)?;
+                id
+            }
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        let subject = self.inner.namespace.event_subject(event_type);
+        let time = headers::format_time(options.time.unwrap_or_else(SystemTime::now));
+        let mut map = HeaderMap::new();
+        let mut header_bytes = 0;
+        let mut put = |name: &'static str, value: &str| {
+            header_bytes += name.len() + value.len() + 4;
+            map.insert(HeaderName::from_static(name), value);
+        };
+        put(headers::SPEC_VERSION, headers::SPEC_VERSION_VALUE);
+        put(headers::ID, &event_id);
+        put(headers::TYPE, event_type);
+        put(headers::SOURCE, &headers::encode_value(&self.inner.source));
+        put(headers::TIME, &time);
+        put(headers::DATA_CONTENT_TYPE, headers::JSON_CONTENT_TYPE);
+        if let Some(ce_subject) = options.subject.as_deref().or(ce_subject.as_deref()) {
+            put(headers::SUBJECT, &headers::encode_value(ce_subject));
+        }
+        put(headers::NATS_MSG_ID, &event_id);
+        if let Some((traceparent, tracestate)) = trace::current_trace_headers() {
+            put(headers::TRACEPARENT, &traceparent);
+            if let Some(tracestate) = tracestate {
+                put(headers::TRACESTATE, &tracestate);
+            }
+        }
+        // "NATS/1.0\r\n" and the closing "\r\n".
+        let size = payload.len() + header_bytes + 12;
+        let max = self.inner.nats.server_info().max_payload;
+        if max > 0 && size > max {
+            return Err(PublishError::PayloadTooLarge {
+                event_type: event_type.to_owned(),
+                size,
+                max,
+            });
+        }
+        let message = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .headers(map);
+        match self
+            .inner
+            .jetstream
+            .send_publish(subject.clone(), message)
+            .await
+        {
+            Ok(ack) => Ok(PendingAck {
+                ack,
+                subject,
+                event_id,
+                nats: self.inner.nats.clone(),
+            }),
+            Err(error) => Err(map_publish_error(
+                error,
+                subject,
+                event_id,
+                &self.inner.nats,
+                event_type,
+            )),
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Envelope headers of protocol section 4: names, value encoding and time stamps.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `ce-specversion`: always `1.0`.
+pub const SPEC_VERSION: &str = "ce-specversion";
+/// `ce-id`: the event id.
+pub const ID: &str = "ce-id";
+/// `ce-type`: the event type.
+pub const TYPE: &str = "ce-type";
+/// `ce-source`: URI-reference of the producer.
+pub const SOURCE: &str = "ce-source";
+/// `ce-time`: RFC 3339 UTC time of the occurrence.
+pub const TIME: &str = "ce-time";
+/// `ce-datacontenttype`: `application/json`.
+pub const DATA_CONTENT_TYPE: &str = "ce-datacontenttype";
+/// `ce-dataschema`: `urn:ns:schema:T:N`.
+pub const DATA_SCHEMA: &str = "ce-dataschema";
+/// `ce-subject`: the entity the event is about.
+pub const SUBJECT: &str = "ce-subject";
+/// `Nats-Msg-Id`: equal to `ce-id`, for JetStream's deduplication.
+pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
+/// W3C `traceparent`.
+pub const TRACEPARENT: &str = "traceparent";
+/// W3C `tracestate`.
+pub const TRACESTATE: &str = "tracestate";
+
+/// The CloudEvents version Herald writes.
+pub const SPEC_VERSION_VALUE: &str = "1.0";
+/// The only content type of protocol version 1.
+pub const JSON_CONTENT_TYPE: &str = "application/json";
+
+/// Percent-encodes a header value as the CloudEvents HTTP binding does: space, `"`, `%` and
+/// everything outside printable ASCII become `%XX` (of the UTF-8 bytes).
+pub fn encode_value(value: &str) -> std::borrow::Cow<'_, str> {
+    let needs = |b: u8| !(0x21..=0x7e).contains(&b) || b == b'"' || b == b'%';
+    if !value.bytes().any(needs) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for byte in value.bytes() {
+        if needs(byte) {
+            out.push_str(&format!("%{byte:02X}"));
+        } else {
+            out.push(byte as char);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Decodes a percent-encoded header value; `None` if it is not valid UTF-8 once decoded.
+pub fn decode_value(value: &str) -> Option<String> {
+    if !value.contains('%') {
+        return Some(value.to_owned());
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' && index + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).ok();
+            if let Some(byte) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(byte);
+                index += 3;
+                continue;
+            }
+        }
+        out.push(bytes[index]);
+        index += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Formats a time as RFC 3339 UTC with microseconds: `2026-11-25T07:30:00.123456Z`.
+pub fn format_time(time: SystemTime) -> String {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_epoch.as_secs();
+    let micros = since_epoch.subsec_micros();
+    let days = (seconds / 86_400) as i64;
+    let second_of_day = seconds % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        second_of_day / 3600,
+        (second_of_day % 3600) / 60,
+        second_of_day % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn printable_values_are_untouched() {
+        assert!(matches!(
+            encode_value("urn:herald:service:api"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn other_values_are_percent_encoded_and_decode_back() {
+        let value = "user 42 \"é\" 100%";
+        let encoded = encode_value(value);
+        assert_eq!(encoded, "user%2042%20%22%C3%A9%22%20100%25");
+        assert_eq!(decode_value(&encoded).as_deref(), Some(value));
+        assert_eq!(decode_value("plain").as_deref(), Some("plain"));
+        assert_eq!(decode_value("50%").as_deref(), Some("50%"));
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(format_time(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        // 2024-02-29T23:59:59.5Z, a leap day.
+        let leap = UNIX_EPOCH + Duration::from_millis(1_709_251_199_500);
+        assert_eq!(format_time(leap), "2024-02-29T23:59:59.500000Z");
+        let later = UNIX_EPOCH + Duration::from_secs(4_102_444_800);
+        assert_eq!(format_time(later), "2100-01-01T00:00:00.000000Z");
+    }
+}

@@ -1,0 +1,427 @@
+//! JSON Schemas of events: generation from Rust types, canonical digests, compiled
+//! validators, and the reviewed `schemas/` folder.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::Event;
+
+/// The JSON Schema (draft 2020-12) of `E`, describing what `E` accepts when deserialising.
+pub fn schema_for<E: schemars::JsonSchema + ?Sized>() -> Value {
+    schemars::generate::SchemaSettings::draft2020_12()
+        .for_deserialize()
+        .into_generator()
+        .into_root_schema_for::<E>()
+        .to_value()
+}
+
+/// The canonical JSON of a value: object keys sorted, no whitespace (protocol section 5).
+pub fn canonical_json(value: &Value) -> String {
+    fn write(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (index, key) in keys.into_iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(key.clone()).to_string());
+                    out.push(':');
+                    write(&map[key.as_str()], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (index, item) in items.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out
+}
+
+/// The hex SHA-256 of the canonical JSON of a schema (protocol section 5).
+pub fn digest(schema: &Value) -> String {
+    let hash = Sha256::digest(canonical_json(schema).as_bytes());
+    hash.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// One place where a payload breaks its schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// JSON path of the offending value, `$` for the root (`$.plan`, `$.items[2].id`).
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// A schema that cannot be compiled into a validator.
+#[derive(Debug, thiserror::Error)]
+#[error("the schema of {event_type} is not a valid JSON Schema: {reason}")]
+pub struct SchemaCompileError {
+    /// The event type.
+    pub event_type: String,
+    /// What the compiler said.
+    pub reason: String,
+}
+
+/// A compiled schema, ready to validate payloads quickly.
+pub struct CompiledSchema {
+    event_type: String,
+    schema: Value,
+    validator: jsonschema::Validator,
+}
+
+impl fmt::Debug for CompiledSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompiledSchema")
+            .field("event_type", &self.event_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CompiledSchema {
+    /// Compiles `schema` (draft 2020-12, formats checked) for `event_type`.
+    pub fn compile(event_type: &str, schema: Value) -> Result<CompiledSchema, SchemaCompileError> {
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&schema)
+            .map_err(|error| SchemaCompileError {
+                event_type: event_type.to_owned(),
+                reason: error.to_string(),
+            })?;
+        Ok(CompiledSchema {
+            event_type: event_type.to_owned(),
+            schema,
+            validator,
+        })
+    }
+
+    /// Compiles the generated schema of `E`.
+    pub fn of<E: Event>() -> Result<CompiledSchema, SchemaCompileError> {
+        CompiledSchema::compile(E::TYPE, E::schema())
+    }
+
+    /// The event type this schema is for.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// The schema document.
+    pub fn schema(&self) -> &Value {
+        &self.schema
+    }
+
+    /// `Ok` if `payload` is valid, else every violation with its JSON path.
+    pub fn validate(&self, payload: &Value) -> Result<(), Vec<Violation>> {
+        if self.validator.is_valid(payload) {
+            return Ok(());
+        }
+        Err(self
+            .validator
+            .iter_errors(payload)
+            .map(|error| Violation {
+                path: json_path(&error.instance_path().to_string()),
+                message: error.to_string(),
+            })
+            .collect())
+    }
+}
+
+/// Turns a JSON Pointer (`/items/2/id`) into a JSON path (`$.items[2].id`).
+pub fn json_path(pointer: &str) -> String {
+    let mut path = String::from("$");
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        if !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()) {
+            path.push('[');
+            path.push_str(&token);
+            path.push(']');
+        } else if !token.is_empty() && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            path.push('.');
+            path.push_str(&token);
+        } else {
+            path.push_str(&format!("[{}]", Value::String(token)));
+        }
+    }
+    path
+}
+
+/// The schema of one event type, as exported to or checked against the `schemas/` folder.
+#[derive(Debug, Clone)]
+pub struct EventSchema {
+    /// The event type.
+    pub event_type: String,
+    /// The Rust type it was generated from (for messages).
+    pub rust_type: &'static str,
+    /// The schema.
+    pub schema: Value,
+}
+
+impl EventSchema {
+    /// The generated schema of `E`.
+    pub fn of<E: Event>() -> EventSchema {
+        EventSchema {
+            event_type: E::TYPE.to_owned(),
+            rust_type: std::any::type_name::<E>(),
+            schema: E::schema(),
+        }
+    }
+}
+
+/// What [`SchemaDir::export`] did for one type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportOutcome {
+    /// The newest committed version already equals the generated schema.
+    Unchanged {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A new version file was written.
+    Written {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        version: u32,
+    },
+}
+
+/// An error reading or writing the `schemas/` folder.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaDirError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A committed file is not JSON.
+    #[error("{path} is not valid JSON: {source}")]
+    Parse {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A committed schema that is missing or differs from what its type generates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleSchema {
+    /// The event type.
+    pub event_type: String,
+    /// The Rust type.
+    pub rust_type: &'static str,
+    /// The newest committed file, if any.
+    pub path: Option<PathBuf>,
+}
+
+impl fmt::Display for StaleSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(path) => write!(
+                f,
+                "{} differs from the schema that {} generates for {}",
+                path.display(),
+                self.rust_type,
+                self.event_type
+            ),
+            None => write!(
+                f,
+                "no schema file for {} ({}) is committed",
+                self.event_type, self.rust_type
+            ),
+        }
+    }
+}
+
+/// The reviewed schema folder: `<root>/<type>/<version>.json`, versions 1, 2, 3…
+#[derive(Debug, Clone)]
+pub struct SchemaDir {
+    root: PathBuf,
+}
+
+impl SchemaDir {
+    /// A schema folder at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> SchemaDir {
+        SchemaDir { root: root.into() }
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The newest committed version of a type: its number, path and schema.
+    pub fn latest(
+        &self,
+        event_type: &str,
+    ) -> Result<Option<(u32, PathBuf, Value)>, SchemaDirError> {
+        let dir = self.root.join(event_type);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(SchemaDirError::Io { path: dir, source }),
+        };
+        let mut newest: Option<(u32, PathBuf)> = None;
+        for entry in entries {
+            let entry = entry.map_err(|source| SchemaDirError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            let path = entry.path();
+            let version = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u32>().ok());
+            if let Some(version) = version {
+                if newest.as_ref().is_none_or(|(v, _)| version > *v) {
+                    newest = Some((version, path));
+                }
+            }
+        }
+        let Some((version, path)) = newest else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| SchemaDirError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let schema = serde_json::from_str(&text).map_err(|source| SchemaDirError::Parse {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Some((version, path, schema)))
+    }
+
+    /// Writes each schema as a new version unless the newest committed one equals it.
+    pub fn export(&self, schemas: &[EventSchema]) -> Result<Vec<ExportOutcome>, SchemaDirError> {
+        let mut outcomes = Vec::with_capacity(schemas.len());
+        for item in schemas {
+            let latest = self.latest(&item.event_type)?;
+            if let Some((_, path, committed)) = &latest {
+                if committed == &item.schema {
+                    outcomes.push(ExportOutcome::Unchanged { path: path.clone() });
+                    continue;
+                }
+            }
+            let version = latest.map_or(1, |(v, _, _)| v + 1);
+            let dir = self.root.join(&item.event_type);
+            std::fs::create_dir_all(&dir).map_err(|source| SchemaDirError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            let path = dir.join(format!("{version}.json"));
+            let mut text = serde_json::to_string_pretty(&item.schema).map_err(|source| {
+                SchemaDirError::Parse {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            text.push('\n');
+            std::fs::write(&path, text).map_err(|source| SchemaDirError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            outcomes.push(ExportOutcome::Written { path, version });
+        }
+        Ok(outcomes)
+    }
+
+    /// The schemas whose newest committed version is missing or differs from `schemas`.
+    pub fn check(&self, schemas: &[EventSchema]) -> Result<Vec<StaleSchema>, SchemaDirError> {
+        let mut stale = Vec::new();
+        for item in schemas {
+            match self.latest(&item.event_type)? {
+                Some((_, _, committed)) if committed == item.schema => {}
+                latest => stale.push(StaleSchema {
+                    event_type: item.event_type.clone(),
+                    rust_type: item.rust_type,
+                    path: latest.map(|(_, path, _)| path),
+                }),
+            }
+        }
+        Ok(stale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_json_sorts_keys_and_drops_whitespace() {
+        let value = json!({"b": [1, {"z": 1, "a": "x"}], "a": null});
+        assert_eq!(
+            canonical_json(&value),
+            r#"{"a":null,"b":[1,{"a":"x","z":1}]}"#
+        );
+    }
+
+    #[test]
+    fn digest_ignores_key_order() {
+        let one = json!({"type": "object", "required": ["a"]});
+        let two: Value =
+            serde_json::from_str(r#"{ "required": ["a"], "type": "object" }"#).unwrap();
+        assert_eq!(digest(&one), digest(&two));
+        assert_eq!(digest(&one).len(), 64);
+        assert_ne!(digest(&one), digest(&json!({"type": "object"})));
+    }
+
+    #[test]
+    fn pointers_become_json_paths() {
+        assert_eq!(json_path(""), "$");
+        assert_eq!(json_path("/plan"), "$.plan");
+        assert_eq!(json_path("/items/2/id"), "$.items[2].id");
+        assert_eq!(json_path("/a~1b/c d"), r#"$["a/b"]["c d"]"#);
+    }
+
+    #[test]
+    fn violations_carry_paths() {
+        let schema = json!({
+            "type": "object",
+            "properties": {"n": {"type": "integer"}, "items": {"type": "array", "items": {"type": "string"}}},
+            "required": ["n"]
+        });
+        let compiled = CompiledSchema::compile("t", schema).unwrap();
+        assert!(compiled.validate(&json!({"n": 1})).is_ok());
+        let violations = compiled
+            .validate(&json!({"n": "x", "items": ["a", 3]}))
+            .unwrap_err();
+        let paths: Vec<&str> = violations.iter().map(|v| v.path.as_str()).collect();
+        assert!(paths.contains(&"$.n"), "{violations:?}");
+        assert!(paths.contains(&"$.items[1]"), "{violations:?}");
+        let missing = compiled.validate(&json!({})).unwrap_err();
+        assert_eq!(missing[0].path, "$");
+        assert!(missing[0].message.contains("\"n\""), "{missing:?}");
+    }
+}
