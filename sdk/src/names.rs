@@ -201,6 +201,8 @@ fn check_event_type(value: &str) -> Result<(), String> {
         if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
             let hint = if first.is_ascii_uppercase() {
                 " (upper case is not allowed)"
+            } else if first == '*' || first == '>' {
+                " (wildcards match types when subscribing; an event has one concrete type)"
             } else {
                 ""
             };

@@ -1,0 +1,8 @@
+use herald::Event;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Event)]
+#[event(type = "source..connected")]
+struct SourceConnected {}
+
+fn main() {}
