@@ -65,8 +65,12 @@ pub struct ConnectOptions {
     auth: Auth,
     tls: TlsOptions,
     request_timeout: Option<Duration>,
+    max_pending_acks: usize,
     streams: StreamSettings,
 }
+
+/// Default of [`ConnectOptions::max_pending_acks`].
+pub const DEFAULT_MAX_PENDING_ACKS: usize = 65_536;
 
 impl Default for ConnectOptions {
     fn default() -> Self {
@@ -78,6 +82,7 @@ impl Default for ConnectOptions {
             auth: Auth::None,
             tls: TlsOptions::default(),
             request_timeout: None,
+            max_pending_acks: DEFAULT_MAX_PENDING_ACKS,
             streams: StreamSettings::default(),
         }
     }
@@ -157,6 +162,15 @@ impl ConnectOptions {
         self
     }
 
+    /// How many sent events may wait for their ack at once on this client (default 65,536).
+    /// A [`PendingAck`] counts until it is awaited or dropped; one more publish is refused
+    /// with [`PublishError::TooManyPending`] rather than waiting for a slot that the caller
+    /// itself may be holding.
+    pub fn max_pending_acks(mut self, limit: usize) -> Self {
+        self.max_pending_acks = limit.max(1);
+        self
+    }
+
     /// Settings of the streams and buckets that [`Client::provision`] creates.
     pub fn streams(mut self, streams: StreamSettings) -> Self {
         self.streams = streams;
@@ -212,11 +226,18 @@ impl ConnectOptions {
                 other => tracing::debug!(event = %other, "NATS connection event"),
             }
         });
+        let servers: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         let nats = options
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|source| ConnectError::from_nats(url, source))?;
-        let mut js = jetstream::ContextBuilder::new();
+        let mut js = jetstream::ContextBuilder::new()
+            .max_ack_inflight(self.max_pending_acks)
+            .backpressure_on_inflight(false);
         if let Some(timeout) = self.request_timeout {
             js = js.timeout(timeout);
         }
@@ -228,6 +249,7 @@ impl ConnectOptions {
                 namespace,
                 source,
                 validate: self.validate,
+                max_pending_acks: self.max_pending_acks,
                 streams: self.streams,
                 by_rust_type: RwLock::new(HashMap::new()),
                 by_event_type: RwLock::new(HashMap::new()),
@@ -418,6 +440,15 @@ pub enum PublishError {
         /// The id to publish again with.
         event_id: String,
     },
+    /// Too many sent events are waiting for their ack; nothing was sent.
+    #[error(
+        "{limit} published events are waiting for their ack on this client, nothing was sent; \
+         await (or drop) some PendingAcks first, or raise ConnectOptions::max_pending_acks"
+    )]
+    TooManyPending {
+        /// The limit.
+        limit: usize,
+    },
     /// Any other failure reported by the client or the server.
     #[error("publishing to {subject} failed: {source}")]
     Nats {
@@ -510,7 +541,7 @@ impl IntoFuture for PendingAck {
                     duplicate: ack.duplicate,
                     event_id,
                 }),
-                Err(error) => Err(map_publish_error(error, subject, event_id, &nats, "")),
+                Err(error) => Err(map_publish_error(error, subject, event_id, &nats, "", 0)),
             }
         })
     }
@@ -522,10 +553,12 @@ fn map_publish_error(
     event_id: String,
     nats: &async_nats::Client,
     event_type: &str,
+    max_pending: usize,
 ) -> PublishError {
     let connected = nats.connection_state() == async_nats::connection::State::Connected;
     match error.kind() {
         PublishErrorKind::StreamNotFound => PublishError::NoStream { subject },
+        PublishErrorKind::MaxAckPending => PublishError::TooManyPending { limit: max_pending },
         PublishErrorKind::BrokenPipe => PublishError::Disconnected { subject, event_id },
         PublishErrorKind::TimedOut if !connected => {
             PublishError::Disconnected { subject, event_id }
@@ -549,6 +582,7 @@ struct Inner {
     namespace: Namespace,
     source: String,
     validate: bool,
+    max_pending_acks: usize,
     streams: StreamSettings,
     by_rust_type: RwLock<HashMap<TypeId, Arc<CompiledSchema>>>,
     by_event_type: RwLock<HashMap<String, Arc<CompiledSchema>>>,
@@ -798,6 +832,7 @@ impl Client {
                 event_id,
                 &self.inner.nats,
                 event_type,
+                self.inner.max_pending_acks,
             )),
         }
     }

@@ -73,7 +73,11 @@ mod tests {
         assert!(
             stale.is_empty(),
             "{}\nRegenerate with `cargo run -p example-events --bin export-schemas` and review the diff.",
-            stale.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+            stale
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 }
