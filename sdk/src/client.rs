@@ -503,7 +503,7 @@ pub struct PendingAck {
     ack: jetstream::context::PublishAckFuture,
     subject: String,
     event_id: String,
-    nats: async_nats::Client,
+    client: Arc<Inner>,
 }
 
 impl std::fmt::Debug for PendingAck {
@@ -524,25 +524,60 @@ impl PendingAck {
 
 impl IntoFuture for PendingAck {
     type Output = Result<PublishAck, PublishError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+    type IntoFuture = AckFuture;
 
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let PendingAck {
-                ack,
-                subject,
+    fn into_future(self) -> AckFuture {
+        AckFuture {
+            ack: self.ack.into_future(),
+            subject: self.subject,
+            event_id: self.event_id,
+            client: self.client,
+        }
+    }
+}
+
+/// The future of a [`PendingAck`]: resolves to the stream's [`PublishAck`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct AckFuture {
+    ack: <jetstream::context::PublishAckFuture as IntoFuture>::IntoFuture,
+    subject: String,
+    event_id: String,
+    client: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AckFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckFuture")
+            .field("subject", &self.subject)
+            .field("event_id", &self.event_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Future for AckFuture {
+    type Output = Result<PublishAck, PublishError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let outcome = std::task::ready!(self.ack.as_mut().poll(cx));
+        let event_id = std::mem::take(&mut self.event_id);
+        std::task::Poll::Ready(match outcome {
+            Ok(ack) => Ok(PublishAck {
+                stream: ack.stream,
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
                 event_id,
-                nats,
-            } = self;
-            match ack.await {
-                Ok(ack) => Ok(PublishAck {
-                    stream: ack.stream,
-                    sequence: ack.sequence,
-                    duplicate: ack.duplicate,
-                    event_id,
-                }),
-                Err(error) => Err(map_publish_error(error, subject, event_id, &nats, "", 0)),
-            }
+            }),
+            Err(error) => Err(map_publish_error(
+                error,
+                std::mem::take(&mut self.subject),
+                event_id,
+                &self.client.nats,
+                "",
+                self.client.max_pending_acks,
+            )),
         })
     }
 }
@@ -801,16 +836,9 @@ impl Client {
                 put(headers::TRACESTATE, &tracestate);
             }
         }
-        // "NATS/1.0\r\n" and the closing "\r\n".
+        // "NATS/1.0\r\n" and the closing "\r\n". async-nats checks the limit before sending;
+        // the size is kept for the error message.
         let size = payload.len() + header_bytes + 12;
-        let max = self.inner.nats.server_info().max_payload;
-        if max > 0 && size > max {
-            return Err(PublishError::PayloadTooLarge {
-                event_type: event_type.to_owned(),
-                size,
-                max,
-            });
-        }
         let message = jetstream::message::PublishMessage::build()
             .payload(payload.into())
             .headers(map);
@@ -824,16 +852,27 @@ impl Client {
                 ack,
                 subject,
                 event_id,
-                nats: self.inner.nats.clone(),
+                client: Arc::clone(&self.inner),
             }),
-            Err(error) => Err(map_publish_error(
-                error,
-                subject,
-                event_id,
-                &self.inner.nats,
-                event_type,
-                self.inner.max_pending_acks,
-            )),
+            Err(error) => Err(
+                match map_publish_error(
+                    error,
+                    subject,
+                    event_id,
+                    &self.inner.nats,
+                    event_type,
+                    self.inner.max_pending_acks,
+                ) {
+                    PublishError::PayloadTooLarge {
+                        event_type, max, ..
+                    } => PublishError::PayloadTooLarge {
+                        event_type,
+                        size,
+                        max,
+                    },
+                    other => other,
+                },
+            ),
         }
     }
 }

@@ -73,14 +73,35 @@ pub fn decode_value(value: &str) -> Option<String> {
 
 /// Formats a time as RFC 3339 UTC with microseconds: `2026-11-25T07:30:00.123456Z`.
 pub fn format_time(time: SystemTime) -> String {
+    use std::cell::RefCell;
+    use std::fmt::Write as _;
+    thread_local! {
+        // The formatted date and time of the last second seen on this thread: events
+        // published within one second share it.
+        static LAST_SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since_epoch.as_secs();
     let micros = since_epoch.subsec_micros();
+    LAST_SECOND.with(|cell| {
+        let mut last = cell.borrow_mut();
+        if last.0 != seconds {
+            *last = (seconds, format_second(seconds));
+        }
+        let mut out = String::with_capacity(27);
+        out.push_str(&last.1);
+        let _ = write!(out, ".{micros:06}Z");
+        out
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix second.
+fn format_second(seconds: u64) -> String {
     let days = (seconds / 86_400) as i64;
     let second_of_day = seconds % 86_400;
     let (year, month, day) = civil_from_days(days);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         second_of_day / 3600,
         (second_of_day % 3600) / 60,
         second_of_day % 60

@@ -55,8 +55,8 @@ pub mod schema;
 pub mod trace;
 
 pub use client::{
-    Auth, Client, ConnectError, ConnectOptions, DEFAULT_MAX_PENDING_ACKS, PendingAck, PublishAck,
-    PublishError, PublishOptions, TlsOptions,
+    AckFuture, Auth, Client, ConnectError, ConnectOptions, DEFAULT_MAX_PENDING_ACKS, PendingAck,
+    PublishAck, PublishError, PublishOptions, TlsOptions,
 };
 pub use event::Event;
 pub use names::{EventType, NameError, Namespace, check_event_id};

@@ -1,0 +1,90 @@
+//! The commands and their shared options.
+
+mod bench;
+mod provision;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+/// Typed, durable background functions on NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure Herald against the raw async-nats client on your NATS.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+    /// Create the namespace's streams and buckets, or check the ones that exist.
+    ///
+    /// Example: `herald provision --server nats://127.0.0.1:4222 --namespace staging`
+    Provision(provision::Provision),
+}
+
+/// How to reach NATS; shared by every command.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Connection {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, short, env = "NATS_URL", global = true)]
+    server: Option<String>,
+    /// Herald namespace.
+    #[arg(
+        long,
+        short,
+        env = "HERALD_NAMESPACE",
+        default_value = "herald",
+        global = true
+    )]
+    namespace: String,
+    /// User name (with --password).
+    #[arg(long, env = "NATS_USER", global = true, requires = "password")]
+    user: Option<String>,
+    /// Password (with --user).
+    #[arg(long, env = "NATS_PASSWORD", global = true, requires = "user")]
+    password: Option<String>,
+    /// Token.
+    #[arg(long, env = "NATS_TOKEN", global = true)]
+    token: Option<String>,
+    /// Credentials file (JWT and nkey seed).
+    #[arg(long, env = "NATS_CREDS", global = true)]
+    creds: Option<std::path::PathBuf>,
+}
+
+impl Connection {
+    /// Client options for this connection.
+    pub(crate) fn options(&self) -> herald::ConnectOptions {
+        let mut options = herald::Client::builder()
+            .namespace(&self.namespace)
+            .connection_name("herald-cli");
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            options = options.user_and_password(user, password);
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token);
+        }
+        if let Some(creds) = &self.creds {
+            options = options.credentials_file(creds);
+        }
+        options
+    }
+
+    /// The server URL, or an error that says how to give one.
+    pub(crate) fn url(&self) -> anyhow::Result<&str> {
+        self.server
+            .as_deref()
+            .context("no NATS server given: pass --server nats://HOST:4222 or set NATS_URL")
+    }
+}
+
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Bench(bench) => bench.run().await,
+        Command::Provision(provision) => provision.run().await,
+    }
+}
