@@ -111,16 +111,15 @@ pub fn find_or_install() -> Result<ServerBinary, Error> {
             origin: BinaryOrigin::EnvVar,
         });
     }
-    if let Some(path) = find_on_path("nats-server") {
-        if let Ok(version) = probe_version(&path) {
-            if version >= MIN_VERSION {
-                return Ok(ServerBinary {
-                    path,
-                    version,
-                    origin: BinaryOrigin::Path,
-                });
-            }
-        }
+    if let Some(path) = find_on_path("nats-server")
+        && let Ok(version) = probe_version(&path)
+        && version >= MIN_VERSION
+    {
+        return Ok(ServerBinary {
+            path,
+            version,
+            origin: BinaryOrigin::Path,
+        });
     }
     let cache = cache_dir();
     let install_dir = cache.join(format!("nats-server-{PINNED_VERSION}"));

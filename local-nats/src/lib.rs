@@ -513,3 +513,37 @@ fn free_port(held: &mut Vec<TcpListener>) -> Result<u16, Error> {
     held.push(listener);
     Ok(port)
 }
+
+/// The server an example or tool should use: the user's own (`NATS_URL`) or a local one
+/// started here and stopped on drop.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NatsServer {
+    /// The user's server, from `NATS_URL`.
+    External(String),
+    /// A local server started by this process.
+    Local(LocalNats),
+}
+
+impl NatsServer {
+    /// `NATS_URL` if set, else a freshly started local server.
+    pub fn from_env_or_start() -> Result<NatsServer, Error> {
+        match url_from_env() {
+            Some(url) => Ok(NatsServer::External(url)),
+            None => Ok(NatsServer::Local(LocalNats::start()?)),
+        }
+    }
+
+    /// The URL to connect to.
+    pub fn url(&self) -> String {
+        match self {
+            NatsServer::External(url) => url.clone(),
+            NatsServer::Local(local) => local.url(),
+        }
+    }
+
+    /// True when the server was started here.
+    pub fn is_local(&self) -> bool {
+        matches!(self, NatsServer::Local(_))
+    }
+}

@@ -197,8 +197,8 @@ pub enum ProvisionError {
 /// The desired config of one resource.
 #[derive(Debug, Clone)]
 pub(crate) enum Desired {
-    Stream(stream::Config),
-    Bucket(jetstream::kv::Config),
+    Stream(Box<stream::Config>),
+    Bucket(Box<jetstream::kv::Config>),
 }
 
 impl Desired {
@@ -226,7 +226,7 @@ impl Desired {
 /// (`NS_ADVISORIES` before anything that could raise an advisory).
 pub(crate) fn desired(namespace: &Namespace, settings: &StreamSettings) -> Vec<Desired> {
     let stream = |name: String, subjects: Vec<String>, max_age, duplicate_window| {
-        Desired::Stream(stream::Config {
+        Desired::Stream(Box::new(stream::Config {
             name,
             subjects,
             retention: RetentionPolicy::Limits,
@@ -235,17 +235,17 @@ pub(crate) fn desired(namespace: &Namespace, settings: &StreamSettings) -> Vec<D
             duplicate_window,
             num_replicas: settings.replicas,
             ..Default::default()
-        })
+        }))
     };
     let bucket = |bucket: String, history: i64, max_age| {
-        Desired::Bucket(jetstream::kv::Config {
+        Desired::Bucket(Box::new(jetstream::kv::Config {
             bucket,
             history,
             max_age,
             storage: settings.storage,
             num_replicas: settings.replicas,
             ..Default::default()
-        })
+        }))
     };
     vec![
         stream(
@@ -422,12 +422,12 @@ async fn converge(
         let Some(actual) = existing else {
             let created = match want {
                 Desired::Stream(config) => js
-                    .create_stream(config.clone())
+                    .create_stream(config.as_ref().clone())
                     .await
                     .map(drop)
                     .map_err(|e| -> async_nats::Error { e.into() }),
                 Desired::Bucket(config) => js
-                    .create_key_value(config.clone())
+                    .create_key_value(config.as_ref().clone())
                     .await
                     .map(drop)
                     .map_err(|e| -> async_nats::Error { e.into() }),
@@ -470,7 +470,7 @@ async fn converge(
                     .map_err(|e| js_error("update", &name)(e.into()))?;
             }
             Desired::Bucket(config) => {
-                js.update_key_value(config.clone())
+                js.update_key_value(config.as_ref().clone())
                     .await
                     .map_err(|e| js_error("update", &name)(e.into()))?;
             }
@@ -530,10 +530,10 @@ mod tests {
         let Desired::Stream(events) = &all[1] else {
             panic!("events is a stream")
         };
-        let same = events.clone();
+        let same = events.as_ref().clone();
         assert_eq!(diff(&all[1], &same), (vec![], false));
 
-        let mut reordered = events.clone();
+        let mut reordered = events.as_ref().clone();
         reordered.subjects.reverse();
         assert!(
             diff(&all[1], &reordered).0.is_empty(),
@@ -543,7 +543,7 @@ mod tests {
         let changed = stream::Config {
             max_age: Duration::from_secs(60),
             num_replicas: 3,
-            ..events.clone()
+            ..events.as_ref().clone()
         };
         let (drift, immutable) = diff(&all[1], &changed);
         let fields: Vec<&str> = drift.iter().map(|d| d.field).collect();
@@ -552,7 +552,7 @@ mod tests {
 
         let memory = stream::Config {
             storage: StorageType::Memory,
-            ..events.clone()
+            ..events.as_ref().clone()
         };
         let (drift, immutable) = diff(&all[1], &memory);
         assert_eq!(drift[0].field, "storage");

@@ -302,10 +302,10 @@ impl SchemaDir {
                 .and_then(|n| n.to_str())
                 .and_then(|n| n.strip_suffix(".json"))
                 .and_then(|n| n.parse::<u32>().ok());
-            if let Some(version) = version {
-                if newest.as_ref().is_none_or(|(v, _)| version > *v) {
-                    newest = Some((version, path));
-                }
+            if let Some(version) = version
+                && newest.as_ref().is_none_or(|(v, _)| version > *v)
+            {
+                newest = Some((version, path));
             }
         }
         let Some((version, path)) = newest else {
@@ -327,11 +327,11 @@ impl SchemaDir {
         let mut outcomes = Vec::with_capacity(schemas.len());
         for item in schemas {
             let latest = self.latest(&item.event_type)?;
-            if let Some((_, path, committed)) = &latest {
-                if committed == &item.schema {
-                    outcomes.push(ExportOutcome::Unchanged { path: path.clone() });
-                    continue;
-                }
+            if let Some((_, path, committed)) = &latest
+                && committed == &item.schema
+            {
+                outcomes.push(ExportOutcome::Unchanged { path: path.clone() });
+                continue;
             }
             let version = latest.map_or(1, |(v, _, _)| v + 1);
             let dir = self.root.join(&item.event_type);

@@ -208,12 +208,10 @@ async fn ten_thousand_pipelined_publishes_are_all_acked_in_order() {
     for n in 0..10_000 {
         pending.push(client.publish(&signup(n)).await.unwrap());
     }
-    let mut expected = 1;
-    for ack in pending {
+    for (expected, ack) in (1..).zip(pending) {
         let ack = ack.await.unwrap();
         assert_eq!(ack.sequence, expected, "acks arrive in publish order");
         assert!(!ack.duplicate);
-        expected += 1;
     }
     assert_eq!(stored_messages(&client).await, 10_000);
 }

@@ -192,19 +192,18 @@ impl PublishBench {
                 let (count, window) = (self.count, self.window);
                 match mode {
                     Mode::Raw => {
-                        raw_run(&raw_js, &subject, &event, count, window, Headers::None).await?
+                        raw_run(raw_js, subject, event, count, window, Headers::None).await?;
                     }
                     Mode::RawWithMsgId => {
-                        raw_run(&raw_js, &subject, &event, count, window, Headers::MsgId).await?;
+                        raw_run(raw_js, subject, event, count, window, Headers::MsgId).await?;
                     }
                     Mode::RawSameHeaders => {
-                        raw_run(&raw_js, &subject, &event, count, window, Headers::Envelope)
-                            .await?;
+                        raw_run(raw_js, subject, event, count, window, Headers::Envelope).await?;
                     }
                     Mode::HeraldNoValidation => {
-                        herald_run(&herald_off, &event, count, window).await?
+                        herald_run(herald_off, event, count, window).await?;
                     }
-                    Mode::Herald => herald_run(&herald_on, &event, count, window).await?,
+                    Mode::Herald => herald_run(herald_on, event, count, window).await?,
                 }
                 let rate = self.count as f64 / started.elapsed().as_secs_f64();
                 let stored = stream.info().await?.state.messages;
