@@ -1,9 +1,9 @@
 //! Derive macros for Herald. Use them through the `herald` crate, which re-exports them:
 //! `use herald::Event;`.
 //!
-//! The derive is written as parse → model → generate: [`parse`] reads the attributes into an
-//! [`EventModel`] (checking the event type against the protocol), [`generate`] turns the
-//! model into the trait impl, and [`expand`] turns any error into `compile_error!`.
+//! The derive is written as parse → model → generate: `parse` reads the attributes into an
+//! `EventModel` (checking the event type against the protocol), `generate` turns the
+//! model into the trait impl, and `expand` turns any error into `compile_error!`.
 
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
