@@ -111,11 +111,23 @@ async fn a_three_node_cluster_serves_an_r3_stream_with_one_node_down() {
         .unwrap();
     cluster.stop_node(2).unwrap();
     assert!(cluster.pids()[2].is_none());
-    js.publish("r3.a", "two".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    // If node 2 led the stream, the others elect a new leader first: retry until then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let outcome = match js.publish("r3.a", "two".into()).await {
+            Ok(ack) => ack.await.map(drop),
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(()) => break,
+            Err(error) if std::time::Instant::now() < deadline => {
+                // Polling for a new leader; the interval only spaces the attempts.
+                eprintln!("waiting for a stream leader: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("no leader within 30 s: {error}"),
+        }
+    }
     cluster.start_node(2).unwrap();
     assert!(cluster.pids()[2].is_some());
     let mut stream = js.get_stream("R3").await.unwrap();
