@@ -48,6 +48,24 @@ pub fn encode_value(value: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Percent-encodes free text for Herald's own headers (`herald-dlq-error`): `%` and bytes
+/// outside printable ASCII become `%XX`; spaces stay, so the text reads as is.
+pub fn encode_text(value: &str) -> std::borrow::Cow<'_, str> {
+    let needs = |b: u8| !(0x20..=0x7e).contains(&b) || b == b'%';
+    if !value.bytes().any(needs) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for byte in value.bytes() {
+        if needs(byte) {
+            out.push_str(&format!("%{byte:02X}"));
+        } else {
+            out.push(byte as char);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Decodes a percent-encoded header value; `None` if it is not valid UTF-8 once decoded.
 pub fn decode_value(value: &str) -> Option<String> {
     if !value.contains('%') {
@@ -143,6 +161,16 @@ mod tests {
         assert_eq!(decode_value(&encoded).as_deref(), Some(value));
         assert_eq!(decode_value("plain").as_deref(), Some("plain"));
         assert_eq!(decode_value("50%").as_deref(), Some("50%"));
+    }
+
+    #[test]
+    fn text_keeps_spaces() {
+        assert_eq!(encode_text("took too long"), "took too long");
+        assert_eq!(encode_text("50% é"), "50%25 %C3%A9");
+        assert_eq!(
+            decode_value(&encode_text("50% é")).as_deref(),
+            Some("50% é")
+        );
     }
 
     #[test]

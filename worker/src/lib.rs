@@ -1,1 +1,69 @@
-//! stub
+//! # herald-worker: functions on NATS JetStream
+//!
+//! A [`Function`] is a named async handler triggered by event types. A [`Worker`] runs
+//! functions: each owns a durable pull consumer (protocol section 3), shared by every replica
+//! running it, so replicas split the work and several functions on one type each get every
+//! event.
+//!
+//! Per delivery the worker takes a concurrency permit *before* pulling (no message waits in a
+//! buffer while its ack timer runs), validates the payload against the event's schema,
+//! decodes it, and runs the handler under its timeout while sending progress acks. Then:
+//!
+//! - `Ok` acks;
+//! - an error (any `?`) NAKs with the backoff delay (1 s doubling, ±20 %), until the last
+//!   attempt, which is dead-lettered with reason `handler_error`;
+//! - [`HandlerError::terminal`], a schema violation or an undecodable payload are
+//!   dead-lettered at once;
+//! - a panic or a timeout is a failed attempt;
+//! - a delivery beyond the attempts (the worker of the last attempt crashed) is dead-lettered
+//!   without running the handler.
+//!
+//! A dead letter is published to `ns.dlq.<function>` and confirmed before the original is
+//! terminated (protocol section 6).
+//!
+//! ```no_run
+//! use herald_worker::{Ctx, Function, HandlerError, Worker};
+//! # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, herald::Event)]
+//! # #[event(type = "source.connected")]
+//! # struct SourceConnected { source_id: String }
+//!
+//! async fn backfill(event: SourceConnected, ctx: Ctx) -> Result<(), HandlerError> {
+//!     if event.source_id.is_empty() {
+//!         return Err(HandlerError::terminal("no source id"));
+//!     }
+//!     tracing::info!(attempt = ctx.attempt(), "backfilling {}", event.source_id);
+//!     Ok(())
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = herald::Client::connect("nats://127.0.0.1:4222").await?;
+//! Worker::builder(client)
+//!     .function(
+//!         Function::new("backfill-user-data")
+//!             .on::<SourceConnected>()
+//!             .attempts(5)
+//!             .handler(backfill)?,
+//!     )
+//!     .run() // until SIGTERM or ctrl-c, then a graceful shutdown
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+mod backoff;
+mod dead_letter;
+mod envelope;
+mod function;
+mod runtime;
+
+pub use backoff::Backoff;
+pub use dead_letter::{
+    DLQ_ATTEMPTS, DLQ_ERROR, DLQ_FUNCTION, DLQ_REASON, DLQ_STREAM, DLQ_STREAM_SEQ, DLQ_SUBJECT,
+    DLQ_TIME, DeadLetterReason, MAX_ERROR_BYTES,
+};
+pub use envelope::Envelope;
+pub use function::{
+    Ctx, Function, FunctionBuilder, FunctionError, HandlerError, StartFrom, check_function_id,
+};
+pub use runtime::{
+    RunningWorker, ShutdownReport, Worker, WorkerBuilder, WorkerError, shutdown_signal,
+};

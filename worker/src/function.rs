@@ -1,0 +1,649 @@
+//! [`Function`]: a named handler, its triggers and its settings.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use herald::schema::CompiledSchema;
+use herald::{Event, EventType};
+
+use crate::backoff::Backoff;
+use crate::envelope::Envelope;
+
+/// What a handler returns when it fails.
+///
+/// Any error converts into a retryable `HandlerError` with `?`; [`HandlerError::terminal`]
+/// is not retried (the event goes to the dead-letter stream at once), and
+/// [`HandlerError::retry_after`] chooses the delay before the next attempt.
+pub struct HandlerError {
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum ErrorKind {
+    Retry(Option<Duration>),
+    Terminal,
+}
+
+impl HandlerError {
+    /// A failure worth retrying (what `?` produces).
+    pub fn retry(message: impl fmt::Display) -> HandlerError {
+        HandlerError {
+            kind: ErrorKind::Retry(None),
+            message: message.to_string(),
+        }
+    }
+
+    /// A failure that no retry can fix: dead-lettered at once with reason `terminal_error`.
+    pub fn terminal(message: impl fmt::Display) -> HandlerError {
+        HandlerError {
+            kind: ErrorKind::Terminal,
+            message: message.to_string(),
+        }
+    }
+
+    /// A retryable failure whose next attempt should wait `delay` instead of the backoff.
+    pub fn retry_after(delay: Duration, message: impl fmt::Display) -> HandlerError {
+        HandlerError {
+            kind: ErrorKind::Retry(Some(delay)),
+            message: message.to_string(),
+        }
+    }
+
+    /// True for [`HandlerError::terminal`].
+    pub fn is_terminal(&self) -> bool {
+        self.kind == ErrorKind::Terminal
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerError")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .finish()
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
+    fn from(error: E) -> Self {
+        // The whole chain, so that the dead letter says what went wrong underneath.
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        HandlerError::retry(message)
+    }
+}
+
+/// What a handler knows about the event and the attempt.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub(crate) function: Arc<str>,
+    pub(crate) envelope: Arc<EnvelopeMeta>,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) stream_sequence: u64,
+    pub(crate) span: tracing::Span,
+}
+
+/// The envelope attributes shared by [`Ctx`] and [`Envelope`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EnvelopeMeta {
+    pub(crate) id: String,
+    pub(crate) event_type: String,
+    pub(crate) source: String,
+    pub(crate) time: Option<String>,
+    pub(crate) subject: Option<String>,
+    pub(crate) data_schema: Option<String>,
+}
+
+impl Ctx {
+    /// The function running.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+    /// The event id (`ce-id`).
+    pub fn event_id(&self) -> &str {
+        &self.envelope.id
+    }
+    /// The event type (`ce-type`).
+    pub fn event_type(&self) -> &str {
+        &self.envelope.event_type
+    }
+    /// The producer (`ce-source`).
+    pub fn source(&self) -> &str {
+        &self.envelope.source
+    }
+    /// When the event happened (`ce-time`, RFC 3339), if the producer said.
+    pub fn time(&self) -> Option<&str> {
+        self.envelope.time.as_deref()
+    }
+    /// The entity the event is about (`ce-subject`), if any.
+    pub fn subject(&self) -> Option<&str> {
+        self.envelope.subject.as_deref()
+    }
+    /// This attempt, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+    /// The function's attempts budget.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+    /// True on the last attempt.
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempt >= self.max_attempts
+    }
+    /// The event's sequence in the events stream.
+    pub fn stream_sequence(&self) -> u64 {
+        self.stream_sequence
+    }
+    /// The span of this attempt; handlers' own spans and events nest under it.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+}
+
+/// Where a new function's consumer starts reading the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartFrom {
+    /// Only events published after the consumer is created (default).
+    #[default]
+    New,
+    /// Every event still retained in the log (backfill).
+    All,
+    /// Events published at or after this time.
+    Time(SystemTime),
+}
+
+/// A function's settings; defaults as in the architecture's defaults table.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) attempts: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) timeout: Duration,
+    pub(crate) ack_wait: Duration,
+    pub(crate) concurrency: usize,
+    pub(crate) max_ack_pending: Option<i64>,
+    pub(crate) start: StartFrom,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            attempts: 5,
+            backoff: Backoff::default(),
+            timeout: Duration::from_secs(300),
+            ack_wait: Duration::from_secs(30),
+            concurrency: 16,
+            max_ack_pending: None,
+            start: StartFrom::New,
+        }
+    }
+}
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What a decoded event becomes before the handler runs.
+pub(crate) enum Decoded {
+    Ready(BoxFuture<Result<(), HandlerError>>),
+    /// The payload broke the schema: (JSON path: message) list.
+    SchemaViolation(String),
+    /// The payload is not JSON, or not the handler's type.
+    DecodeError(String),
+}
+
+/// A type-erased handler: validates, decodes and calls.
+pub(crate) trait ErasedHandler: Send + Sync {
+    fn prepare(&self, payload: Bytes, envelope: Envelope, ctx: Ctx) -> Decoded;
+}
+
+struct TypedHandler<E, F> {
+    schema: Option<Arc<CompiledSchema>>,
+    handler: F,
+    _event: PhantomData<fn(E)>,
+}
+
+impl<E, F, Fut, T> ErasedHandler for TypedHandler<E, F>
+where
+    E: Event,
+    F: Fn(E, Ctx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, HandlerError>> + Send + 'static,
+    T: Send + 'static,
+{
+    fn prepare(&self, payload: Bytes, _envelope: Envelope, ctx: Ctx) -> Decoded {
+        let value: serde_json::Value = match serde_json::from_slice(&payload) {
+            Ok(value) => value,
+            Err(error) => return Decoded::DecodeError(format!("the payload is not JSON: {error}")),
+        };
+        if let Some(schema) = &self.schema
+            && let Err(violations) = schema.validate(&value)
+        {
+            let list = violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Decoded::SchemaViolation(list);
+        }
+        let event: E = match serde_json::from_value(value) {
+            Ok(event) => event,
+            Err(error) => {
+                return Decoded::DecodeError(format!(
+                    "the payload does not decode as {}: {error}",
+                    std::any::type_name::<E>()
+                ));
+            }
+        };
+        let future = (self.handler)(event, ctx);
+        Decoded::Ready(Box::pin(async move { future.await.map(drop) }))
+    }
+}
+
+struct RawHandler<F> {
+    handler: F,
+}
+
+impl<F, Fut, T> ErasedHandler for RawHandler<F>
+where
+    F: Fn(Envelope, Ctx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, HandlerError>> + Send + 'static,
+    T: Send + 'static,
+{
+    fn prepare(&self, _payload: Bytes, envelope: Envelope, ctx: Ctx) -> Decoded {
+        let future = (self.handler)(envelope, ctx);
+        Decoded::Ready(Box::pin(async move { future.await.map(drop) }))
+    }
+}
+
+/// A function: an id, the event types that trigger it, its settings and its handler.
+///
+/// ```
+/// use herald_worker::{Ctx, Function, HandlerError};
+/// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, herald::Event)]
+/// # #[event(type = "source.connected")]
+/// # struct SourceConnected { source_id: String }
+///
+/// async fn backfill(event: SourceConnected, ctx: Ctx) -> Result<(), HandlerError> {
+///     tracing::info!(source = %event.source_id, attempt = ctx.attempt(), "backfilling");
+///     Ok(())
+/// }
+///
+/// let function = Function::new("backfill-user-data")
+///     .on::<SourceConnected>()
+///     .attempts(5)
+///     .concurrency(32)
+///     .handler(backfill)
+///     .unwrap();
+/// assert_eq!(function.id(), "backfill-user-data");
+/// ```
+#[derive(Clone)]
+pub struct Function {
+    pub(crate) id: Arc<str>,
+    pub(crate) triggers: Vec<String>,
+    pub(crate) settings: Settings,
+    pub(crate) handler: Arc<dyn ErasedHandler>,
+}
+
+impl fmt::Debug for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Function")
+            .field("id", &self.id)
+            .field("triggers", &self.triggers)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Function {
+    /// Starts building a function with this id (`[a-z0-9][a-z0-9_-]{0,63}`, unique in the
+    /// namespace; it names the durable consumer).
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(id: impl Into<String>) -> FunctionBuilder<()> {
+        FunctionBuilder {
+            id: id.into(),
+            triggers: Vec::new(),
+            settings: Settings::default(),
+            _event: PhantomData,
+        }
+    }
+
+    /// The function id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The trigger event types (patterns for untyped functions).
+    pub fn triggers(&self) -> &[String] {
+        &self.triggers
+    }
+
+    /// The attempts budget.
+    pub fn attempts(&self) -> u32 {
+        self.settings.attempts
+    }
+}
+
+/// A function under construction; `E` is its event type once [`on`](FunctionBuilder::on)
+/// is called.
+#[must_use = "a function does nothing until it gets a handler and is added to a worker"]
+pub struct FunctionBuilder<E> {
+    id: String,
+    triggers: Vec<String>,
+    settings: Settings,
+    _event: PhantomData<fn(E)>,
+}
+
+impl<E> fmt::Debug for FunctionBuilder<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FunctionBuilder")
+            .field("id", &self.id)
+            .field("triggers", &self.triggers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A function definition that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FunctionError {
+    /// The id breaks the rule.
+    #[error(
+        "invalid function id {id:?}: {reason}. A function id is 1 to 64 characters \
+         `[a-z0-9][a-z0-9_-]*`, e.g. `backfill-user-data`"
+    )]
+    InvalidId {
+        /// The id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A trigger pattern is not an event type or a wildcard pattern.
+    #[error(
+        "invalid trigger {pattern:?} for function {function}: {reason}. A trigger is an event \
+         type (`user.signup`) or a pattern with `*` for one token and `>` for the rest (`user.*`)"
+    )]
+    InvalidTrigger {
+        /// The function.
+        function: String,
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
+    /// No trigger.
+    #[error("function {function} has no trigger; call .on::<YourEvent>() or .on_types([..])")]
+    NoTrigger {
+        /// The function.
+        function: String,
+    },
+    /// A setting out of range.
+    #[error("function {function}: {reason}")]
+    InvalidSetting {
+        /// The function.
+        function: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The event type's schema does not compile.
+    #[error("function {function}: {reason}")]
+    Schema {
+        /// The function.
+        function: String,
+        /// The compiler's message.
+        reason: String,
+    },
+}
+
+impl<E> FunctionBuilder<E> {
+    /// Attempts per event, first one included (default 5). The consumer's `max_deliver` is
+    /// this plus 2, so that a crash on the last attempt still reaches a worker.
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.settings.attempts = attempts;
+        self
+    }
+
+    /// Delay between attempts (default 1 s doubling, at most 5 min, ±20 %).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.settings.backoff = backoff;
+        self
+    }
+
+    /// Longest time one attempt may run (default 5 min); a timeout is a failed attempt.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeout = timeout;
+        self
+    }
+
+    /// The consumer's `ack_wait` (default 30 s): how soon the events of a crashed worker come
+    /// back. Running handlers send progress every `ack_wait / 3`.
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.settings.ack_wait = ack_wait;
+        self
+    }
+
+    /// Handlers running at once in one worker replica (default 16).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.settings.concurrency = concurrency;
+        self
+    }
+
+    /// Handlers running at once across every replica (`max_ack_pending`; server default
+    /// when unset).
+    pub fn max_ack_pending(mut self, limit: i64) -> Self {
+        self.settings.max_ack_pending = Some(limit);
+        self
+    }
+
+    /// Where a new function starts reading (default: new events only).
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.settings.start = start;
+        self
+    }
+
+    fn check(&self) -> Result<(), FunctionError> {
+        check_function_id(&self.id)?;
+        if self.triggers.is_empty() {
+            return Err(FunctionError::NoTrigger {
+                function: self.id.clone(),
+            });
+        }
+        let invalid = |reason: &str| FunctionError::InvalidSetting {
+            function: self.id.clone(),
+            reason: reason.to_owned(),
+        };
+        if self.settings.attempts == 0 {
+            return Err(invalid("attempts must be at least 1"));
+        }
+        if self.settings.concurrency == 0 {
+            return Err(invalid("concurrency must be at least 1"));
+        }
+        if self.settings.ack_wait < Duration::from_millis(300) {
+            return Err(invalid("ack_wait must be at least 300 ms"));
+        }
+        if self.settings.timeout.is_zero() {
+            return Err(invalid("timeout must be positive"));
+        }
+        if let Some(limit) = self.settings.max_ack_pending
+            && limit < 1
+        {
+            return Err(invalid("max_ack_pending must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl FunctionBuilder<()> {
+    /// Triggers the function on events of type `E`; its handler takes an `E`.
+    pub fn on<E: Event>(self) -> FunctionBuilder<E> {
+        FunctionBuilder {
+            id: self.id,
+            triggers: vec![E::TYPE.to_owned()],
+            settings: self.settings,
+            _event: PhantomData,
+        }
+    }
+
+    /// Triggers the function on these types or patterns (`user.*`, `billing.>`); its handler
+    /// takes the raw [`Envelope`].
+    pub fn on_types<I, S>(self, patterns: I) -> FunctionBuilder<Envelope>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        FunctionBuilder {
+            id: self.id,
+            triggers: patterns.into_iter().map(Into::into).collect(),
+            settings: self.settings,
+            _event: PhantomData,
+        }
+    }
+}
+
+impl<E: Event> FunctionBuilder<E> {
+    /// Sets the handler: `async fn(E, Ctx) -> Result<T, HandlerError>`. The payload is
+    /// validated against `E`'s schema before it is decoded; an invalid one is dead-lettered
+    /// without calling the handler.
+    pub fn handler<F, Fut, T>(self, handler: F) -> Result<Function, FunctionError>
+    where
+        F: Fn(E, Ctx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, HandlerError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.check()?;
+        let schema = CompiledSchema::of::<E>().map_err(|error| FunctionError::Schema {
+            function: self.id.clone(),
+            reason: error.to_string(),
+        })?;
+        Ok(Function {
+            id: self.id.into(),
+            triggers: self.triggers,
+            settings: self.settings,
+            handler: Arc::new(TypedHandler::<E, F> {
+                schema: Some(Arc::new(schema)),
+                handler,
+                _event: PhantomData,
+            }),
+        })
+    }
+}
+
+impl FunctionBuilder<Envelope> {
+    /// Sets the handler of an untyped function: `async fn(Envelope, Ctx) -> Result<T, HandlerError>`.
+    pub fn handler<F, Fut, T>(self, handler: F) -> Result<Function, FunctionError>
+    where
+        F: Fn(Envelope, Ctx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, HandlerError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.check()?;
+        for pattern in &self.triggers {
+            check_pattern(pattern).map_err(|reason| FunctionError::InvalidTrigger {
+                function: self.id.clone(),
+                pattern: pattern.clone(),
+                reason,
+            })?;
+        }
+        Ok(Function {
+            id: self.id.into(),
+            triggers: self.triggers,
+            settings: self.settings,
+            handler: Arc::new(RawHandler { handler }),
+        })
+    }
+}
+
+/// Checks a function id against `[a-z0-9][a-z0-9_-]{0,63}`.
+pub fn check_function_id(id: &str) -> Result<(), FunctionError> {
+    let error = |reason: String| FunctionError::InvalidId {
+        id: id.to_owned(),
+        reason,
+    };
+    let Some(first) = id.chars().next() else {
+        return Err(error("it is empty".to_owned()));
+    };
+    if id.len() > 64 {
+        return Err(error(format!("it is {} characters long", id.len())));
+    }
+    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+        return Err(error(format!("it starts with {first:?}")));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
+    {
+        return Err(error(format!("it contains {bad:?}")));
+    }
+    Ok(())
+}
+
+/// A trigger pattern: event-type tokens, `*` for one token, `>` as the last token.
+fn check_pattern(pattern: &str) -> Result<(), String> {
+    let tokens: Vec<&str> = pattern.split('.').collect();
+    for (index, token) in tokens.iter().enumerate() {
+        match *token {
+            "*" => {}
+            ">" if index == tokens.len() - 1 => {}
+            ">" => return Err("`>` may only be the last token".to_owned()),
+            token => {
+                EventType::new(token).map_err(|e| e.reason().to_owned())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_ids() {
+        assert!(check_function_id("backfill-user-data").is_ok());
+        assert!(check_function_id(&"a".repeat(64)).is_ok());
+        for bad in ["", "Backfill", "-x", "a.b", "a b", &"a".repeat(65)] {
+            let error = check_function_id(bad).unwrap_err();
+            assert!(error.to_string().contains("[a-z0-9]"), "{error}");
+        }
+    }
+
+    #[test]
+    fn trigger_patterns() {
+        for good in ["user.signup", "user.*", "billing.>", ">", "*.created"] {
+            assert!(check_pattern(good).is_ok(), "{good}");
+        }
+        for bad in ["User.x", "a.>.b", "a..b", ""] {
+            assert!(check_pattern(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_convert_with_their_chain() {
+        let io = std::io::Error::other("disk full");
+        let error: HandlerError = io.into();
+        assert!(!error.is_terminal());
+        assert_eq!(error.message(), "disk full");
+        assert!(HandlerError::terminal("bad input").is_terminal());
+    }
+}

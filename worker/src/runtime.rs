@@ -1,0 +1,814 @@
+//! [`Worker`]: runs functions on their durable pull consumers.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use futures::{FutureExt, StreamExt};
+use herald::Client;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
+use crate::envelope::{self, Envelope};
+use crate::function::{Ctx, Decoded, ErrorKind, Function, StartFrom};
+
+/// How long one pull request waits for messages before it is renewed.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// The most messages asked for in one pull request.
+const MAX_BATCH: usize = 256;
+/// The delay of a NAK after a dead letter could not be published.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(5);
+
+/// The worker could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// Two functions share an id.
+    #[error("two functions are named {id}; function ids are unique in a namespace")]
+    DuplicateFunction {
+        /// The id.
+        id: String,
+    },
+    /// No function was added.
+    #[error("the worker has no function; add one with .function(..)")]
+    NoFunction,
+    /// The namespace's streams could not be provisioned.
+    #[error(transparent)]
+    Provision(#[from] herald::ProvisionError),
+    /// A function's consumer could not be created or updated.
+    #[error("cannot create or update the consumer of function {function}: {source}")]
+    Consumer {
+        /// The function.
+        function: String,
+        /// The error.
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+/// Builds a [`Worker`]: the functions it runs and how it shuts down.
+#[derive(Debug)]
+#[must_use = "a worker does nothing until started or run"]
+pub struct WorkerBuilder {
+    client: Client,
+    functions: Vec<Function>,
+    shutdown_grace: Duration,
+    sweeper: bool,
+}
+
+/// The worker runtime: one pull loop per function, handlers under a per-replica concurrency
+/// limit, retries with backoff, dead letters, graceful shutdown.
+///
+/// ```no_run
+/// # use herald_worker::{Ctx, Function, HandlerError, Worker};
+/// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, herald::Event)]
+/// # #[event(type = "source.connected")]
+/// # struct SourceConnected { source_id: String }
+/// # async fn backfill(event: SourceConnected, ctx: Ctx) -> Result<(), HandlerError> { Ok(()) }
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = herald::Client::connect("nats://127.0.0.1:4222").await?;
+/// Worker::builder(client)
+///     .function(Function::new("backfill-user-data").on::<SourceConnected>().handler(backfill)?)
+///     .run() // until SIGTERM or ctrl-c
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Worker;
+
+impl Worker {
+    /// Starts describing a worker that uses `client`.
+    pub fn builder(client: Client) -> WorkerBuilder {
+        WorkerBuilder {
+            client,
+            functions: Vec::new(),
+            shutdown_grace: Duration::from_secs(30),
+            sweeper: true,
+        }
+    }
+}
+
+impl WorkerBuilder {
+    /// Adds a function.
+    pub fn function(mut self, function: Function) -> Self {
+        self.functions.push(function);
+        self
+    }
+
+    /// How long running handlers may finish after shutdown begins (default 30 s); what is
+    /// still running then is NAKed so that another replica takes it at once.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Run the advisory sweeper, the backstop that dead-letters events that ran out of
+    /// deliveries with no worker alive (default on).
+    pub fn sweeper(mut self, enabled: bool) -> Self {
+        self.sweeper = enabled;
+        self
+    }
+
+    /// Provisions the namespace, converges every function's consumer, and starts pulling.
+    /// Returns once the consumers exist, so events published afterwards are seen.
+    pub async fn start(self) -> Result<RunningWorker, WorkerError> {
+        if self.functions.is_empty() {
+            return Err(WorkerError::NoFunction);
+        }
+        let mut seen = HashSet::new();
+        for function in &self.functions {
+            if !seen.insert(function.id.clone()) {
+                return Err(WorkerError::DuplicateFunction {
+                    id: function.id.to_string(),
+                });
+            }
+        }
+        let report = self.client.provision().await?;
+        for (name, drift) in report.drifted() {
+            let list: Vec<String> = drift.iter().map(ToString::to_string).collect();
+            tracing::warn!(resource = name, drift = %list.join("; "),
+                "stream config differs from Herald's; run `herald provision --apply` to update it");
+        }
+        let stop = CancellationToken::new();
+        let abandon = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut runtimes = Vec::new();
+        for function in self.functions {
+            let runtime = Arc::new(FunctionRuntime::new(
+                self.client.clone(),
+                function,
+                stop.clone(),
+                abandon.clone(),
+                tracker.clone(),
+            ));
+            let consumer = runtime.converge().await?;
+            runtimes.push((runtime, consumer));
+        }
+        let mut loops = Vec::new();
+        for (runtime, consumer) in runtimes {
+            loops.push(tokio::spawn(runtime.pull_loop(consumer)));
+        }
+        if self.sweeper {
+            loops.push(tokio::spawn(dead_letter::sweep(
+                self.client.clone(),
+                stop.clone(),
+            )));
+        }
+        tracing::info!(functions = loops.len(), "worker started");
+        Ok(RunningWorker {
+            client: self.client,
+            stop,
+            abandon,
+            tracker,
+            loops,
+            grace: self.shutdown_grace,
+        })
+    }
+
+    /// Runs until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), WorkerError> {
+        let worker = self.start().await?;
+        signal.await;
+        worker.shutdown().await;
+        Ok(())
+    }
+
+    /// Runs until SIGTERM or ctrl-c, then shuts down gracefully.
+    pub async fn run(self) -> Result<(), WorkerError> {
+        self.run_until(shutdown_signal()).await
+    }
+}
+
+/// Completes on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("ctrl-c: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+/// A started worker; [`shutdown`](RunningWorker::shutdown) stops it.
+#[derive(Debug)]
+pub struct RunningWorker {
+    client: Client,
+    stop: CancellationToken,
+    abandon: CancellationToken,
+    tracker: TaskTracker,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+    grace: Duration,
+}
+
+/// What a shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// True if every running handler finished within the grace period.
+    pub finished_in_grace: bool,
+}
+
+impl RunningWorker {
+    /// Stops pulling, lets running handlers finish within the grace period, NAKs what is
+    /// still running so another replica takes it at once, and flushes the connection.
+    pub async fn shutdown(self) -> ShutdownReport {
+        tracing::info!("shutdown: no more pulls");
+        self.stop.cancel();
+        for handle in self.loops {
+            let _ = handle.await;
+        }
+        self.tracker.close();
+        tracing::info!(in_flight = self.tracker.len(), grace = ?self.grace, "shutdown: waiting for running handlers");
+        let finished_in_grace = tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_ok();
+        if !finished_in_grace {
+            tracing::warn!(
+                in_flight = self.tracker.len(),
+                "shutdown: grace period over, handing the rest back"
+            );
+            self.abandon.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await;
+        }
+        if let Err(error) = self.client.nats().flush().await {
+            tracing::warn!(%error, "shutdown: flushing the connection failed");
+        }
+        tracing::info!("shutdown: done");
+        ShutdownReport { finished_in_grace }
+    }
+}
+
+/// One function's runtime state.
+struct FunctionRuntime {
+    client: Client,
+    function: Function,
+    events_stream: String,
+    events_prefix: String,
+    permits: Arc<Semaphore>,
+    stop: CancellationToken,
+    abandon: CancellationToken,
+    tracker: TaskTracker,
+    needs_converge: AtomicBool,
+}
+
+/// How one attempt ended.
+enum Outcome {
+    Done,
+    Failed(crate::function::HandlerError),
+    Panicked(String),
+    TimedOut,
+    Abandoned,
+}
+
+impl FunctionRuntime {
+    fn new(
+        client: Client,
+        function: Function,
+        stop: CancellationToken,
+        abandon: CancellationToken,
+        tracker: TaskTracker,
+    ) -> FunctionRuntime {
+        let namespace = client.namespace();
+        FunctionRuntime {
+            events_stream: namespace.events_stream(),
+            events_prefix: format!("{}.events.", namespace.as_str()),
+            permits: Arc::new(Semaphore::new(function.settings.concurrency)),
+            client,
+            function,
+            stop,
+            abandon,
+            tracker,
+            needs_converge: AtomicBool::new(false),
+        }
+    }
+
+    /// The consumer config of protocol section 3.
+    fn consumer_config(&self) -> pull::Config {
+        let namespace = self.client.namespace();
+        let settings = &self.function.settings;
+        let mut filter_subjects: Vec<String> = self
+            .function
+            .triggers
+            .iter()
+            .map(|t| namespace.event_subject(t))
+            .collect();
+        filter_subjects.push(namespace.redrive_subject(&self.function.id));
+        let deliver_policy = match settings.start {
+            StartFrom::New => jetstream::consumer::DeliverPolicy::New,
+            StartFrom::All => jetstream::consumer::DeliverPolicy::All,
+            StartFrom::Time(time) => jetstream::consumer::DeliverPolicy::ByStartTime {
+                start_time: time::OffsetDateTime::from(time),
+            },
+        };
+        pull::Config {
+            durable_name: Some(self.function.id.to_string()),
+            filter_subjects,
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: settings.ack_wait,
+            max_deliver: i64::from(settings.attempts) + 2,
+            max_ack_pending: settings.max_ack_pending.unwrap_or(0),
+            deliver_policy,
+            ..Default::default()
+        }
+    }
+
+    /// Creates the consumer, or updates it when the fields Herald sets differ.
+    async fn converge(&self) -> Result<jetstream::consumer::PullConsumer, WorkerError> {
+        let error = |source: async_nats::Error| WorkerError::Consumer {
+            function: self.function.id.to_string(),
+            source,
+        };
+        let want = self.consumer_config();
+        let js = self.client.jetstream();
+        match js
+            .get_consumer_from_stream::<pull::Config, _, _>(
+                self.function.id.as_ref(),
+                &self.events_stream,
+            )
+            .await
+        {
+            Ok(mut consumer) => {
+                let have = consumer
+                    .info()
+                    .await
+                    .map_err(|e| error(e.into()))?
+                    .config
+                    .clone();
+                let mut want_filters = want.filter_subjects.clone();
+                let mut have_filters = have.filter_subjects.clone();
+                if have_filters.is_empty() && !have.filter_subject.is_empty() {
+                    have_filters.push(have.filter_subject.clone());
+                }
+                want_filters.sort();
+                have_filters.sort();
+                let same = want_filters == have_filters
+                    && want.ack_wait == have.ack_wait
+                    && want.max_deliver == have.max_deliver
+                    && (want.max_ack_pending == 0 || want.max_ack_pending == have.max_ack_pending)
+                    && have.ack_policy == jetstream::consumer::AckPolicy::Explicit;
+                if same {
+                    return Ok(consumer);
+                }
+                tracing::info!(function = %self.function.id, "consumer config differs; updating it");
+                let updated = jetstream::consumer::Config {
+                    filter_subjects: want.filter_subjects,
+                    filter_subject: String::new(),
+                    ack_wait: want.ack_wait,
+                    max_deliver: want.max_deliver,
+                    max_ack_pending: if want.max_ack_pending == 0 {
+                        have.max_ack_pending
+                    } else {
+                        want.max_ack_pending
+                    },
+                    ..have
+                };
+                js.update_consumer_on_stream::<jetstream::consumer::Config, _>(
+                    updated,
+                    &self.events_stream,
+                )
+                .await
+                .map_err(|e| error(e.into()))?;
+                js.get_consumer_from_stream::<pull::Config, _, _>(
+                    self.function.id.as_ref(),
+                    &self.events_stream,
+                )
+                .await
+                .map_err(|e| error(e.into()))
+            }
+            Err(lookup) => {
+                tracing::debug!(function = %self.function.id, error = %lookup, "creating the consumer");
+                js.create_consumer_on_stream(want, &self.events_stream)
+                    .await
+                    .map_err(|e| error(e.into()))
+            }
+        }
+    }
+
+    /// Takes permits, then pulls at most that many messages; never more than free permits.
+    async fn pull_loop(self: Arc<Self>, mut consumer: jetstream::consumer::PullConsumer) {
+        let mut failures: u32 = 0;
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&self.permits).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                () = self.stop.cancelled() => return,
+            };
+            let mut permit = permit;
+            let extra = self.permits.available_permits().min(MAX_BATCH - 1);
+            if extra > 0
+                && let Ok(more) = Arc::clone(&self.permits).try_acquire_many_owned(extra as u32)
+            {
+                permit.merge(more);
+            }
+            if self.needs_converge.swap(false, Ordering::SeqCst) {
+                match self.converge().await {
+                    Ok(fresh) => {
+                        tracing::info!(function = %self.function.id, "consumer re-created or re-bound");
+                        consumer = fresh;
+                    }
+                    Err(error) => {
+                        drop(permit);
+                        self.needs_converge.store(true, Ordering::SeqCst);
+                        failures += 1;
+                        tracing::warn!(function = %self.function.id, %error, "consumer not available; retrying");
+                        if self.pause(failures).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let batch = consumer
+                .batch()
+                .max_messages(permit.num_permits())
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await;
+            match batch {
+                Ok(batch) => {
+                    failures = 0;
+                    let runtime = Arc::clone(&self);
+                    self.tracker
+                        .spawn(async move { runtime.drain(batch, permit).await });
+                }
+                Err(error) => {
+                    drop(permit);
+                    failures += 1;
+                    self.needs_converge.store(true, Ordering::SeqCst);
+                    tracing::warn!(function = %self.function.id, %error, "pull failed; retrying");
+                    if self.pause(failures).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits before a retry; true if the worker is stopping.
+    async fn pause(&self, failures: u32) -> bool {
+        let pause = crate::backoff::Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(2),
+            jitter: 0.2,
+        }
+        .delay(failures);
+        tokio::select! {
+            () = tokio::time::sleep(pause) => false,
+            () = self.stop.cancelled() => true,
+        }
+    }
+
+    /// Hands each message of one pull request to its own task with one permit.
+    async fn drain(self: Arc<Self>, mut batch: pull::Batch, mut permits: OwnedSemaphorePermit) {
+        loop {
+            let next = tokio::select! {
+                next = batch.next() => next,
+                () = self.stop.cancelled() => {
+                    // Hand back what already arrived so another replica takes it at once.
+                    while let Some(Some(Ok(message))) = batch.next().now_or_never() {
+                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                    }
+                    return;
+                }
+            };
+            match next {
+                Some(Ok(message)) => {
+                    let permit = if permits.num_permits() > 1 {
+                        permits.split(1)
+                    } else {
+                        None
+                    };
+                    let Some(permit) = permit else {
+                        // The last permit of this pull goes with its last message.
+                        let runtime = Arc::clone(&self);
+                        runtime.process(message).await;
+                        return;
+                    };
+                    let runtime = Arc::clone(&self);
+                    self.tracker.spawn(async move {
+                        runtime.process(message).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(function = %self.function.id, %error, "pull request ended with an error");
+                    self.needs_converge.store(true, Ordering::SeqCst);
+                    return;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// One delivery: validate, decode, run the handler, then ack, NAK or dead-letter.
+    async fn process(&self, message: jetstream::Message) {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "herald.attempt",
+            function = %self.function.id,
+            event_type = tracing::field::Empty,
+            event_id = tracing::field::Empty,
+            attempt = tracing::field::Empty,
+            stream_seq = tracing::field::Empty,
+        );
+        self.process_in(message, &span)
+            .instrument(span.clone())
+            .await;
+    }
+
+    async fn process_in(&self, message: jetstream::Message, span: &tracing::Span) {
+        let settings = &self.function.settings;
+        let (stream_sequence, delivered) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.delivered.max(1) as u32),
+            Err(error) => {
+                tracing::warn!(function = %self.function.id, %error, "a message without JetStream metadata; terminated");
+                let _ = message.ack_with(AckKind::Term).await;
+                return;
+            }
+        };
+        let subject = message.subject.to_string();
+        let (meta, data) = match envelope::read(
+            message.headers.as_ref(),
+            &message.payload,
+            &subject,
+            &self.events_prefix,
+            stream_sequence,
+        ) {
+            Ok(parts) => parts,
+            Err(error) => {
+                self.dead_letter(
+                    &message,
+                    DeadLetterReason::DecodeError,
+                    &error,
+                    delivered,
+                    stream_sequence,
+                )
+                .await;
+                return;
+            }
+        };
+        let meta = Arc::new(meta);
+        span.record("event_type", meta.event_type.as_str());
+        span.record("event_id", meta.id.as_str());
+        span.record("attempt", delivered);
+        span.record("stream_seq", stream_sequence);
+        if delivered > settings.attempts {
+            let error = format!(
+                "delivery {delivered} is beyond the {} attempts: the worker running attempt {} \
+                 crashed, hung or lost its connection",
+                settings.attempts,
+                delivered - 1
+            );
+            self.dead_letter(
+                &message,
+                DeadLetterReason::MaxDeliveries,
+                &error,
+                settings.attempts,
+                stream_sequence,
+            )
+            .await;
+            return;
+        }
+        let ctx = Ctx {
+            function: Arc::clone(&self.function.id),
+            envelope: Arc::clone(&meta),
+            attempt: delivered,
+            max_attempts: settings.attempts,
+            stream_sequence,
+            span: span.clone(),
+        };
+        let envelope = Envelope {
+            meta: Arc::clone(&meta),
+            data: data.clone(),
+            headers: message.headers.clone().unwrap_or_default(),
+        };
+        let future = match self.function.handler.prepare(data, envelope, ctx) {
+            Decoded::Ready(future) => future,
+            Decoded::SchemaViolation(violations) => {
+                let error = format!(
+                    "the payload breaks the schema of {}: {violations}",
+                    meta.event_type
+                );
+                self.dead_letter(
+                    &message,
+                    DeadLetterReason::SchemaViolation,
+                    &error,
+                    delivered,
+                    stream_sequence,
+                )
+                .await;
+                return;
+            }
+            Decoded::DecodeError(error) => {
+                self.dead_letter(
+                    &message,
+                    DeadLetterReason::DecodeError,
+                    &error,
+                    delivered,
+                    stream_sequence,
+                )
+                .await;
+                return;
+            }
+        };
+        let outcome = self.run_attempt(&message, future, span).await;
+        match outcome {
+            Outcome::Done => {
+                if let Err(error) = message.ack().await {
+                    tracing::warn!(%error, "ack failed; the event will be redelivered");
+                }
+            }
+            Outcome::Abandoned => {
+                tracing::info!("shutdown: handing the event back");
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+            }
+            Outcome::TimedOut => {
+                let error = format!(
+                    "the attempt ran longer than the timeout of {:?}",
+                    settings.timeout
+                );
+                self.retry_or_dead_letter(
+                    &message,
+                    DeadLetterReason::Timeout,
+                    &error,
+                    None,
+                    delivered,
+                    stream_sequence,
+                )
+                .await;
+            }
+            Outcome::Panicked(panic) => {
+                let error = format!("the handler panicked: {panic}");
+                self.retry_or_dead_letter(
+                    &message,
+                    DeadLetterReason::HandlerError,
+                    &error,
+                    None,
+                    delivered,
+                    stream_sequence,
+                )
+                .await;
+            }
+            Outcome::Failed(error) => match error.kind {
+                ErrorKind::Terminal => {
+                    self.dead_letter(
+                        &message,
+                        DeadLetterReason::TerminalError,
+                        &error.message,
+                        delivered,
+                        stream_sequence,
+                    )
+                    .await;
+                }
+                ErrorKind::Retry(delay) => {
+                    self.retry_or_dead_letter(
+                        &message,
+                        DeadLetterReason::HandlerError,
+                        &error.message,
+                        delay,
+                        delivered,
+                        stream_sequence,
+                    )
+                    .await;
+                }
+            },
+        }
+    }
+
+    /// Runs the handler under its timeout, sending progress acks every `ack_wait / 3`.
+    async fn run_attempt(
+        &self,
+        message: &jetstream::Message,
+        future: crate::function::BoxFuture<Result<(), crate::function::HandlerError>>,
+        span: &tracing::Span,
+    ) -> Outcome {
+        use tracing::Instrument;
+        let settings = &self.function.settings;
+        let handler = AssertUnwindSafe(future.instrument(span.clone())).catch_unwind();
+        let handler = tokio::time::timeout(settings.timeout, handler);
+        tokio::pin!(handler);
+        let every = settings.ack_wait / 3;
+        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                result = &mut handler => {
+                    return match result {
+                        Err(_elapsed) => Outcome::TimedOut,
+                        Ok(Err(panic)) => Outcome::Panicked(panic_message(&panic)),
+                        Ok(Ok(Err(error))) => Outcome::Failed(error),
+                        Ok(Ok(Ok(()))) => Outcome::Done,
+                    };
+                }
+                _ = progress.tick() => {
+                    if let Err(error) = message.ack_with(AckKind::Progress).await {
+                        tracing::debug!(%error, "progress ack failed");
+                    }
+                }
+                () = self.abandon.cancelled() => return Outcome::Abandoned,
+            }
+        }
+    }
+
+    async fn retry_or_dead_letter(
+        &self,
+        message: &jetstream::Message,
+        reason: DeadLetterReason,
+        error: &str,
+        delay: Option<Duration>,
+        attempt: u32,
+        stream_sequence: u64,
+    ) {
+        let settings = &self.function.settings;
+        if attempt >= settings.attempts {
+            self.dead_letter(message, reason, error, attempt, stream_sequence)
+                .await;
+            return;
+        }
+        let delay = delay.unwrap_or_else(|| settings.backoff.delay(attempt));
+        tracing::warn!(error, attempt, max_attempts = settings.attempts, retry_in = ?delay, "attempt failed; will retry");
+        if let Err(nak) = message.ack_with(AckKind::Nak(Some(delay))).await {
+            tracing::warn!(error = %nak, "NAK failed; the event comes back after ack_wait");
+        }
+    }
+
+    /// Publishes the dead letter, waits for its ack, then terminates the original; if the
+    /// publish fails, NAKs so that the next delivery tries again.
+    async fn dead_letter(
+        &self,
+        message: &jetstream::Message,
+        reason: DeadLetterReason,
+        error: &str,
+        attempts: u32,
+        stream_sequence: u64,
+    ) {
+        let subject = message.subject.to_string();
+        let letter = DeadLetter {
+            function: &self.function.id,
+            reason,
+            error,
+            attempts,
+            stream: &self.events_stream,
+            stream_sequence,
+            subject: &subject,
+        };
+        match dead_letter::publish(
+            &self.client,
+            message.headers.as_ref(),
+            message.payload.clone(),
+            &letter,
+        )
+        .await
+        {
+            Ok(()) => {
+                tracing::warn!(function = %self.function.id, reason = reason.as_str(), error, attempts,
+                    stream_seq = stream_sequence, "dead-lettered");
+                if let Some(reply) = &message.reply {
+                    let term = format!("+TERM {}", reason.as_str());
+                    if let Err(term_error) =
+                        self.client.nats().publish(reply.clone(), term.into()).await
+                    {
+                        tracing::warn!(error = %term_error, "terminating the original failed; a later delivery dead-letters it again (deduplicated)");
+                    }
+                }
+            }
+            Err(publish_error) => {
+                tracing::error!(function = %self.function.id, error = %publish_error,
+                    "publishing the dead letter failed; the event stays and is tried again");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(DEAD_LETTER_RETRY)))
+                    .await;
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}
