@@ -216,7 +216,9 @@ pub(crate) enum Decoded {
 
 /// A type-erased handler: validates, decodes and calls.
 pub(crate) trait ErasedHandler: Send + Sync {
-    fn prepare(&self, payload: Bytes, envelope: Envelope, ctx: Ctx) -> Decoded;
+    /// `headers` are only cloned by handlers that hand out the whole [`Envelope`].
+    fn prepare(&self, payload: Bytes, headers: Option<&async_nats::HeaderMap>, ctx: Ctx)
+    -> Decoded;
 }
 
 struct TypedHandler<E, F> {
@@ -232,7 +234,12 @@ where
     Fut: Future<Output = Result<T, HandlerError>> + Send + 'static,
     T: Send + 'static,
 {
-    fn prepare(&self, payload: Bytes, _envelope: Envelope, ctx: Ctx) -> Decoded {
+    fn prepare(
+        &self,
+        payload: Bytes,
+        _headers: Option<&async_nats::HeaderMap>,
+        ctx: Ctx,
+    ) -> Decoded {
         let value: serde_json::Value = match serde_json::from_slice(&payload) {
             Ok(value) => value,
             Err(error) => return Decoded::DecodeError(format!("the payload is not JSON: {error}")),
@@ -271,7 +278,17 @@ where
     Fut: Future<Output = Result<T, HandlerError>> + Send + 'static,
     T: Send + 'static,
 {
-    fn prepare(&self, _payload: Bytes, envelope: Envelope, ctx: Ctx) -> Decoded {
+    fn prepare(
+        &self,
+        payload: Bytes,
+        headers: Option<&async_nats::HeaderMap>,
+        ctx: Ctx,
+    ) -> Decoded {
+        let envelope = Envelope {
+            meta: Arc::clone(&ctx.envelope),
+            data: payload,
+            headers: headers.cloned().unwrap_or_default(),
+        };
         let future = (self.handler)(envelope, ctx);
         Decoded::Ready(Box::pin(async move { future.await.map(drop) }))
     }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
-use crate::envelope::{self, Envelope};
+use crate::envelope;
 use crate::function::{Ctx, Decoded, ErrorKind, Function, StartFrom};
 
 /// How long one pull request waits for messages before it is renewed.
@@ -268,6 +268,7 @@ struct FunctionRuntime {
     abandon: CancellationToken,
     tracker: TaskTracker,
     needs_converge: AtomicBool,
+    max_batch: usize,
 }
 
 /// How one attempt ended.
@@ -288,6 +289,7 @@ impl FunctionRuntime {
         tracker: TaskTracker,
     ) -> FunctionRuntime {
         let namespace = client.namespace();
+        let max_batch = function.settings.concurrency.clamp(1, MAX_BATCH);
         FunctionRuntime {
             events_stream: namespace.events_stream(),
             events_prefix: format!("{}.events.", namespace.as_str()),
@@ -298,6 +300,7 @@ impl FunctionRuntime {
             abandon,
             tracker,
             needs_converge: AtomicBool::new(false),
+            max_batch,
         }
     }
 
@@ -407,15 +410,21 @@ impl FunctionRuntime {
     async fn pull_loop(self: Arc<Self>, mut consumer: jetstream::consumer::PullConsumer) {
         let mut failures: u32 = 0;
         loop {
+            // Pull again once half a batch of permits is free (as nats.go's consumers do):
+            // fewer, larger pull requests, while the open ones keep delivering.
+            let threshold = (self.max_batch / 2).max(1) as u32;
             let permit = tokio::select! {
-                permit = Arc::clone(&self.permits).acquire_owned() => match permit {
+                permit = Arc::clone(&self.permits).acquire_many_owned(threshold) => match permit {
                     Ok(permit) => permit,
                     Err(_) => return,
                 },
                 () = self.stop.cancelled() => return,
             };
             let mut permit = permit;
-            let extra = self.permits.available_permits().min(MAX_BATCH - 1);
+            let extra = self
+                .permits
+                .available_permits()
+                .min(self.max_batch - permit.num_permits());
             if extra > 0
                 && let Ok(more) = Arc::clone(&self.permits).try_acquire_many_owned(extra as u32)
             {
@@ -479,44 +488,53 @@ impl FunctionRuntime {
         }
     }
 
-    /// Hands each message of one pull request to its own task with one permit.
-    async fn drain(self: Arc<Self>, mut batch: pull::Batch, mut permits: OwnedSemaphorePermit) {
+    /// Runs the messages of one pull request concurrently, each holding one permit. They
+    /// run as futures of this one task rather than a task each: no spawn and no cross-thread
+    /// wake-up per message.
+    async fn drain(self: Arc<Self>, mut batch: pull::Batch, permits: OwnedSemaphorePermit) {
+        let mut permits = Some(permits);
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut pulling = true;
         loop {
-            let next = tokio::select! {
-                next = batch.next() => next,
-                () = self.stop.cancelled() => {
+            tokio::select! {
+                biased;
+                Some(()) = running.next(), if !running.is_empty() => {}
+                () = self.stop.cancelled(), if pulling => {
                     // Hand back what already arrived so another replica takes it at once.
+                    pulling = false;
                     while let Some(Some(Ok(message))) = batch.next().now_or_never() {
                         let _ = message.ack_with(AckKind::Nak(None)).await;
                     }
-                    return;
                 }
-            };
-            match next {
-                Some(Ok(message)) => {
-                    let permit = if permits.num_permits() > 1 {
-                        permits.split(1)
-                    } else {
-                        None
-                    };
-                    let Some(permit) = permit else {
-                        // The last permit of this pull goes with its last message.
+                next = batch.next(), if pulling => match next {
+                    Some(Ok(message)) => {
+                        let permit = permits.as_mut().and_then(|p| p.split(1));
                         let runtime = Arc::clone(&self);
-                        runtime.process(message).await;
-                        return;
-                    };
-                    let runtime = Arc::clone(&self);
-                    self.tracker.spawn(async move {
-                        runtime.process(message).await;
-                        drop(permit);
-                    });
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(function = %self.function.id, %error, "pull request ended with an error");
-                    self.needs_converge.store(true, Ordering::SeqCst);
+                        running.push(async move {
+                            // A panic outside the handler (a Deserialize impl, say) must not
+                            // take the other messages of the batch down with it.
+                            let outcome = AssertUnwindSafe(runtime.process(message)).catch_unwind().await;
+                            if let Err(panic) = outcome {
+                                tracing::error!(function = %runtime.function.id, panic = %panic_message(&panic),
+                                    "panic while handling a delivery; it comes back after ack_wait");
+                            }
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(function = %self.function.id, %error, "pull request ended with an error");
+                        self.needs_converge.store(true, Ordering::SeqCst);
+                        pulling = false;
+                    }
+                    None => pulling = false,
+                },
+            }
+            if !pulling {
+                // Permits of messages that never came go back now, not when the rest finish.
+                permits = None;
+                if running.is_empty() {
                     return;
                 }
-                None => return,
             }
         }
     }
@@ -598,12 +616,11 @@ impl FunctionRuntime {
             stream_sequence,
             span: span.clone(),
         };
-        let envelope = Envelope {
-            meta: Arc::clone(&meta),
-            data: data.clone(),
-            headers: message.headers.clone().unwrap_or_default(),
-        };
-        let future = match self.function.handler.prepare(data, envelope, ctx) {
+        let future = match self
+            .function
+            .handler
+            .prepare(data, message.headers.as_ref(), ctx)
+        {
             Decoded::Ready(future) => future,
             Decoded::SchemaViolation(violations) => {
                 let error = format!(
@@ -706,24 +723,33 @@ impl FunctionRuntime {
         use tracing::Instrument;
         let settings = &self.function.settings;
         let handler = AssertUnwindSafe(future.instrument(span.clone())).catch_unwind();
-        let handler = tokio::time::timeout(settings.timeout, handler);
         tokio::pin!(handler);
+        // One timer per attempt: it fires for the next progress ack or the deadline,
+        // whichever comes first.
+        let started = tokio::time::Instant::now();
+        let deadline = started + settings.timeout;
         let every = settings.ack_wait / 3;
-        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut next_progress = started + every;
+        let timer = tokio::time::sleep_until(next_progress.min(deadline));
+        tokio::pin!(timer);
         loop {
             tokio::select! {
                 result = &mut handler => {
                     return match result {
-                        Err(_elapsed) => Outcome::TimedOut,
-                        Ok(Err(panic)) => Outcome::Panicked(panic_message(&panic)),
-                        Ok(Ok(Err(error))) => Outcome::Failed(error),
-                        Ok(Ok(Ok(()))) => Outcome::Done,
+                        Err(panic) => Outcome::Panicked(panic_message(&panic)),
+                        Ok(Err(error)) => Outcome::Failed(error),
+                        Ok(Ok(())) => Outcome::Done,
                     };
                 }
-                _ = progress.tick() => {
+                () = &mut timer => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Outcome::TimedOut;
+                    }
                     if let Err(error) = message.ack_with(AckKind::Progress).await {
                         tracing::debug!(%error, "progress ack failed");
                     }
+                    next_progress += every;
+                    timer.as_mut().reset(next_progress.min(deadline));
                 }
                 () = self.abandon.cancelled() => return Outcome::Abandoned,
             }

@@ -22,12 +22,19 @@ pub(crate) enum Bench {
     /// Without --server or NATS_URL a local nats-server is started (and installed if needed).
     /// Example: `herald bench publish --count 100000 --window 1024`
     Publish(PublishBench),
+    /// Consume and ack N stored events with a Herald worker (validation, decoding, a no-op
+    /// handler) and with the raw client (pull batches, ack), side by side, and print msgs/s
+    /// and the ratio to raw.
+    ///
+    /// Example: `herald bench consume --count 100000 --batch 200`
+    Consume(super::bench_consume::ConsumeBench),
 }
 
 impl Bench {
     pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Bench::Publish(bench) => bench.run().await,
+            Bench::Consume(bench) => bench.run().await,
         }
     }
 }
@@ -50,7 +57,7 @@ pub(crate) struct PublishBench {
 /// A ~250-byte event, as a real service would publish.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Event)]
 #[event(type = "bench.order_placed")]
-struct OrderPlaced {
+pub(crate) struct OrderPlaced {
     order_id: uuid::Uuid,
     #[event(subject)]
     customer_id: uuid::Uuid,
@@ -62,12 +69,12 @@ struct OrderPlaced {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-struct LineItem {
+pub(crate) struct LineItem {
     sku: String,
     quantity: u32,
 }
 
-fn sample_event() -> OrderPlaced {
+pub(crate) fn sample_event() -> OrderPlaced {
     OrderPlaced {
         order_id: uuid::Uuid::from_u128(0x0193_6f2b_7c2e_7a1c_9f0e_2b3c_4d5e_6f70),
         customer_id: uuid::Uuid::from_u128(0x0193_6f2b_7c2e_7a1c_9f0e_2b3c_4d5e_6f71),

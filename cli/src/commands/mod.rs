@@ -1,6 +1,7 @@
 //! The commands and their shared options.
 
 mod bench;
+mod bench_consume;
 mod provision;
 
 use std::process::ExitCode;
