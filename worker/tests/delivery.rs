@@ -738,3 +738,74 @@ async fn bad_function_definitions_are_refused_when_built() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn the_sweeper_dead_letters_events_that_ran_out_of_deliveries_without_a_worker() {
+    use futures::StreamExt;
+    let (_nats, client) = server_and_client().await;
+    let function = || {
+        Function::new("swept")
+            .on::<Job>()
+            .attempts(1)
+            .handler(|_job: Job, _ctx: Ctx| async { Ok(()) })
+            .unwrap()
+    };
+    // Create the function's consumer, then stop its worker.
+    Worker::builder(client.clone())
+        .function(function())
+        .sweeper(false)
+        .start()
+        .await
+        .unwrap()
+        .shutdown()
+        .await;
+    let sequence = publish_jobs(&client, 0..1).await[0];
+
+    // Something other than a Herald worker takes every delivery (max_deliver = 3) and NAKs it.
+    let consumer: async_nats::jetstream::consumer::PullConsumer = client
+        .jetstream()
+        .get_consumer_from_stream("swept", "HERALD_EVENTS")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let mut batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await
+            .unwrap();
+        let message = batch.next().await.unwrap().unwrap();
+        message
+            .ack_with(async_nats::jetstream::AckKind::Nak(None))
+            .await
+            .unwrap();
+    }
+    // One more pull makes the server notice the exhausted delivery and raise the advisory.
+    let mut batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .unwrap();
+    assert!(batch.next().await.is_none(), "no fourth delivery");
+
+    let mut dead = DeadLetters::watch(&client, "swept").await;
+    let worker = Worker::builder(client.clone())
+        .function(function())
+        .start()
+        .await
+        .unwrap();
+    let (headers, payload) = dead.next(WAIT).await;
+    assert_eq!(headers["herald-dlq-reason"], "max_deliveries");
+    assert_eq!(headers["herald-dlq-attempts"], "3");
+    assert_eq!(
+        headers["Nats-Msg-Id"],
+        format!("dlq:swept:HERALD_EVENTS:{sequence}")
+    );
+    assert_eq!(headers["ce-type"], "test.job");
+    assert_eq!(&payload[..], br#"{"label":"","n":0}"#);
+    assert_eq!(dlq_count(&client).await, 1);
+    worker.shutdown().await;
+}
