@@ -47,6 +47,7 @@
 //! each message says what happened and what to do.
 
 mod client;
+pub mod compat;
 mod event;
 pub mod headers;
 mod names;
