@@ -18,6 +18,7 @@ use crate::names::{EventType, NameError, Namespace, check_event_id};
 use crate::provision::{
     ProvisionError, ProvisionOptions, ProvisionReport, StreamSettings, provision,
 };
+use crate::registry::{Registry, RegistryError};
 use crate::schema::{CompiledSchema, SchemaCompileError, Violation};
 use crate::{Event, trace};
 
@@ -67,6 +68,7 @@ pub struct ConnectOptions {
     request_timeout: Option<Duration>,
     max_pending_acks: usize,
     streams: StreamSettings,
+    use_registry: bool,
 }
 
 /// Default of [`ConnectOptions::max_pending_acks`].
@@ -84,6 +86,7 @@ impl Default for ConnectOptions {
             request_timeout: None,
             max_pending_acks: DEFAULT_MAX_PENDING_ACKS,
             streams: StreamSettings::default(),
+            use_registry: false,
         }
     }
 }
@@ -171,6 +174,15 @@ impl ConnectOptions {
         self
     }
 
+    /// Use the schema registry (protocol section 5): the schema of each event type is
+    /// registered (or found, when already registered) on first use, and every validated
+    /// event says which version it was validated against in `ce-dataschema`. An
+    /// incompatible schema is refused with [`PublishError::Registry`].
+    pub fn use_registry(mut self, enabled: bool) -> Self {
+        self.use_registry = enabled;
+        self
+    }
+
     /// Settings of the streams and buckets that [`Client::provision`] creates.
     pub fn streams(mut self, streams: StreamSettings) -> Self {
         self.streams = streams;
@@ -253,6 +265,8 @@ impl ConnectOptions {
                 streams: self.streams,
                 by_rust_type: RwLock::new(HashMap::new()),
                 by_event_type: RwLock::new(HashMap::new()),
+                use_registry: self.use_registry,
+                registry: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -449,6 +463,9 @@ pub enum PublishError {
         /// The limit.
         limit: usize,
     },
+    /// The schema registry refused or failed (with [`ConnectOptions::use_registry`]).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     /// Any other failure reported by the client or the server.
     #[error("publishing to {subject} failed: {source}")]
     Nats {
@@ -619,8 +636,16 @@ struct Inner {
     validate: bool,
     max_pending_acks: usize,
     streams: StreamSettings,
-    by_rust_type: RwLock<HashMap<TypeId, Arc<CompiledSchema>>>,
-    by_event_type: RwLock<HashMap<String, Arc<CompiledSchema>>>,
+    by_rust_type: RwLock<HashMap<TypeId, Arc<Known>>>,
+    by_event_type: RwLock<HashMap<String, Arc<Known>>>,
+    use_registry: bool,
+    registry: tokio::sync::OnceCell<Registry>,
+}
+
+/// A schema this client validates against, and the registry version naming it.
+struct Known {
+    schema: Arc<CompiledSchema>,
+    data_schema: Option<String>,
 }
 
 /// A connection to NATS for one namespace: provisions it and publishes events. Cheap to
@@ -708,24 +733,86 @@ impl Client {
         .await
     }
 
-    /// Makes the schema of `E` known for untyped publishing of its type.
-    pub fn add_local_schema<E: Event>(&self) -> Result<(), SchemaCompileError> {
-        self.compiled::<E>().map(drop)
+    /// Makes the schema of `E` known for untyped publishing of its type (and registers it,
+    /// when the client uses the registry).
+    pub async fn add_local_schema<E: Event>(&self) -> Result<(), PublishError> {
+        self.known::<E>().await.map(drop)
     }
 
-    fn compiled<E: Event>(&self) -> Result<Arc<CompiledSchema>, SchemaCompileError> {
+    /// The namespace's schema registry (opened once per client).
+    pub async fn registry(&self) -> Result<&Registry, RegistryError> {
+        self.inner
+            .registry
+            .get_or_try_init(|| {
+                Registry::open(
+                    &self.inner.jetstream,
+                    &self.inner.namespace,
+                    &self.inner.source,
+                )
+            })
+            .await
+    }
+
+    async fn known<E: Event>(&self) -> Result<Arc<Known>, PublishError> {
         let key = TypeId::of::<E>();
-        if let Some(schema) = self.inner.by_rust_type.read().get(&key) {
-            return Ok(schema.clone());
+        if let Some(known) = self.inner.by_rust_type.read().get(&key) {
+            return Ok(Arc::clone(known));
         }
         let schema = Arc::new(CompiledSchema::of::<E>()?);
-        self.inner.by_rust_type.write().insert(key, schema.clone());
+        let data_schema = if self.inner.use_registry {
+            let registry = self.registry().await?;
+            Some(
+                registry
+                    .register(E::TYPE, schema.schema())
+                    .await?
+                    .data_schema,
+            )
+        } else {
+            None
+        };
+        let known = Arc::new(Known {
+            schema,
+            data_schema,
+        });
+        self.inner
+            .by_rust_type
+            .write()
+            .insert(key, Arc::clone(&known));
         self.inner
             .by_event_type
             .write()
             .entry(E::TYPE.to_owned())
-            .or_insert_with(|| schema.clone());
-        Ok(schema)
+            .or_insert_with(|| Arc::clone(&known));
+        Ok(known)
+    }
+
+    /// The schema for untyped publishing of `event_type`: a local one, else (with the
+    /// registry on) the latest registered version.
+    async fn known_by_type(&self, event_type: &str) -> Result<Option<Arc<Known>>, PublishError> {
+        if let Some(known) = self.inner.by_event_type.read().get(event_type) {
+            return Ok(Some(Arc::clone(known)));
+        }
+        if !self.inner.use_registry {
+            return Ok(None);
+        }
+        let registry = self.registry().await?;
+        let Some(latest) = registry.latest(event_type).await? else {
+            return Ok(None);
+        };
+        let schema = Arc::new(CompiledSchema::compile(event_type, latest.schema)?);
+        let known = Arc::new(Known {
+            schema,
+            data_schema: Some(crate::registry::data_schema_urn(
+                &self.inner.namespace,
+                event_type,
+                latest.version,
+            )),
+        });
+        self.inner
+            .by_event_type
+            .write()
+            .insert(event_type.to_owned(), Arc::clone(&known));
+        Ok(Some(known))
     }
 
     /// Publishes a typed event: serialises it, validates it against its schema (unless
@@ -745,10 +832,13 @@ impl Client {
             event_type: E::TYPE.to_owned(),
             source,
         };
+        let mut data_schema = None;
         let payload = if options.validate.unwrap_or(self.inner.validate) {
-            let schema = self.compiled::<E>()?;
+            let known = self.known::<E>().await?;
             let value = serde_json::to_value(event).map_err(serialize_error)?;
-            schema
+            data_schema.clone_from(&known.data_schema);
+            known
+                .schema
                 .validate(&value)
                 .map_err(|violations| PublishError::InvalidPayload {
                     event_type: E::TYPE.to_owned(),
@@ -762,7 +852,8 @@ impl Client {
             Some(_) => None,
             None => event.ce_subject(),
         };
-        self.send(E::TYPE, payload, options, ce_subject).await
+        self.send(E::TYPE, payload, options, ce_subject, data_schema)
+            .await
     }
 
     /// Publishes an untyped JSON payload as an event of `event_type`. With validation on, the
@@ -774,17 +865,17 @@ impl Client {
         options: PublishOptions,
     ) -> Result<PendingAck, PublishError> {
         let event_type = EventType::new(event_type)?;
+        let mut data_schema = None;
         if options.validate.unwrap_or(self.inner.validate) {
-            let schema = self
-                .inner
-                .by_event_type
-                .read()
-                .get(event_type.as_str())
-                .cloned()
+            let known = self
+                .known_by_type(event_type.as_str())
+                .await?
                 .ok_or_else(|| PublishError::UnknownSchema {
                     event_type: event_type.to_string(),
                 })?;
-            schema
+            data_schema.clone_from(&known.data_schema);
+            known
+                .schema
                 .validate(data)
                 .map_err(|violations| PublishError::InvalidPayload {
                     event_type: event_type.to_string(),
@@ -795,7 +886,8 @@ impl Client {
             event_type: event_type.to_string(),
             source,
         })?;
-        self.send(event_type.as_str(), payload, options, None).await
+        self.send(event_type.as_str(), payload, options, None, data_schema)
+            .await
     }
 
     async fn send(
@@ -804,6 +896,7 @@ impl Client {
         payload: Vec<u8>,
         options: PublishOptions,
         ce_subject: Option<String>,
+        data_schema: Option<String>,
     ) -> Result<PendingAck, PublishError> {
         let event_id = match options.id {
             Some(id) => {
@@ -826,6 +919,9 @@ impl Client {
         put(headers::SOURCE, &headers::encode_value(&self.inner.source));
         put(headers::TIME, &time);
         put(headers::DATA_CONTENT_TYPE, headers::JSON_CONTENT_TYPE);
+        if let Some(data_schema) = &data_schema {
+            put(headers::DATA_SCHEMA, data_schema);
+        }
         if let Some(ce_subject) = options.subject.as_deref().or(ce_subject.as_deref()) {
             put(headers::SUBJECT, &headers::encode_value(ce_subject));
         }

@@ -52,6 +52,7 @@ mod event;
 pub mod headers;
 mod names;
 mod provision;
+pub mod registry;
 pub mod schema;
 pub mod trace;
 

@@ -293,7 +293,7 @@ async fn untyped_publishing_checks_the_type_name_and_needs_a_known_schema() {
         "{error}"
     );
 
-    client.add_local_schema::<UserSignup>().unwrap();
+    client.add_local_schema::<UserSignup>().await.unwrap();
     let ack = client
         .publish_value("user.signup", &data, PublishOptions::default())
         .await

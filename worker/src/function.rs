@@ -217,8 +217,15 @@ pub(crate) enum Decoded {
 /// A type-erased handler: validates, decodes and calls.
 pub(crate) trait ErasedHandler: Send + Sync {
     /// `headers` are only cloned by handlers that hand out the whole [`Envelope`].
-    fn prepare(&self, payload: Bytes, headers: Option<&async_nats::HeaderMap>, ctx: Ctx)
-    -> Decoded;
+    /// `headers` are only cloned by handlers that hand out the whole [`Envelope`];
+    /// `writer_schema` is the registered version named by `ce-dataschema`, when known.
+    fn prepare(
+        &self,
+        payload: Bytes,
+        headers: Option<&async_nats::HeaderMap>,
+        ctx: Ctx,
+        writer_schema: Option<Arc<CompiledSchema>>,
+    ) -> Decoded;
 }
 
 struct TypedHandler<E, F> {
@@ -239,20 +246,17 @@ where
         payload: Bytes,
         _headers: Option<&async_nats::HeaderMap>,
         ctx: Ctx,
+        writer_schema: Option<Arc<CompiledSchema>>,
     ) -> Decoded {
         let value: serde_json::Value = match serde_json::from_slice(&payload) {
             Ok(value) => value,
             Err(error) => return Decoded::DecodeError(format!("the payload is not JSON: {error}")),
         };
-        if let Some(schema) = &self.schema
-            && let Err(violations) = schema.validate(&value)
+        // The writer's registered version when it names one, else the local schema.
+        if let Some(schema) = writer_schema.as_ref().or(self.schema.as_ref())
+            && let Err(violation) = violations(schema, &value)
         {
-            let list = violations
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Decoded::SchemaViolation(list);
+            return violation;
         }
         let event: E = match serde_json::from_value(value) {
             Ok(event) => event,
@@ -266,6 +270,18 @@ where
         let future = (self.handler)(event, ctx);
         Decoded::Ready(Box::pin(async move { future.await.map(drop) }))
     }
+}
+
+fn violations(schema: &CompiledSchema, value: &serde_json::Value) -> Result<(), Decoded> {
+    schema.validate(value).map_err(|violations| {
+        Decoded::SchemaViolation(
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })
 }
 
 struct RawHandler<F> {
@@ -283,7 +299,19 @@ where
         payload: Bytes,
         headers: Option<&async_nats::HeaderMap>,
         ctx: Ctx,
+        writer_schema: Option<Arc<CompiledSchema>>,
     ) -> Decoded {
+        if let Some(schema) = &writer_schema {
+            let value: serde_json::Value = match serde_json::from_slice(&payload) {
+                Ok(value) => value,
+                Err(error) => {
+                    return Decoded::DecodeError(format!("the payload is not JSON: {error}"));
+                }
+            };
+            if let Err(violation) = violations(schema, &value) {
+                return violation;
+            }
+        }
         let envelope = Envelope {
             meta: Arc::clone(&ctx.envelope),
             data: payload,

@@ -139,6 +139,7 @@ impl WorkerBuilder {
         let abandon = CancellationToken::new();
         let tracker = TaskTracker::new();
         let mut runtimes = Vec::new();
+        let writer_schemas = Arc::new(WriterSchemas::new(self.client.clone()));
         for function in self.functions {
             let runtime = Arc::new(FunctionRuntime::new(
                 self.client.clone(),
@@ -146,6 +147,7 @@ impl WorkerBuilder {
                 stop.clone(),
                 abandon.clone(),
                 tracker.clone(),
+                Arc::clone(&writer_schemas),
             ));
             let consumer = runtime.converge().await?;
             runtimes.push((runtime, consumer));
@@ -269,6 +271,7 @@ struct FunctionRuntime {
     tracker: TaskTracker,
     needs_converge: AtomicBool,
     max_batch: usize,
+    writer_schemas: Arc<WriterSchemas>,
 }
 
 /// How one attempt ended.
@@ -287,6 +290,7 @@ impl FunctionRuntime {
         stop: CancellationToken,
         abandon: CancellationToken,
         tracker: TaskTracker,
+        writer_schemas: Arc<WriterSchemas>,
     ) -> FunctionRuntime {
         let namespace = client.namespace();
         let max_batch = function.settings.concurrency.clamp(1, MAX_BATCH);
@@ -301,6 +305,7 @@ impl FunctionRuntime {
             tracker,
             needs_converge: AtomicBool::new(false),
             max_batch,
+            writer_schemas,
         }
     }
 
@@ -616,39 +621,44 @@ impl FunctionRuntime {
             stream_sequence,
             span: span.clone(),
         };
-        let future = match self
-            .function
-            .handler
-            .prepare(data, message.headers.as_ref(), ctx)
-        {
-            Decoded::Ready(future) => future,
-            Decoded::SchemaViolation(violations) => {
-                let error = format!(
-                    "the payload breaks the schema of {}: {violations}",
-                    meta.event_type
-                );
-                self.dead_letter(
-                    &message,
-                    DeadLetterReason::SchemaViolation,
-                    &error,
-                    delivered,
-                    stream_sequence,
-                )
-                .await;
-                return;
-            }
-            Decoded::DecodeError(error) => {
-                self.dead_letter(
-                    &message,
-                    DeadLetterReason::DecodeError,
-                    &error,
-                    delivered,
-                    stream_sequence,
-                )
-                .await;
-                return;
-            }
-        };
+        let writer_schema = self
+            .writer_schemas
+            .resolve(meta.data_schema.as_deref(), &meta.event_type)
+            .await;
+        let future =
+            match self
+                .function
+                .handler
+                .prepare(data, message.headers.as_ref(), ctx, writer_schema)
+            {
+                Decoded::Ready(future) => future,
+                Decoded::SchemaViolation(violations) => {
+                    let error = format!(
+                        "the payload breaks the schema of {}: {violations}",
+                        meta.event_type
+                    );
+                    self.dead_letter(
+                        &message,
+                        DeadLetterReason::SchemaViolation,
+                        &error,
+                        delivered,
+                        stream_sequence,
+                    )
+                    .await;
+                    return;
+                }
+                Decoded::DecodeError(error) => {
+                    self.dead_letter(
+                        &message,
+                        DeadLetterReason::DecodeError,
+                        &error,
+                        delivered,
+                        stream_sequence,
+                    )
+                    .await;
+                    return;
+                }
+            };
         let outcome = self.run_attempt(&message, future, span).await;
         match outcome {
             Outcome::Done => {
@@ -824,6 +834,98 @@ impl FunctionRuntime {
                 let _ = message
                     .ack_with(AckKind::Nak(Some(DEAD_LETTER_RETRY)))
                     .await;
+            }
+        }
+    }
+}
+
+/// The schema versions named by `ce-dataschema`, fetched from the registry once, compiled
+/// and kept (versions are immutable). Events without the header, or naming a version the
+/// registry does not have, are validated against the function's local schema; that is
+/// logged once per event type.
+struct WriterSchemas {
+    client: Client,
+    cache:
+        parking_lot::RwLock<std::collections::HashMap<String, Arc<herald::schema::CompiledSchema>>>,
+    warned: parking_lot::Mutex<HashSet<String>>,
+}
+
+impl WriterSchemas {
+    fn new(client: Client) -> WriterSchemas {
+        WriterSchemas {
+            client,
+            cache: parking_lot::RwLock::new(std::collections::HashMap::new()),
+            warned: parking_lot::Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn warn_once(&self, event_type: &str, reason: &str) {
+        let key = format!("{event_type}\u{0}{reason}");
+        if self.warned.lock().insert(key) {
+            tracing::info!(event_type, reason, "validating against the local schema");
+        }
+    }
+
+    async fn resolve(
+        &self,
+        data_schema: Option<&str>,
+        event_type: &str,
+    ) -> Option<Arc<herald::schema::CompiledSchema>> {
+        let Some(data_schema) = data_schema else {
+            self.warn_once(event_type, "events arrive without ce-dataschema");
+            return None;
+        };
+        if let Some(schema) = self.cache.read().get(data_schema) {
+            return Some(Arc::clone(schema));
+        }
+        let Some((schema_type, version)) =
+            herald::registry::parse_data_schema(self.client.namespace(), data_schema)
+        else {
+            self.warn_once(
+                event_type,
+                "ce-dataschema is not a schema of this namespace's registry",
+            );
+            return None;
+        };
+        let registry = match self.client.registry().await {
+            Ok(registry) => registry,
+            Err(error) => {
+                self.warn_once(
+                    event_type,
+                    &format!("the registry is not available: {error}"),
+                );
+                return None;
+            }
+        };
+        match registry.get(&schema_type, version).await {
+            Ok(Some(stored)) => {
+                match herald::schema::CompiledSchema::compile(&schema_type, stored.schema) {
+                    Ok(compiled) => {
+                        let compiled = Arc::new(compiled);
+                        self.cache
+                            .write()
+                            .insert(data_schema.to_owned(), Arc::clone(&compiled));
+                        Some(compiled)
+                    }
+                    Err(error) => {
+                        self.warn_once(
+                            event_type,
+                            &format!("{data_schema} does not compile: {error}"),
+                        );
+                        None
+                    }
+                }
+            }
+            Ok(None) => {
+                self.warn_once(event_type, &format!("{data_schema} is not in the registry"));
+                None
+            }
+            Err(error) => {
+                self.warn_once(
+                    event_type,
+                    &format!("reading {data_schema} failed: {error}"),
+                );
+                None
             }
         }
     }
