@@ -3,6 +3,7 @@
 mod bench;
 mod bench_consume;
 mod provision;
+mod schemas;
 
 use std::process::ExitCode;
 
@@ -11,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Typed, durable background functions on NATS JetStream.
 #[derive(Debug, Parser)]
-#[command(name = "herald", version, about, propagate_version = true)]
+#[command(name = "herald", version, about)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,6 +27,8 @@ enum Command {
     ///
     /// Example: `herald provision --server nats://127.0.0.1:4222 --namespace staging`
     Provision(provision::Provision),
+    /// The schema registry: push, check, list, show, validate, mode, asyncapi.
+    Schemas(schemas::Schemas),
 }
 
 /// How to reach NATS; shared by every command.
@@ -87,5 +90,15 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Bench(bench) => bench.run().await,
         Command::Provision(provision) => provision.run().await,
+        Command::Schemas(schemas) => schemas.run().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }
