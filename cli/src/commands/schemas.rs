@@ -219,10 +219,10 @@ async fn push(registry: &Registry, dir: &Path, dry_run: bool) -> anyhow::Result<
         if dry_run {
             match registry.check(&event_type, &schema).await? {
                 CheckOutcome::Registered(version) => {
-                    println!("{label}: registered as version {version}")
+                    println!("{label}: registered as version {version}");
                 }
                 CheckOutcome::Compatible(version) => {
-                    println!("{label}: compatible, would become version {version}")
+                    println!("{label}: compatible, would become version {version}");
                 }
                 CheckOutcome::Incompatible(report) => {
                     refused += 1;
@@ -234,7 +234,7 @@ async fn push(registry: &Registry, dir: &Path, dry_run: bool) -> anyhow::Result<
         }
         match registry.register(&event_type, &schema).await {
             Ok(registered) if registered.created => {
-                println!("{label}: registered as version {}", registered.version)
+                println!("{label}: registered as version {}", registered.version);
             }
             Ok(registered) => println!(
                 "{label}: already registered as version {}",
