@@ -1,5 +1,5 @@
 //! Workers validate against the version the writer names in `ce-dataschema`.
-#![allow(clippy::unwrap_used, missing_docs)]
+#![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
 
 mod common;
 
