@@ -28,6 +28,11 @@ pub(crate) enum Bench {
     ///
     /// Example: `herald bench consume --count 100000 --batch 200`
     Consume(super::bench_consume::ConsumeBench),
+    /// The CPU cost of schema validation per event, in process (no server), next to plain
+    /// serde_json serialisation and decoding.
+    ///
+    /// Example: `herald bench validate`
+    Validate(super::bench_validate::ValidateBench),
 }
 
 impl Bench {
@@ -35,6 +40,7 @@ impl Bench {
         match self {
             Bench::Publish(bench) => bench.run().await,
             Bench::Consume(bench) => bench.run().await,
+            Bench::Validate(bench) => bench.run().await,
         }
     }
 }

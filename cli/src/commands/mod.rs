@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_consume;
+mod bench_validate;
 mod provision;
 mod schemas;
 
