@@ -270,6 +270,25 @@ impl Registry {
         Ok(all)
     }
 
+    /// New versions as they are registered (from now on), for caches that want them before
+    /// the first event that names them.
+    pub async fn watch_versions(
+        &self,
+    ) -> Result<impl futures::Stream<Item = SchemaVersion> + Send + 'static, RegistryError> {
+        let watch = self
+            .kv
+            .watch("ver.>")
+            .await
+            .map_err(kv_error("watch", "ver.>"))?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = entry.ok()?;
+            if entry.operation != kv::Operation::Put {
+                return None;
+            }
+            serde_json::from_slice::<SchemaVersion>(&entry.value).ok()
+        }))
+    }
+
     /// The compatibility mode of `event_type` (default FULL_TRANSITIVE).
     pub async fn compatibility(
         &self,

@@ -156,6 +156,9 @@ impl WorkerBuilder {
         for (runtime, consumer) in runtimes {
             loops.push(tokio::spawn(runtime.pull_loop(consumer)));
         }
+        loops.push(tokio::spawn(
+            Arc::clone(&writer_schemas).watch(stop.clone()),
+        ));
         if self.sweeper {
             loops.push(tokio::spawn(dead_letter::sweep(
                 self.client.clone(),
@@ -856,6 +859,34 @@ impl WriterSchemas {
             client,
             cache: parking_lot::RwLock::new(std::collections::HashMap::new()),
             warned: parking_lot::Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Compiles new versions as they are registered, so the first event naming one does
+    /// not wait for the registry. Best effort: a version missed here is fetched on first use.
+    async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let Ok(registry) = self.client.registry().await else {
+            return;
+        };
+        let Ok(versions) = registry.watch_versions().await else {
+            return;
+        };
+        let namespace = self.client.namespace().clone();
+        let mut versions = std::pin::pin!(versions);
+        loop {
+            let version = tokio::select! {
+                version = versions.next() => version,
+                () = stop.cancelled() => return,
+            };
+            let Some(version) = version else { return };
+            let urn =
+                herald::registry::data_schema_urn(&namespace, &version.event_type, version.version);
+            if let Ok(compiled) =
+                herald::schema::CompiledSchema::compile(&version.event_type, version.schema)
+            {
+                tracing::debug!(data_schema = %urn, "new schema version cached");
+                self.cache.write().insert(urn, Arc::new(compiled));
+            }
         }
     }
 
