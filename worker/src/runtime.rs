@@ -851,6 +851,7 @@ struct WriterSchemas {
     cache:
         parking_lot::RwLock<std::collections::HashMap<String, Arc<herald::schema::CompiledSchema>>>,
     warned: parking_lot::Mutex<HashSet<String>>,
+    without_header: parking_lot::RwLock<HashSet<String>>,
 }
 
 impl WriterSchemas {
@@ -859,6 +860,7 @@ impl WriterSchemas {
             client,
             cache: parking_lot::RwLock::new(std::collections::HashMap::new()),
             warned: parking_lot::Mutex::new(HashSet::new()),
+            without_header: parking_lot::RwLock::new(HashSet::new()),
         }
     }
 
@@ -903,7 +905,11 @@ impl WriterSchemas {
         event_type: &str,
     ) -> Option<Arc<herald::schema::CompiledSchema>> {
         let Some(data_schema) = data_schema else {
-            self.warn_once(event_type, "events arrive without ce-dataschema");
+            // The common case without a registry: no allocation once warned.
+            if !self.without_header.read().contains(event_type) {
+                self.without_header.write().insert(event_type.to_owned());
+                self.warn_once(event_type, "events arrive without ce-dataschema");
+            }
             return None;
         };
         if let Some(schema) = self.cache.read().get(data_schema) {
