@@ -708,6 +708,22 @@ impl Client {
         &self.inner.jetstream
     }
 
+    /// True when the connected server has scheduled messages (nats-server 2.12+), which
+    /// durable sleeps and step continuations use.
+    pub fn supports_schedules(&self) -> bool {
+        let version = self.inner.nats.server_info().version;
+        let mut parts = version.trim_start_matches('v').split('.');
+        let major = parts
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0);
+        let minor = parts
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0);
+        (major, minor) >= (2, 12)
+    }
+
     /// The stream settings used by [`provision`](Self::provision).
     pub fn stream_settings(&self) -> &StreamSettings {
         &self.inner.streams
@@ -729,6 +745,7 @@ impl Client {
             &self.inner.namespace,
             &self.inner.streams,
             options,
+            self.supports_schedules(),
         )
         .await
     }

@@ -224,7 +224,11 @@ impl Desired {
 
 /// The streams and buckets of a namespace, in the order they must be created
 /// (`NS_ADVISORIES` before anything that could raise an advisory).
-pub(crate) fn desired(namespace: &Namespace, settings: &StreamSettings) -> Vec<Desired> {
+pub(crate) fn desired(
+    namespace: &Namespace,
+    settings: &StreamSettings,
+    schedules: bool,
+) -> Vec<Desired> {
     let stream = |name: String, subjects: Vec<String>, max_age, duplicate_window| {
         Desired::Stream(Box::new(stream::Config {
             name,
@@ -254,12 +258,19 @@ pub(crate) fn desired(namespace: &Namespace, settings: &StreamSettings) -> Vec<D
             settings.advisories_max_age,
             Duration::from_secs(120),
         ),
-        stream(
-            namespace.events_stream(),
-            vec![namespace.events_wildcard(), namespace.redrive_wildcard()],
-            settings.events_max_age,
-            settings.events_duplicate_window,
-        ),
+        {
+            let mut events = stream(
+                namespace.events_stream(),
+                vec![namespace.events_wildcard(), namespace.redrive_wildcard()],
+                settings.events_max_age,
+                settings.events_duplicate_window,
+            );
+            // Durable sleeps and step continuations are scheduled messages (2.12+).
+            if let Desired::Stream(config) = &mut events {
+                config.allow_message_schedules = schedules;
+            }
+            events
+        },
         stream(
             namespace.dlq_stream(),
             vec![namespace.dlq_wildcard()],
@@ -328,6 +339,14 @@ pub(crate) fn diff(desired: &Desired, actual: &stream::Config) -> (Vec<Drift>, b
                 actual.num_replicas.to_string(),
                 true,
             );
+            if want.allow_message_schedules {
+                check(
+                    "allow_msg_schedules",
+                    "true".to_owned(),
+                    actual.allow_message_schedules.to_string(),
+                    true,
+                );
+            }
         }
         Desired::Bucket(want) => {
             check(
@@ -384,9 +403,10 @@ pub(crate) async fn provision(
     namespace: &Namespace,
     settings: &StreamSettings,
     options: ProvisionOptions,
+    schedules: bool,
 ) -> Result<ProvisionReport, ProvisionError> {
     let mut report = ProvisionReport::default();
-    for want in desired(namespace, settings) {
+    for want in desired(namespace, settings, schedules) {
         let outcome = converge(js, &want, options).await?;
         report.resources.push(ResourceReport {
             name: want.name(),
@@ -463,6 +483,8 @@ async fn converge(
                     max_age: config.max_age,
                     duplicate_window: config.duplicate_window,
                     num_replicas: config.num_replicas,
+                    allow_message_schedules: config.allow_message_schedules
+                        || actual.allow_message_schedules,
                     ..actual
                 };
                 js.update_stream(updated)
@@ -491,7 +513,7 @@ mod tests {
     #[test]
     fn desired_resources_follow_the_protocol() {
         let ns = Namespace::new("shop").unwrap();
-        let all = desired(&ns, &StreamSettings::default());
+        let all = desired(&ns, &StreamSettings::default(), true);
         let names: Vec<String> = all.iter().map(Desired::name).collect();
         assert_eq!(
             names,
@@ -526,7 +548,7 @@ mod tests {
     #[test]
     fn diff_names_each_differing_field_and_spots_immutable_ones() {
         let ns = Namespace::default();
-        let all = desired(&ns, &StreamSettings::default());
+        let all = desired(&ns, &StreamSettings::default(), true);
         let Desired::Stream(events) = &all[1] else {
             panic!("events is a stream")
         };

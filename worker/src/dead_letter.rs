@@ -62,6 +62,8 @@ pub const DLQ_STREAM_SEQ: &str = "herald-dlq-stream-seq";
 pub const DLQ_SUBJECT: &str = "herald-dlq-subject";
 /// `herald-dlq-time`.
 pub const DLQ_TIME: &str = "herald-dlq-time";
+/// `herald-dlq-step`: the step that failed, for runs with durable steps.
+pub const DLQ_STEP: &str = "herald-dlq-step";
 
 /// The most bytes of `herald-dlq-error`.
 pub const MAX_ERROR_BYTES: usize = 1024;
@@ -93,6 +95,7 @@ pub(crate) struct DeadLetter<'a> {
     pub(crate) stream: &'a str,
     pub(crate) stream_sequence: u64,
     pub(crate) subject: &'a str,
+    pub(crate) step: Option<&'a str>,
 }
 
 /// The headers of a dead letter: the original's minus `Nats-*`, plus `herald-dlq-*` and the
@@ -131,6 +134,9 @@ pub(crate) fn dead_letter_headers(
     map.insert(DLQ_STREAM_SEQ, letter.stream_sequence.to_string());
     map.insert(DLQ_SUBJECT, letter.subject);
     map.insert(DLQ_TIME, headers::format_time(SystemTime::now()));
+    if let Some(step) = letter.step {
+        map.insert(DLQ_STEP, headers::encode_text(step).as_ref());
+    }
     map
 }
 
@@ -261,6 +267,7 @@ async fn handle_advisory(client: &Client, events_stream: &str, message: &jetstre
         stream: events_stream,
         stream_sequence: advisory.stream_seq,
         subject: original.subject.as_str(),
+        step: None,
     };
     match publish(
         client,
@@ -311,6 +318,7 @@ mod tests {
             stream: "NS_EVENTS",
             stream_sequence: 9,
             subject: "ns.events.a",
+            step: None,
         };
         let map = dead_letter_headers(Some(&original), &letter);
         assert_eq!(map.get("ce-id").unwrap().as_str(), "e1");

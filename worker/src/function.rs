@@ -13,6 +13,9 @@ use herald::{Event, EventType};
 
 use crate::backoff::Backoff;
 use crate::envelope::Envelope;
+use crate::steps::{RunState, StepRecord};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// What a handler returns when it fails.
 ///
@@ -28,6 +31,8 @@ pub struct HandlerError {
 pub(crate) enum ErrorKind {
     Retry(Option<Duration>),
     Terminal,
+    /// A durable sleep: the run continues later; not a failure.
+    Suspend,
 }
 
 impl HandlerError {
@@ -104,6 +109,8 @@ pub struct Ctx {
     pub(crate) max_attempts: u32,
     pub(crate) stream_sequence: u64,
     pub(crate) span: tracing::Span,
+    pub(crate) run: Option<Arc<RunState>>,
+    pub(crate) client: Option<herald::Client>,
 }
 
 /// The envelope attributes shared by [`Ctx`] and [`Envelope`].
@@ -162,6 +169,163 @@ impl Ctx {
     pub fn span(&self) -> &tracing::Span {
         &self.span
     }
+
+    fn run(&self) -> Result<&Arc<RunState>, HandlerError> {
+        self.run.as_ref().ok_or_else(|| {
+            HandlerError::retry(
+                "durable steps need the runs bucket; provision the namespace (Client::provision)",
+            )
+        })
+    }
+
+    /// A memoized step: runs `work` once per run and stores its output before returning it;
+    /// on a later attempt or a redrive of the same run, returns the stored output without
+    /// running `work`. Repeated names in one run (a loop) get distinct keys, in order.
+    /// An error fails the attempt; the step is retried with its own attempts budget.
+    pub async fn step<T, F, Fut, E>(&self, name: &str, work: F) -> Result<T, HandlerError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Into<HandlerError>,
+    {
+        let run = self.run()?;
+        let (key, _) = run.next_step_key(name);
+        let stored = run
+            .store
+            .get::<StepRecord>(&key)
+            .await
+            .map_err(HandlerError::from)?;
+        if let Some(StepRecord::Ok { output, .. }) = stored {
+            run.step_done();
+            return serde_json::from_value(output).map_err(|error| {
+                HandlerError::terminal(format!(
+                    "step `{name}`: the stored output does not decode into the step's type: {error}"
+                ))
+            });
+        }
+        let started = std::time::Instant::now();
+        let value = work().await.map_err(Into::into)?;
+        let output = serde_json::to_value(&value).map_err(|error| {
+            HandlerError::terminal(format!(
+                "step `{name}`: its output cannot be stored as JSON: {error}"
+            ))
+        })?;
+        let size = output.to_string().len();
+        if size > run.max_step_output {
+            return Err(HandlerError::terminal(format!(
+                "step `{name}`: its output is {size} bytes, over the limit of {} bytes; store large data \
+                 elsewhere and return a reference to it (or raise Function::max_step_output)",
+                run.max_step_output
+            )));
+        }
+        let record = StepRecord::Ok {
+            output,
+            attempts: run.failures_here(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            finished_at: herald::headers::format_time(SystemTime::now()),
+        };
+        run.store
+            .put(&key, &record)
+            .await
+            .map_err(HandlerError::from)?;
+        run.step_done();
+        Ok(value)
+    }
+
+    /// A step that publishes `event` with an id derived from the run and the step, so a
+    /// retried run never publishes it twice. Returns the event's stream sequence.
+    pub async fn send_event<E: Event>(&self, name: &str, event: &E) -> Result<u64, HandlerError> {
+        let client = self
+            .client
+            .clone()
+            .ok_or_else(|| HandlerError::retry("send_event needs the worker's client"))?;
+        let run = Arc::clone(self.run()?);
+        let step_key = {
+            let counters = run.counters.lock();
+            let base = crate::steps::step_key_base(name);
+            let next = counters.get(&base).copied().unwrap_or(0) + 1;
+            if next == 1 {
+                base
+            } else {
+                format!("{base}.{next}")
+            }
+        };
+        let mut id = format!("{}.{step_key}", run.run_key);
+        if id.len() > 256 {
+            id = format!(
+                "h-{}",
+                herald::schema::digest(&serde_json::Value::String(id))
+            );
+        }
+        self.step(name, || async move {
+            let options = herald::PublishOptions {
+                id: Some(id),
+                ..Default::default()
+            };
+            let ack = client.publish_with(event, options).await?.await?;
+            Ok::<u64, herald::PublishError>(ack.sequence)
+        })
+        .await
+    }
+
+    /// A durable sleep: the run stops here, holding no handler, permit or message, and
+    /// continues after `duration` (minutes or days; it survives worker restarts). Use it
+    /// with `?`: `ctx.sleep("wait for trial end", Duration::from_secs(3600)).await?`.
+    /// Needs nats-server 2.12 or newer (scheduled messages).
+    pub async fn sleep(&self, name: &str, duration: Duration) -> Result<(), HandlerError> {
+        self.sleep_until(name, SystemTime::now() + duration).await
+    }
+
+    /// A durable sleep until `time`; see [`sleep`](Self::sleep).
+    pub async fn sleep_until(&self, name: &str, time: SystemTime) -> Result<(), HandlerError> {
+        let run = self.run()?;
+        let (key, step_key) = run.next_step_key(name);
+        let now = crate::steps::now_ms();
+        let wake_at_ms = match run
+            .store
+            .get::<StepRecord>(&key)
+            .await
+            .map_err(HandlerError::from)?
+        {
+            Some(StepRecord::Ok { .. }) => {
+                run.step_done();
+                return Ok(());
+            }
+            Some(StepRecord::Sleeping { wake_at_ms }) => wake_at_ms,
+            None => {
+                let wake_at_ms = time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                run.store
+                    .put(&key, &StepRecord::Sleeping { wake_at_ms })
+                    .await
+                    .map_err(HandlerError::from)?;
+                wake_at_ms
+            }
+        };
+        // Woken by the schedule for this step, or already past the time (small clock skew).
+        if run.woken_for.as_deref() == Some(step_key.as_str()) || wake_at_ms <= now + 500 {
+            let done = StepRecord::Ok {
+                output: serde_json::Value::Null,
+                attempts: 1,
+                duration_ms: 0,
+                finished_at: herald::headers::format_time(SystemTime::now()),
+            };
+            run.store
+                .put(&key, &done)
+                .await
+                .map_err(HandlerError::from)?;
+            run.step_done();
+            return Ok(());
+        }
+        *run.suspend_until.lock() = Some((wake_at_ms, step_key));
+        Err(HandlerError {
+            kind: ErrorKind::Suspend,
+            message: format!("sleeping in step `{name}`"),
+        })
+    }
 }
 
 /// Where a new function's consumer starts reading the log.
@@ -187,6 +351,8 @@ pub(crate) struct Settings {
     pub(crate) concurrency: usize,
     pub(crate) max_ack_pending: Option<i64>,
     pub(crate) start: StartFrom,
+    pub(crate) idempotent: bool,
+    pub(crate) max_step_output: usize,
 }
 
 impl Default for Settings {
@@ -199,6 +365,8 @@ impl Default for Settings {
             concurrency: 16,
             max_ack_pending: None,
             start: StartFrom::New,
+            idempotent: true,
+            max_step_output: 256 * 1024,
         }
     }
 }
@@ -349,6 +517,7 @@ pub struct Function {
     pub(crate) triggers: Vec<String>,
     pub(crate) settings: Settings,
     pub(crate) handler: Arc<dyn ErasedHandler>,
+    pub(crate) on_failure: Option<FailureHandler>,
 }
 
 impl fmt::Debug for Function {
@@ -370,6 +539,7 @@ impl Function {
             id: id.into(),
             triggers: Vec::new(),
             settings: Settings::default(),
+            on_failure: None,
             _event: PhantomData,
         }
     }
@@ -397,8 +567,27 @@ pub struct FunctionBuilder<E> {
     id: String,
     triggers: Vec<String>,
     settings: Settings,
+    on_failure: Option<FailureHandler>,
     _event: PhantomData<fn(E)>,
 }
+
+/// A dead-lettered run, as the failure handler sees it.
+#[derive(Debug, Clone)]
+pub struct FailedRun {
+    /// The event.
+    pub event: Envelope,
+    /// Why it was dead-lettered.
+    pub reason: crate::DeadLetterReason,
+    /// The last error.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The step that failed, if the failure was in a step.
+    pub step: Option<String>,
+}
+
+pub(crate) type FailureHandler =
+    Arc<dyn Fn(FailedRun) -> BoxFuture<Result<(), HandlerError>> + Send + Sync>;
 
 impl<E> fmt::Debug for FunctionBuilder<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -507,6 +696,31 @@ impl<E> FunctionBuilder<E> {
         self
     }
 
+    /// Record finished runs and ack a redelivered event whose run already finished without
+    /// running the handler again (default on; costs one read and one write per event).
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.settings.idempotent = idempotent;
+        self
+    }
+
+    /// The largest step output stored, in bytes (default 256 KiB); a larger one fails the
+    /// step with a terminal error.
+    pub fn max_step_output(mut self, bytes: usize) -> Self {
+        self.settings.max_step_output = bytes;
+        self
+    }
+
+    /// Runs `handler` once when a run is dead-lettered, with the event, the reason, the
+    /// error and the attempts (for alerts or compensation). Its own failures are logged.
+    pub fn on_failure<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(FailedRun) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.on_failure = Some(Arc::new(move |failed| Box::pin(handler(failed))));
+        self
+    }
+
     fn check(&self) -> Result<(), FunctionError> {
         check_function_id(&self.id)?;
         if self.triggers.is_empty() {
@@ -546,6 +760,7 @@ impl FunctionBuilder<()> {
             id: self.id,
             triggers: vec![E::TYPE.to_owned()],
             settings: self.settings,
+            on_failure: self.on_failure,
             _event: PhantomData,
         }
     }
@@ -561,6 +776,7 @@ impl FunctionBuilder<()> {
             id: self.id,
             triggers: patterns.into_iter().map(Into::into).collect(),
             settings: self.settings,
+            on_failure: self.on_failure,
             _event: PhantomData,
         }
     }
@@ -585,6 +801,7 @@ impl<E: Event> FunctionBuilder<E> {
             id: self.id.into(),
             triggers: self.triggers,
             settings: self.settings,
+            on_failure: self.on_failure,
             handler: Arc::new(TypedHandler::<E, F> {
                 schema: Some(Arc::new(schema)),
                 handler,
@@ -614,6 +831,7 @@ impl FunctionBuilder<Envelope> {
             id: self.id.into(),
             triggers: self.triggers,
             settings: self.settings,
+            on_failure: self.on_failure,
             handler: Arc::new(RawHandler { handler }),
         })
     }

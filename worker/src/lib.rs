@@ -54,16 +54,21 @@ mod dead_letter;
 mod envelope;
 mod function;
 mod runtime;
+mod steps;
 
 pub use backoff::Backoff;
 pub use dead_letter::{
-    DLQ_ATTEMPTS, DLQ_ERROR, DLQ_FUNCTION, DLQ_REASON, DLQ_STREAM, DLQ_STREAM_SEQ, DLQ_SUBJECT,
-    DLQ_TIME, DeadLetterReason, MAX_ERROR_BYTES,
+    DLQ_ATTEMPTS, DLQ_ERROR, DLQ_FUNCTION, DLQ_REASON, DLQ_STEP, DLQ_STREAM, DLQ_STREAM_SEQ,
+    DLQ_SUBJECT, DLQ_TIME, DeadLetterReason, MAX_ERROR_BYTES,
 };
 pub use envelope::Envelope;
 pub use function::{
-    Ctx, Function, FunctionBuilder, FunctionError, HandlerError, StartFrom, check_function_id,
+    Ctx, FailedRun, Function, FunctionBuilder, FunctionError, HandlerError, StartFrom,
+    check_function_id,
 };
 pub use runtime::{
     RunningWorker, ShutdownReport, Worker, WorkerBuilder, WorkerError, shutdown_signal,
+};
+pub use steps::{
+    FailureRecord, RunRecord, RunStore, RunStoreError, StepRecord, event_key, step_key_base,
 };

@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
-use crate::envelope;
+use crate::envelope::{self, Envelope};
 use crate::function::{Ctx, Decoded, ErrorKind, Function, StartFrom};
+use crate::steps::{FailureRecord, RunRecord, RunState, RunStore};
 
 /// How long one pull request waits for messages before it is renewed.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
@@ -140,6 +141,19 @@ impl WorkerBuilder {
         let tracker = TaskTracker::new();
         let mut runtimes = Vec::new();
         let writer_schemas = Arc::new(WriterSchemas::new(self.client.clone()));
+        let runs = match RunStore::open(&self.client).await {
+            Ok(store) => Some(store),
+            Err(error) => {
+                tracing::warn!(%error, "the runs bucket is not available: durable steps and idempotent runs are off");
+                None
+            }
+        };
+        if !self.client.supports_schedules() {
+            tracing::warn!(
+                server = %self.client.nats().server_info().version,
+                "this nats-server has no scheduled messages (2.12+): ctx.sleep dead-letters the run and step retries stay within one delivery's budget"
+            );
+        }
         for function in self.functions {
             let runtime = Arc::new(FunctionRuntime::new(
                 self.client.clone(),
@@ -148,6 +162,7 @@ impl WorkerBuilder {
                 abandon.clone(),
                 tracker.clone(),
                 Arc::clone(&writer_schemas),
+                runs.clone(),
             ));
             let consumer = runtime.converge().await?;
             runtimes.push((runtime, consumer));
@@ -275,6 +290,7 @@ struct FunctionRuntime {
     needs_converge: AtomicBool,
     max_batch: usize,
     writer_schemas: Arc<WriterSchemas>,
+    runs: Option<RunStore>,
 }
 
 /// How one attempt ended.
@@ -294,6 +310,7 @@ impl FunctionRuntime {
         abandon: CancellationToken,
         tracker: TaskTracker,
         writer_schemas: Arc<WriterSchemas>,
+        runs: Option<RunStore>,
     ) -> FunctionRuntime {
         let namespace = client.namespace();
         let max_batch = function.settings.concurrency.clamp(1, MAX_BATCH);
@@ -309,6 +326,7 @@ impl FunctionRuntime {
             needs_converge: AtomicBool::new(false),
             max_batch,
             writer_schemas,
+            runs,
         }
     }
 
@@ -589,6 +607,7 @@ impl FunctionRuntime {
                     &error,
                     delivered,
                     stream_sequence,
+                    None,
                 )
                 .await;
                 return;
@@ -612,10 +631,54 @@ impl FunctionRuntime {
                 &error,
                 settings.attempts,
                 stream_sequence,
+                None,
             )
             .await;
             return;
         }
+        let header = |name: &str| {
+            message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.to_string())
+        };
+        let run = match &self.runs {
+            Some(store) => {
+                let run_key = format!("{}.{}", self.function.id, crate::steps::event_key(&meta.id));
+                if settings.idempotent
+                    && let Ok(Some(record)) = store.get::<RunRecord>(&run_key).await
+                    && record.status == "ok"
+                {
+                    tracing::info!(
+                        "the run already finished; acking the redelivery without running it"
+                    );
+                    let _ = message.ack().await;
+                    return;
+                }
+                let state = RunState {
+                    store: store.clone(),
+                    run_key,
+                    max_step_output: settings.max_step_output,
+                    counters: parking_lot::Mutex::new(std::collections::HashMap::new()),
+                    position: parking_lot::Mutex::new((0, None)),
+                    suspend_until: parking_lot::Mutex::new(None),
+                    woken_for: header("herald-wake"),
+                    failures_before: parking_lot::Mutex::new(None),
+                };
+                // A retry or a continuation may have a failure count to continue from.
+                if delivered > 1 || header("herald-continuation").is_some() {
+                    let epoch = header("herald-redrive-of").unwrap_or_default();
+                    if let Ok(Some(record)) = store.get::<FailureRecord>(&state.failure_key()).await
+                        && record.epoch == epoch
+                    {
+                        *state.failures_before.lock() = Some((record.position, record.failures));
+                    }
+                }
+                Some(Arc::new(state))
+            }
+            None => None,
+        };
         let ctx = Ctx {
             function: Arc::clone(&self.function.id),
             envelope: Arc::clone(&meta),
@@ -623,6 +686,8 @@ impl FunctionRuntime {
             max_attempts: settings.attempts,
             stream_sequence,
             span: span.clone(),
+            run: run.clone(),
+            client: Some(self.client.clone()),
         };
         let writer_schema = self
             .writer_schemas
@@ -646,6 +711,7 @@ impl FunctionRuntime {
                         &error,
                         delivered,
                         stream_sequence,
+                        run.as_ref(),
                     )
                     .await;
                     return;
@@ -657,73 +723,276 @@ impl FunctionRuntime {
                         &error,
                         delivered,
                         stream_sequence,
+                        run.as_ref(),
                     )
                     .await;
                     return;
                 }
             };
         let outcome = self.run_attempt(&message, future, span).await;
-        match outcome {
+        let (reason, error, delay) = match outcome {
             Outcome::Done => {
+                if let Some(run) = &run
+                    && settings.idempotent
+                {
+                    let record = RunRecord {
+                        status: "ok".to_owned(),
+                        finished_at: herald::headers::format_time(std::time::SystemTime::now()),
+                        detail: None,
+                    };
+                    if let Err(error) = run.store.put(&run.run_key, &record).await {
+                        tracing::warn!(%error, "recording the finished run failed");
+                    }
+                }
                 if let Err(error) = message.ack().await {
                     tracing::warn!(%error, "ack failed; the event will be redelivered");
                 }
+                return;
             }
             Outcome::Abandoned => {
                 tracing::info!("shutdown: handing the event back");
                 let _ = message.ack_with(AckKind::Nak(None)).await;
+                return;
             }
-            Outcome::TimedOut => {
-                let error = format!(
+            Outcome::TimedOut => (
+                DeadLetterReason::Timeout,
+                format!(
                     "the attempt ran longer than the timeout of {:?}",
                     settings.timeout
-                );
-                self.retry_or_dead_letter(
-                    &message,
-                    DeadLetterReason::Timeout,
-                    &error,
-                    None,
-                    delivered,
-                    stream_sequence,
-                )
-                .await;
-            }
-            Outcome::Panicked(panic) => {
-                let error = format!("the handler panicked: {panic}");
-                self.retry_or_dead_letter(
-                    &message,
-                    DeadLetterReason::HandlerError,
-                    &error,
-                    None,
-                    delivered,
-                    stream_sequence,
-                )
-                .await;
-            }
+                ),
+                None,
+            ),
+            Outcome::Panicked(panic) => (
+                DeadLetterReason::HandlerError,
+                format!("the handler panicked: {panic}"),
+                None,
+            ),
             Outcome::Failed(error) => match error.kind {
+                ErrorKind::Suspend => {
+                    self.suspend(&message, run.as_ref(), &meta).await;
+                    return;
+                }
                 ErrorKind::Terminal => {
+                    let step = run.as_ref().and_then(|r| r.position.lock().1.clone());
+                    let text = match &step {
+                        Some(step) => format!("step `{step}`: {}", error.message),
+                        None => error.message.clone(),
+                    };
                     self.dead_letter(
                         &message,
                         DeadLetterReason::TerminalError,
-                        &error.message,
+                        &text,
                         delivered,
                         stream_sequence,
+                        run.as_ref(),
                     )
                     .await;
+                    return;
                 }
-                ErrorKind::Retry(delay) => {
-                    self.retry_or_dead_letter(
-                        &message,
-                        DeadLetterReason::HandlerError,
-                        &error.message,
-                        delay,
-                        delivered,
-                        stream_sequence,
-                    )
-                    .await;
-                }
+                ErrorKind::Retry(delay) => (DeadLetterReason::HandlerError, error.message, delay),
             },
+        };
+        // A run that reached steps counts failures per step (position), not per delivery.
+        if let Some(run) = run.as_ref().filter(|r| r.position.lock().0 > 0) {
+            self.step_failed(
+                &message,
+                run,
+                reason,
+                &error,
+                delay,
+                delivered,
+                stream_sequence,
+            )
+            .await;
+            return;
         }
+        self.retry_or_dead_letter(
+            &message,
+            reason,
+            &error,
+            delay,
+            delivered,
+            stream_sequence,
+            run.as_ref(),
+        )
+        .await;
+    }
+
+    /// A step (or the code after it) failed: count the failure for that position, then
+    /// retry with the step's own budget or dead-letter naming the step.
+    #[allow(clippy::too_many_arguments)]
+    async fn step_failed(
+        &self,
+        message: &jetstream::Message,
+        run: &Arc<RunState>,
+        reason: DeadLetterReason,
+        error: &str,
+        delay: Option<Duration>,
+        delivered: u32,
+        stream_sequence: u64,
+    ) {
+        let settings = &self.function.settings;
+        let (position, step) = run.position.lock().clone();
+        let epoch = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("herald-redrive-of"))
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let previous = run
+            .store
+            .get::<FailureRecord>(&run.failure_key())
+            .await
+            .ok()
+            .flatten()
+            .filter(|r| r.position == position && r.epoch == epoch);
+        let failures = previous.map_or(1, |r| r.failures + 1);
+        let record = FailureRecord {
+            position,
+            step: step.clone(),
+            failures,
+            error: dead_letter::one_line(error),
+            epoch,
+        };
+        if let Err(store_error) = run.store.put(&run.failure_key(), &record).await {
+            // Without the count, fall back to the delivery count.
+            tracing::warn!(error = %store_error, "recording the step failure failed");
+            self.retry_or_dead_letter(
+                message,
+                reason,
+                error,
+                delay,
+                delivered,
+                stream_sequence,
+                Some(run),
+            )
+            .await;
+            return;
+        }
+        let place = match &step {
+            Some(step) => format!("step `{step}`"),
+            None => format!("the code after step {position}"),
+        };
+        if failures >= settings.attempts {
+            let text = format!("{place} failed {failures} times: {error}");
+            self.dead_letter(message, reason, &text, failures, stream_sequence, Some(run))
+                .await;
+            return;
+        }
+        let delay = delay.unwrap_or_else(|| settings.backoff.delay(failures));
+        tracing::warn!(error, failures, step = ?step, retry_in = ?delay, "step failed; will retry");
+        if delivered < settings.attempts {
+            let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+            return;
+        }
+        // This delivery's budget was spent by earlier steps: continue in a fresh message.
+        let at = crate::steps::now_ms() + delay.as_millis() as u64;
+        match self.schedule_continuation(message, at, None).await {
+            Ok(()) => {
+                let _ = message.ack().await;
+            }
+            Err(schedule_error) => {
+                tracing::warn!(error = %schedule_error, "scheduling the continuation failed; retrying this delivery");
+                let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+            }
+        }
+    }
+
+    /// A durable sleep: schedule the wake-up, then let go of the message.
+    async fn suspend(
+        &self,
+        message: &jetstream::Message,
+        run: Option<&Arc<RunState>>,
+        meta: &crate::function::EnvelopeMeta,
+    ) {
+        let Some((wake_at_ms, step_key)) = run.and_then(|r| r.suspend_until.lock().clone()) else {
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return;
+        };
+        if !self.client.supports_schedules() {
+            let error = "ctx.sleep needs nats-server 2.12 or newer (scheduled messages); this server cannot wake the run";
+            let stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            self.dead_letter(
+                message,
+                DeadLetterReason::TerminalError,
+                error,
+                1,
+                stream_sequence,
+                run,
+            )
+            .await;
+            return;
+        }
+        match self
+            .schedule_continuation(message, wake_at_ms, Some(&step_key))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(event_id = %meta.id, step = %step_key, "sleeping; the run continues when the schedule fires");
+                let _ = message.ack().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "scheduling the wake-up failed; retrying");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            }
+        }
+    }
+
+    /// Publishes a scheduled copy of the event to `ns.redrive.F` at `at_ms`, with a fresh
+    /// delivery count (`Nats-Schedule`, nats-server 2.12+).
+    async fn schedule_continuation(
+        &self,
+        message: &jetstream::Message,
+        at_ms: u64,
+        wake_step: Option<&str>,
+    ) -> Result<(), async_nats::Error> {
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(original) = &message.headers {
+            for (name, values) in original.iter() {
+                let text = name.to_string();
+                if text.to_ascii_lowercase().starts_with("nats-") || text == "herald-wake" {
+                    continue;
+                }
+                for value in values {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+        }
+        // Whole seconds, rounded up, in RFC 3339.
+        let seconds = at_ms.div_ceil(1000).max(crate::steps::now_ms() / 1000 + 1);
+        let time =
+            herald::headers::format_time(std::time::UNIX_EPOCH + Duration::from_secs(seconds));
+        let at = format!("{}Z", &time[..19]);
+        let namespace = self.client.namespace();
+        let target = namespace.redrive_subject(&self.function.id);
+        headers.insert("Nats-Schedule", format!("@at {at}"));
+        headers.insert("Nats-Schedule-Target", target.as_str());
+        headers.insert("herald-continuation", "1");
+        if let Some(step) = wake_step {
+            headers.insert("herald-wake", step);
+        }
+        let meta_id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(herald::headers::ID))
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let subject = format!("{target}.sched.{}", crate::steps::event_key(&meta_id));
+        self.client
+            .jetstream()
+            .send_publish(
+                subject,
+                jetstream::message::PublishMessage::build()
+                    .payload(message.payload.clone())
+                    .headers(headers),
+            )
+            .await?
+            .await?;
+        Ok(())
     }
 
     /// Runs the handler under its timeout, sending progress acks every `ack_wait / 3`.
@@ -769,6 +1038,7 @@ impl FunctionRuntime {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn retry_or_dead_letter(
         &self,
         message: &jetstream::Message,
@@ -777,10 +1047,11 @@ impl FunctionRuntime {
         delay: Option<Duration>,
         attempt: u32,
         stream_sequence: u64,
+        run: Option<&Arc<RunState>>,
     ) {
         let settings = &self.function.settings;
         if attempt >= settings.attempts {
-            self.dead_letter(message, reason, error, attempt, stream_sequence)
+            self.dead_letter(message, reason, error, attempt, stream_sequence, run)
                 .await;
             return;
         }
@@ -800,8 +1071,10 @@ impl FunctionRuntime {
         error: &str,
         attempts: u32,
         stream_sequence: u64,
+        run: Option<&Arc<RunState>>,
     ) {
         let subject = message.subject.to_string();
+        let step = run.and_then(|r| r.position.lock().1.clone());
         let letter = DeadLetter {
             function: &self.function.id,
             reason,
@@ -810,6 +1083,7 @@ impl FunctionRuntime {
             stream: &self.events_stream,
             stream_sequence,
             subject: &subject,
+            step: step.as_deref(),
         };
         match dead_letter::publish(
             &self.client,
@@ -830,6 +1104,22 @@ impl FunctionRuntime {
                         tracing::warn!(error = %term_error, "terminating the original failed; a later delivery dead-letters it again (deduplicated)");
                     }
                 }
+                if let Some(run) = run {
+                    let record = RunRecord {
+                        status: "dead_lettered".to_owned(),
+                        finished_at: herald::headers::format_time(std::time::SystemTime::now()),
+                        detail: Some(format!(
+                            "{}: {}",
+                            reason.as_str(),
+                            dead_letter::one_line(error)
+                        )),
+                    };
+                    if let Err(store_error) = run.store.put(&run.run_key, &record).await {
+                        tracing::warn!(error = %store_error, "recording the dead-lettered run failed");
+                    }
+                }
+                self.call_on_failure(message, reason, error, attempts, stream_sequence, step, run)
+                    .await;
             }
             Err(publish_error) => {
                 tracing::error!(function = %self.function.id, error = %publish_error,
@@ -837,6 +1127,69 @@ impl FunctionRuntime {
                 let _ = message
                     .ack_with(AckKind::Nak(Some(DEAD_LETTER_RETRY)))
                     .await;
+            }
+        }
+    }
+
+    /// Runs the function's failure handler once per dead-lettered delivery (a marker in the
+    /// runs bucket guards against a second call after a crash and redelivery).
+    #[allow(clippy::too_many_arguments)]
+    async fn call_on_failure(
+        &self,
+        message: &jetstream::Message,
+        reason: DeadLetterReason,
+        error: &str,
+        attempts: u32,
+        stream_sequence: u64,
+        step: Option<String>,
+        run: Option<&Arc<RunState>>,
+    ) {
+        let Some(handler) = &self.function.on_failure else {
+            return;
+        };
+        if let Some(run) = run {
+            let marker = format!("{}.x.{stream_sequence}", run.run_key);
+            match run.store.create_marker(&marker).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(store_error) => {
+                    tracing::warn!(error = %store_error, "failure handler skipped: its once-only marker cannot be written");
+                    return;
+                }
+            }
+        }
+        let subject = message.subject.to_string();
+        let Ok((meta, data)) = envelope::read(
+            message.headers.as_ref(),
+            &message.payload,
+            &subject,
+            &self.events_prefix,
+            stream_sequence,
+        ) else {
+            return;
+        };
+        let failed = crate::function::FailedRun {
+            event: Envelope {
+                meta: Arc::new(meta),
+                data,
+                headers: message.headers.clone().unwrap_or_default(),
+            },
+            reason,
+            error: error.to_owned(),
+            attempts,
+            step,
+        };
+        let call = AssertUnwindSafe(handler(failed)).catch_unwind();
+        match tokio::time::timeout(self.function.settings.timeout, call).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(failure))) => {
+                tracing::error!(function = %self.function.id, error = %failure, "the failure handler failed");
+            }
+            Ok(Err(panic)) => {
+                tracing::error!(function = %self.function.id, panic = %panic_message(&panic), "the failure handler panicked");
+            }
+            Err(_) => {
+                tracing::error!(function = %self.function.id, "the failure handler timed out");
             }
         }
     }
