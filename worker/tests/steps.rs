@@ -487,7 +487,7 @@ async fn on_failure_runs_once_per_dead_lettered_run() {
     dead.next(WAIT).await;
     dead.next(WAIT).await;
     wait_consumer_drained(&client, "alerts").await;
-    let mut calls = vec![recv(&mut failed_rx).await, recv(&mut failed_rx).await];
+    let mut calls = [recv(&mut failed_rx).await, recv(&mut failed_rx).await];
     calls.sort_by_key(|c| c.2);
     assert_eq!(calls[0].1, herald_worker::DeadLetterReason::TerminalError);
     assert_eq!(calls[1].1, herald_worker::DeadLetterReason::HandlerError);
