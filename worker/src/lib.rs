@@ -70,5 +70,6 @@ pub use runtime::{
     RunningWorker, ShutdownReport, Worker, WorkerBuilder, WorkerError, shutdown_signal,
 };
 pub use steps::{
-    FailureRecord, RunRecord, RunStore, RunStoreError, StepRecord, event_key, step_key_base,
+    FailureRecord, RunRecord, RunReport, RunStore, RunStoreError, StepRecord, event_key,
+    step_key_base,
 };

@@ -207,6 +207,50 @@ impl RunStore {
     }
 }
 
+/// What the runs bucket says about one run: "which steps ran, with what outcome, how
+/// long, how many attempts".
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunReport {
+    /// The run key (`F.<event-key>`).
+    pub run_key: String,
+    /// The outcome, once the run finished.
+    pub outcome: Option<RunRecord>,
+    /// Where it failed last, if it failed.
+    pub failure: Option<FailureRecord>,
+    /// The stored steps, by step key, in key order.
+    pub steps: Vec<(String, StepRecord)>,
+}
+
+impl RunStore {
+    /// The stored state of the run of `function` for the event `event_id`.
+    pub async fn inspect(
+        &self,
+        function: &str,
+        event_id: &str,
+    ) -> Result<RunReport, RunStoreError> {
+        let run_key = format!("{function}.{}", event_key(event_id));
+        let mut report = RunReport {
+            run_key: run_key.clone(),
+            outcome: None,
+            failure: None,
+            steps: Vec::new(),
+        };
+        let step_prefix = format!("{run_key}.s.");
+        for (key, value) in self.entries(&run_key).await? {
+            if key == run_key {
+                report.outcome = serde_json::from_value(value).ok();
+            } else if key == format!("{run_key}.p") {
+                report.failure = serde_json::from_value(value).ok();
+            } else if let Some(step) = key.strip_prefix(&step_prefix)
+                && let Ok(record) = serde_json::from_value(value)
+            {
+                report.steps.push((step.to_owned(), record));
+            }
+        }
+        Ok(report)
+    }
+}
+
 /// The state of one run during one attempt, shared by its steps.
 #[derive(Debug)]
 pub(crate) struct RunState {

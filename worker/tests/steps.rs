@@ -78,6 +78,25 @@ async fn a_third_step_failing_twice_reruns_only_itself() {
     assert_eq!(counters.two.load(Ordering::SeqCst), 1);
     assert_eq!(counters.three.load(Ordering::SeqCst), 3);
     assert_eq!(dlq_count(&client).await, 0);
+
+    // Run inspection: which steps ran, with what outcome, how many attempts.
+    let store = herald_worker::RunStore::open(&client).await.unwrap();
+    let event_id = {
+        let stream = client.jetstream().get_stream("HERALD_EVENTS").await.unwrap();
+        let message = stream.get_raw_message(1).await.unwrap();
+        message.headers.get("ce-id").unwrap().to_string()
+    };
+    let report = store.inspect("three-steps", &event_id).await.unwrap();
+    assert_eq!(report.outcome.unwrap().status, "ok");
+    let steps: Vec<(&str, u32)> = report
+        .steps
+        .iter()
+        .map(|(key, record)| match record {
+            herald_worker::StepRecord::Ok { attempts, .. } => (key.as_str(), *attempts),
+            herald_worker::StepRecord::Sleeping { .. } => (key.as_str(), 0),
+        })
+        .collect();
+    assert_eq!(steps, [("one", 1), ("three", 3), ("two", 1)]);
     worker.shutdown().await;
 }
 

@@ -4,6 +4,7 @@ mod bench;
 mod bench_consume;
 mod bench_validate;
 mod provision;
+mod runs;
 mod schemas;
 
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ enum Command {
     Provision(provision::Provision),
     /// The schema registry: push, check, list, show, validate, mode, asyncapi.
     Schemas(schemas::Schemas),
+    /// The stored state of runs with durable steps.
+    Runs(runs::Runs),
 }
 
 /// How to reach NATS; shared by every command.
@@ -92,6 +95,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(bench) => bench.run().await,
         Command::Provision(provision) => provision.run().await,
         Command::Schemas(schemas) => schemas.run().await,
+        Command::Runs(runs) => runs.run().await,
     }
 }
 
