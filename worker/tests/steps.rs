@@ -82,7 +82,11 @@ async fn a_third_step_failing_twice_reruns_only_itself() {
     // Run inspection: which steps ran, with what outcome, how many attempts.
     let store = herald_worker::RunStore::open(&client).await.unwrap();
     let event_id = {
-        let stream = client.jetstream().get_stream("HERALD_EVENTS").await.unwrap();
+        let stream = client
+            .jetstream()
+            .get_stream("HERALD_EVENTS")
+            .await
+            .unwrap();
         let message = stream.get_raw_message(1).await.unwrap();
         message.headers.get("ce-id").unwrap().to_string()
     };
