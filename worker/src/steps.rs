@@ -173,6 +173,16 @@ impl RunStore {
         }
     }
 
+    /// Stores a step record, as `ctx.step` does after the step succeeded.
+    pub async fn put_record(&self, key: &str, record: &StepRecord) -> Result<(), RunStoreError> {
+        self.put(key, record).await
+    }
+
+    /// Reads a step record, as `ctx.step` does before running the step.
+    pub async fn get_record(&self, key: &str) -> Result<Option<StepRecord>, RunStoreError> {
+        self.get(key).await
+    }
+
     /// Every stored entry of a run, by key: the outcome, the failure record and the steps.
     pub async fn entries(
         &self,

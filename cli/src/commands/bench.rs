@@ -23,7 +23,7 @@ pub(crate) enum Bench {
     /// Example: `herald bench publish --count 100000 --window 1024`
     Publish(PublishBench),
     /// Consume and ack N stored events with a Herald worker (validation, decoding, a no-op
-    /// handler) and with the raw client (pull batches, ack), side by side, and print msgs/s
+    /// handler; with and without recording finished runs) and with the raw client (pull batches, ack), side by side, and print msgs/s
     /// and the ratio to raw.
     ///
     /// Example: `herald bench consume --count 100000 --batch 200`
@@ -33,6 +33,11 @@ pub(crate) enum Bench {
     ///
     /// Example: `herald bench validate`
     Validate(super::bench_validate::ValidateBench),
+    /// What a durable step costs: storing its output, looking it up on a later attempt, and
+    /// worker throughput with and without steps.
+    ///
+    /// Example: `herald bench steps --count 5000 --steps 5`
+    Steps(super::bench_steps::StepsBench),
 }
 
 impl Bench {
@@ -41,6 +46,7 @@ impl Bench {
             Bench::Publish(bench) => bench.run().await,
             Bench::Consume(bench) => bench.run().await,
             Bench::Validate(bench) => bench.run().await,
+            Bench::Steps(bench) => Box::pin(bench.run()).await,
         }
     }
 }

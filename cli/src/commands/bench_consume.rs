@@ -35,16 +35,23 @@ enum Mode {
     Raw,
     RawDecode,
     Herald,
+    HeraldRecorded,
 }
 
 impl Mode {
-    const ALL: [Mode; 3] = [Mode::Raw, Mode::RawDecode, Mode::Herald];
+    const ALL: [Mode; 4] = [
+        Mode::Raw,
+        Mode::RawDecode,
+        Mode::Herald,
+        Mode::HeraldRecorded,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Mode::Raw => "raw async-nats (pull, ack)",
             Mode::RawDecode => "raw async-nats (pull, serde_json decode, ack)",
-            Mode::Herald => "herald worker (validate, decode, handler, ack)",
+            Mode::Herald => "herald worker, idempotent(false)",
+            Mode::HeraldRecorded => "herald worker, default (runs recorded)",
         }
     }
 }
@@ -108,7 +115,8 @@ impl ConsumeBench {
                     match mode {
                         Mode::Raw => runner.raw(&task_js, &task_stream, &name, false).await,
                         Mode::RawDecode => runner.raw(&task_js, &task_stream, &name, true).await,
-                        Mode::Herald => runner.herald(&task_client, &name).await,
+                        Mode::Herald => runner.herald(&task_client, &name, false).await,
+                        Mode::HeraldRecorded => runner.herald(&task_client, &name, true).await,
                     }
                 })
                 .await??;
@@ -186,13 +194,19 @@ impl ConsumeBench {
     }
 
     /// A Herald worker with one function whose handler only counts.
-    async fn herald(&self, client: &herald::Client, name: &str) -> anyhow::Result<Duration> {
+    async fn herald(
+        &self,
+        client: &herald::Client,
+        name: &str,
+        idempotent: bool,
+    ) -> anyhow::Result<Duration> {
         let handled = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(tokio::sync::Notify::new());
         let (counter, notify, target) = (Arc::clone(&handled), Arc::clone(&done), self.count);
         let function = Function::new(name)
             .on::<OrderPlaced>()
             .concurrency(self.batch)
+            .idempotent(idempotent)
             .start_from(StartFrom::All)
             .handler(move |event: OrderPlaced, _ctx: Ctx| {
                 std::hint::black_box(event);

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_consume;
+mod bench_steps;
 mod bench_validate;
 mod provision;
 mod runs;
@@ -92,7 +93,7 @@ impl Connection {
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Bench(bench) => bench.run().await,
+        Command::Bench(bench) => Box::pin(bench.run()).await,
         Command::Provision(provision) => provision.run().await,
         Command::Schemas(schemas) => schemas.run().await,
         Command::Runs(runs) => runs.run().await,
