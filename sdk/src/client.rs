@@ -69,6 +69,7 @@ pub struct ConnectOptions {
     max_pending_acks: usize,
     streams: StreamSettings,
     use_registry: bool,
+    meter: Option<opentelemetry::metrics::Meter>,
 }
 
 /// Default of [`ConnectOptions::max_pending_acks`].
@@ -87,6 +88,7 @@ impl Default for ConnectOptions {
             max_pending_acks: DEFAULT_MAX_PENDING_ACKS,
             streams: StreamSettings::default(),
             use_registry: false,
+            meter: None,
         }
     }
 }
@@ -183,6 +185,14 @@ impl ConnectOptions {
         self
     }
 
+    /// The meter for `herald.events.published` (by `event_type` and `outcome`: ok,
+    /// duplicate, invalid, error). Default: the global provider's `herald` meter, a no-op
+    /// unless the application installs one.
+    pub fn meter(mut self, meter: opentelemetry::metrics::Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
     /// Settings of the streams and buckets that [`Client::provision`] creates.
     pub fn streams(mut self, streams: StreamSettings) -> Self {
         self.streams = streams;
@@ -267,6 +277,12 @@ impl ConnectOptions {
                 by_event_type: RwLock::new(HashMap::new()),
                 use_registry: self.use_registry,
                 registry: tokio::sync::OnceCell::new(),
+                published: self
+                    .meter
+                    .unwrap_or_else(|| opentelemetry::global::meter("herald"))
+                    .u64_counter("herald.events.published")
+                    .with_description("Events published, by type and outcome")
+                    .build(),
             }),
         })
     }
@@ -518,6 +534,7 @@ pub struct PublishAck {
 #[must_use = "the event is sent, but not confirmed until this is awaited"]
 pub struct PendingAck {
     ack: jetstream::context::PublishAckFuture,
+    event_type: opentelemetry::StringValue,
     subject: String,
     event_id: String,
     client: Arc<Inner>,
@@ -546,6 +563,7 @@ impl IntoFuture for PendingAck {
     fn into_future(self) -> AckFuture {
         AckFuture {
             ack: self.ack.into_future(),
+            event_type: self.event_type,
             subject: self.subject,
             event_id: self.event_id,
             client: self.client,
@@ -557,6 +575,7 @@ impl IntoFuture for PendingAck {
 #[must_use = "futures do nothing unless awaited"]
 pub struct AckFuture {
     ack: <jetstream::context::PublishAckFuture as IntoFuture>::IntoFuture,
+    event_type: opentelemetry::StringValue,
     subject: String,
     event_id: String,
     client: Arc<Inner>,
@@ -580,6 +599,18 @@ impl Future for AckFuture {
     ) -> std::task::Poll<Self::Output> {
         let outcome = std::task::ready!(self.ack.as_mut().poll(cx));
         let event_id = std::mem::take(&mut self.event_id);
+        let label = match &outcome {
+            Ok(ack) if ack.duplicate => "duplicate",
+            Ok(_) => "ok",
+            Err(_) => "error",
+        };
+        self.client.published.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new("event_type", self.event_type.clone()),
+                opentelemetry::KeyValue::new("outcome", label),
+            ],
+        );
         std::task::Poll::Ready(match outcome {
             Ok(ack) => Ok(PublishAck {
                 stream: ack.stream,
@@ -640,6 +671,7 @@ struct Inner {
     by_event_type: RwLock<HashMap<String, Arc<Known>>>,
     use_registry: bool,
     registry: tokio::sync::OnceCell<Registry>,
+    published: opentelemetry::metrics::Counter<u64>,
 }
 
 /// A schema this client validates against, and the registry version naming it.
@@ -750,6 +782,16 @@ impl Client {
         .await
     }
 
+    fn count_invalid(&self, event_type: opentelemetry::StringValue) {
+        self.inner.published.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new("event_type", event_type),
+                opentelemetry::KeyValue::new("outcome", "invalid"),
+            ],
+        );
+    }
+
     /// Makes the schema of `E` known for untyped publishing of its type (and registers it,
     /// when the client uses the registry).
     pub async fn add_local_schema<E: Event>(&self) -> Result<(), PublishError> {
@@ -854,13 +896,13 @@ impl Client {
             let known = self.known::<E>().await?;
             let value = serde_json::to_value(event).map_err(serialize_error)?;
             data_schema.clone_from(&known.data_schema);
-            known
-                .schema
-                .validate(&value)
-                .map_err(|violations| PublishError::InvalidPayload {
+            known.schema.validate(&value).map_err(|violations| {
+                self.count_invalid(E::TYPE.into());
+                PublishError::InvalidPayload {
                     event_type: E::TYPE.to_owned(),
                     violations,
-                })?;
+                }
+            })?;
             serde_json::to_vec(&value).map_err(serialize_error)?
         } else {
             serde_json::to_vec(event).map_err(serialize_error)?
@@ -869,7 +911,7 @@ impl Client {
             Some(_) => None,
             None => event.ce_subject(),
         };
-        self.send(E::TYPE, payload, options, ce_subject, data_schema)
+        self.send(E::TYPE.into(), payload, options, ce_subject, data_schema)
             .await
     }
 
@@ -891,30 +933,37 @@ impl Client {
                     event_type: event_type.to_string(),
                 })?;
             data_schema.clone_from(&known.data_schema);
-            known
-                .schema
-                .validate(data)
-                .map_err(|violations| PublishError::InvalidPayload {
+            known.schema.validate(data).map_err(|violations| {
+                self.count_invalid(event_type.to_string().into());
+                PublishError::InvalidPayload {
                     event_type: event_type.to_string(),
                     violations,
-                })?;
+                }
+            })?;
         }
         let payload = serde_json::to_vec(data).map_err(|source| PublishError::Serialize {
             event_type: event_type.to_string(),
             source,
         })?;
-        self.send(event_type.as_str(), payload, options, None, data_schema)
-            .await
+        self.send(
+            event_type.to_string().into(),
+            payload,
+            options,
+            None,
+            data_schema,
+        )
+        .await
     }
 
     async fn send(
         &self,
-        event_type: &str,
+        metric_type: opentelemetry::StringValue,
         payload: Vec<u8>,
         options: PublishOptions,
         ce_subject: Option<String>,
         data_schema: Option<String>,
     ) -> Result<PendingAck, PublishError> {
+        let event_type = metric_type.as_str();
         let event_id = match options.id {
             Some(id) => {
                 check_event_id(&id)?;
@@ -963,6 +1012,7 @@ impl Client {
         {
             Ok(ack) => Ok(PendingAck {
                 ack,
+                event_type: metric_type.clone(),
                 subject,
                 event_id,
                 client: Arc::clone(&self.inner),

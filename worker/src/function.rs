@@ -205,7 +205,11 @@ impl Ctx {
             });
         }
         let started = std::time::Instant::now();
-        let value = work().await.map_err(Into::into)?;
+        let value = {
+            use tracing::Instrument;
+            let span = tracing::info_span!("herald.step", otel.name = %format!("step {name}"), "herald.step" = name);
+            work().instrument(span).await.map_err(Into::into)?
+        };
         let output = serde_json::to_value(&value).map_err(|error| {
             HandlerError::terminal(format!(
                 "step `{name}`: its output cannot be stored as JSON: {error}"

@@ -53,8 +53,10 @@ mod backoff;
 mod dead_letter;
 mod envelope;
 mod function;
+mod health;
 mod runtime;
 mod steps;
+pub mod telemetry;
 
 pub use backoff::Backoff;
 pub use dead_letter::{
@@ -73,3 +75,4 @@ pub use steps::{
     FailureRecord, RunRecord, RunReport, RunStore, RunStoreError, StepRecord, event_key,
     step_key_base,
 };
+pub use telemetry::TraceMode;

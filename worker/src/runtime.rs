@@ -18,6 +18,8 @@ use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
 use crate::envelope::{self, Envelope};
 use crate::function::{Ctx, Decoded, ErrorKind, Function, StartFrom};
 use crate::steps::{FailureRecord, RunRecord, RunState, RunStore};
+use crate::telemetry::{ConsumerStats, FunctionAttributes, Metrics, SharedStats, TraceMode};
+use opentelemetry::KeyValue;
 
 /// How long one pull request waits for messages before it is renewed.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
@@ -42,6 +44,15 @@ pub enum WorkerError {
     /// The namespace's streams could not be provisioned.
     #[error(transparent)]
     Provision(#[from] herald::ProvisionError),
+    /// The HTTP endpoint could not listen.
+    #[error("cannot serve health and metrics on {address}: {source}")]
+    Http {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A function's consumer could not be created or updated.
     #[error("cannot create or update the consumer of function {function}: {source}")]
     Consumer {
@@ -61,6 +72,11 @@ pub struct WorkerBuilder {
     functions: Vec<Function>,
     shutdown_grace: Duration,
     sweeper: bool,
+    meter: Option<opentelemetry::metrics::Meter>,
+    trace_mode: TraceMode,
+    stats_interval: Duration,
+    http: Option<std::net::SocketAddr>,
+    prometheus: Option<prometheus::Registry>,
 }
 
 /// The worker runtime: one pull loop per function, handlers under a per-replica concurrency
@@ -91,6 +107,11 @@ impl Worker {
             functions: Vec::new(),
             shutdown_grace: Duration::from_secs(30),
             sweeper: true,
+            meter: None,
+            trace_mode: TraceMode::Child,
+            stats_interval: Duration::from_secs(10),
+            http: None,
+            prometheus: None,
         }
     }
 }
@@ -113,6 +134,40 @@ impl WorkerBuilder {
     /// deliveries with no worker alive (default on).
     pub fn sweeper(mut self, enabled: bool) -> Self {
         self.sweeper = enabled;
+        self
+    }
+
+    /// The meter for the worker's metrics (default: the global meter provider's `herald`
+    /// meter, a no-op unless the application installs a provider).
+    pub fn meter(mut self, meter: opentelemetry::metrics::Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    /// Whether an attempt's span is a child of the producer's span (default) or links to it.
+    pub fn trace_mode(mut self, mode: TraceMode) -> Self {
+        self.trace_mode = mode;
+        self
+    }
+
+    /// How often the consumer gauges (pending, ack pending, redelivered) are polled from the
+    /// server (default 10 s).
+    pub fn stats_interval(mut self, interval: Duration) -> Self {
+        self.stats_interval = interval.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Serves `/healthz` (the process is alive), `/readyz` (connected, every consumer bound)
+    /// and, with [`prometheus`](Self::prometheus), `/metrics` over HTTP on `address`.
+    pub fn http(mut self, address: std::net::SocketAddr) -> Self {
+        self.http = Some(address);
+        self
+    }
+
+    /// The Prometheus registry `/metrics` serves (the one an `opentelemetry-prometheus`
+    /// exporter writes to).
+    pub fn prometheus(mut self, registry: prometheus::Registry) -> Self {
+        self.prometheus = Some(registry);
         self
     }
 
@@ -141,6 +196,11 @@ impl WorkerBuilder {
         let tracker = TaskTracker::new();
         let mut runtimes = Vec::new();
         let writer_schemas = Arc::new(WriterSchemas::new(self.client.clone()));
+        let meter = self
+            .meter
+            .clone()
+            .unwrap_or_else(|| opentelemetry::global::meter("herald"));
+        let metrics = Metrics::new(&meter);
         let runs = match RunStore::open(&self.client).await {
             Ok(store) => Some(store),
             Err(error) => {
@@ -163,11 +223,37 @@ impl WorkerBuilder {
                 tracker.clone(),
                 Arc::clone(&writer_schemas),
                 runs.clone(),
+                metrics.clone(),
+                self.trace_mode,
             ));
             let consumer = runtime.converge().await?;
             runtimes.push((runtime, consumer));
         }
         let mut loops = Vec::new();
+        let all: Vec<Arc<FunctionRuntime>> = runtimes.iter().map(|(r, _)| Arc::clone(r)).collect();
+        loops.push(tokio::spawn(poll_stats(
+            all.clone(),
+            metrics.stats.clone(),
+            self.stats_interval,
+            stop.clone(),
+        )));
+        let mut http_address = None;
+        if let Some(address) = self.http {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| WorkerError::Http { address, source })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| WorkerError::Http { address, source })?;
+            tracing::info!(address = %local, "serving /healthz, /readyz and /metrics");
+            loops.push(tokio::spawn(crate::health::serve(
+                listener,
+                self.client.clone(),
+                all.clone(),
+                self.prometheus.clone(),
+                stop.clone(),
+            )));
+        }
         for (runtime, consumer) in runtimes {
             loops.push(tokio::spawn(runtime.pull_loop(consumer)));
         }
@@ -182,6 +268,7 @@ impl WorkerBuilder {
         }
         tracing::info!(functions = loops.len(), "worker started");
         Ok(RunningWorker {
+            http_address,
             client: self.client,
             stop,
             abandon,
@@ -202,6 +289,52 @@ impl WorkerBuilder {
     /// Runs until SIGTERM or ctrl-c, then shuts down gracefully.
     pub async fn run(self) -> Result<(), WorkerError> {
         self.run_until(shutdown_signal()).await
+    }
+}
+
+/// Polls every function's consumer info for the gauges.
+async fn poll_stats(
+    functions: Vec<Arc<FunctionRuntime>>,
+    stats: SharedStats,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        for function in &functions {
+            let consumer: Result<jetstream::consumer::PullConsumer, _> = function
+                .client
+                .jetstream()
+                .get_consumer_from_stream(function.function.id.as_ref(), &function.events_stream)
+                .await;
+            if let Ok(mut consumer) = consumer
+                && let Ok(info) = consumer.info().await
+            {
+                stats.write().insert(
+                    function.function.id.to_string(),
+                    ConsumerStats {
+                        pending: info.num_pending,
+                        ack_pending: info.num_ack_pending as u64,
+                        redelivered: info.num_redelivered as u64,
+                    },
+                );
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+impl FunctionRuntime {
+    /// True while the function's consumer is bound (no re-creation pending).
+    pub(crate) fn is_bound(&self) -> bool {
+        !self.needs_converge.load(Ordering::SeqCst)
+    }
+
+    /// The function id.
+    pub(crate) fn id(&self) -> &str {
+        &self.function.id
     }
 }
 
@@ -232,6 +365,7 @@ pub async fn shutdown_signal() {
 /// A started worker; [`shutdown`](RunningWorker::shutdown) stops it.
 #[derive(Debug)]
 pub struct RunningWorker {
+    http_address: Option<std::net::SocketAddr>,
     client: Client,
     stop: CancellationToken,
     abandon: CancellationToken,
@@ -248,6 +382,11 @@ pub struct ShutdownReport {
 }
 
 impl RunningWorker {
+    /// Where `/healthz`, `/readyz` and `/metrics` are served, with [`WorkerBuilder::http`].
+    pub fn http_address(&self) -> Option<std::net::SocketAddr> {
+        self.http_address
+    }
+
     /// Stops pulling, lets running handlers finish within the grace period, NAKs what is
     /// still running so another replica takes it at once, and flushes the connection.
     pub async fn shutdown(self) -> ShutdownReport {
@@ -278,7 +417,7 @@ impl RunningWorker {
 }
 
 /// One function's runtime state.
-struct FunctionRuntime {
+pub(crate) struct FunctionRuntime {
     client: Client,
     function: Function,
     events_stream: String,
@@ -291,6 +430,9 @@ struct FunctionRuntime {
     max_batch: usize,
     writer_schemas: Arc<WriterSchemas>,
     runs: Option<RunStore>,
+    metrics: Metrics,
+    attributes: FunctionAttributes,
+    trace_mode: TraceMode,
 }
 
 /// How one attempt ended.
@@ -303,6 +445,7 @@ enum Outcome {
 }
 
 impl FunctionRuntime {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         client: Client,
         function: Function,
@@ -311,9 +454,12 @@ impl FunctionRuntime {
         tracker: TaskTracker,
         writer_schemas: Arc<WriterSchemas>,
         runs: Option<RunStore>,
+        metrics: Metrics,
+        trace_mode: TraceMode,
     ) -> FunctionRuntime {
         let namespace = client.namespace();
         let max_batch = function.settings.concurrency.clamp(1, MAX_BATCH);
+        let function_id = Arc::clone(&function.id);
         FunctionRuntime {
             events_stream: namespace.events_stream(),
             events_prefix: format!("{}.events.", namespace.as_str()),
@@ -327,6 +473,9 @@ impl FunctionRuntime {
             max_batch,
             writer_schemas,
             runs,
+            metrics,
+            attributes: FunctionAttributes::new(&function_id),
+            trace_mode,
         }
     }
 
@@ -567,15 +716,42 @@ impl FunctionRuntime {
 
     /// One delivery: validate, decode, run the handler, then ack, NAK or dead-letter.
     async fn process(&self, message: jetstream::Message) {
+        use opentelemetry::trace::TraceContextExt;
         use tracing::Instrument;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
         let span = tracing::info_span!(
-            "herald.attempt",
-            function = %self.function.id,
-            event_type = tracing::field::Empty,
-            event_id = tracing::field::Empty,
-            attempt = tracing::field::Empty,
-            stream_seq = tracing::field::Empty,
+            "herald.process",
+            otel.name = tracing::field::Empty,
+            otel.kind = "consumer",
+            "messaging.system" = "nats",
+            "messaging.operation.name" = "process",
+            "messaging.operation.type" = "process",
+            "messaging.destination.name" = %message.subject,
+            "messaging.message.id" = tracing::field::Empty,
+            "messaging.consumer.group.name" = %self.function.id,
+            "herald.function" = %self.function.id,
+            "herald.event_type" = tracing::field::Empty,
+            "herald.event_id" = tracing::field::Empty,
+            "herald.attempt" = tracing::field::Empty,
+            "herald.stream_sequence" = tracing::field::Empty,
+            "herald.outcome" = tracing::field::Empty,
         );
+        if !span.is_disabled()
+            && let Some(headers) = &message.headers
+            && let Some(traceparent) = headers.get(herald::headers::TRACEPARENT)
+            && let Some(remote) = herald::trace::parse_trace_headers(
+                traceparent.as_str(),
+                headers.get(herald::headers::TRACESTATE).map(|v| v.as_str()),
+            )
+        {
+            match self.trace_mode {
+                TraceMode::Child => {
+                    let parent = opentelemetry::Context::new().with_remote_span_context(remote);
+                    let _ = span.set_parent(parent);
+                }
+                TraceMode::Link => span.add_link(remote),
+            }
+        }
         self.process_in(message, &span)
             .instrument(span.clone())
             .await;
@@ -614,10 +790,14 @@ impl FunctionRuntime {
             }
         };
         let meta = Arc::new(meta);
-        span.record("event_type", meta.event_type.as_str());
-        span.record("event_id", meta.id.as_str());
-        span.record("attempt", delivered);
-        span.record("stream_seq", stream_sequence);
+        if !span.is_disabled() {
+            span.record("otel.name", format!("process {}", meta.event_type).as_str());
+            span.record("messaging.message.id", meta.id.as_str());
+            span.record("herald.event_type", meta.event_type.as_str());
+            span.record("herald.event_id", meta.id.as_str());
+            span.record("herald.attempt", delivered);
+            span.record("herald.stream_sequence", stream_sequence);
+        }
         if delivered > settings.attempts {
             let error = format!(
                 "delivery {delivered} is beyond the {} attempts: the worker running attempt {} \
@@ -729,7 +909,22 @@ impl FunctionRuntime {
                     return;
                 }
             };
+        if let Some(seconds) = meta
+            .time
+            .as_deref()
+            .and_then(crate::telemetry::seconds_since)
+        {
+            self.metrics
+                .latency
+                .record(seconds, &self.attributes.function);
+        }
+        self.metrics.in_flight.add(1, &self.attributes.function);
+        let started = std::time::Instant::now();
         let outcome = self.run_attempt(&message, future, span).await;
+        self.metrics.in_flight.add(-1, &self.attributes.function);
+        self.metrics
+            .duration
+            .record(started.elapsed().as_secs_f64(), &self.attributes.function);
         let (reason, error, delay) = match outcome {
             Outcome::Done => {
                 if let Some(run) = &run
@@ -747,9 +942,12 @@ impl FunctionRuntime {
                 if let Err(error) = message.ack().await {
                     tracing::warn!(%error, "ack failed; the event will be redelivered");
                 }
+                self.metrics.runs.add(1, &self.attributes.ok);
+                span.record("herald.outcome", "ok");
                 return;
             }
             Outcome::Abandoned => {
+                span.record("herald.outcome", "handed_back");
                 tracing::info!("shutdown: handing the event back");
                 let _ = message.ack_with(AckKind::Nak(None)).await;
                 return;
@@ -769,6 +967,7 @@ impl FunctionRuntime {
             ),
             Outcome::Failed(error) => match error.kind {
                 ErrorKind::Suspend => {
+                    span.record("herald.outcome", "sleeping");
                     self.suspend(&message, run.as_ref(), &meta).await;
                     return;
                 }
@@ -880,6 +1079,8 @@ impl FunctionRuntime {
             return;
         }
         let delay = delay.unwrap_or_else(|| settings.backoff.delay(failures));
+        self.metrics.runs.add(1, &self.attributes.retried);
+        tracing::Span::current().record("herald.outcome", "retried");
         tracing::warn!(error, failures, step = ?step, retry_in = ?delay, "step failed; will retry");
         if delivered < settings.attempts {
             let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
@@ -1056,6 +1257,8 @@ impl FunctionRuntime {
             return;
         }
         let delay = delay.unwrap_or_else(|| settings.backoff.delay(attempt));
+        self.metrics.runs.add(1, &self.attributes.retried);
+        tracing::Span::current().record("herald.outcome", "retried");
         tracing::warn!(error, attempt, max_attempts = settings.attempts, retry_in = ?delay, "attempt failed; will retry");
         if let Err(nak) = message.ack_with(AckKind::Nak(Some(delay))).await {
             tracing::warn!(error = %nak, "NAK failed; the event comes back after ack_wait");
@@ -1096,6 +1299,15 @@ impl FunctionRuntime {
             Ok(()) => {
                 tracing::warn!(function = %self.function.id, reason = reason.as_str(), error, attempts,
                     stream_seq = stream_sequence, "dead-lettered");
+                self.metrics.runs.add(1, &self.attributes.dead_lettered);
+                self.metrics.dead_letters.add(
+                    1,
+                    &[
+                        self.attributes.function[0].clone(),
+                        KeyValue::new("reason", reason.as_str()),
+                    ],
+                );
+                tracing::Span::current().record("herald.outcome", "dead_lettered");
                 if let Some(reply) = &message.reply {
                     let term = format!("+TERM {}", reason.as_str());
                     if let Err(term_error) =

@@ -1,0 +1,170 @@
+//! Traces and metrics of the worker, through `tracing` and the OpenTelemetry API.
+//!
+//! Spans follow the OpenTelemetry messaging conventions: one `process <event type>` span
+//! (kind consumer) per attempt, child of the producer's span taken from `traceparent` (or
+//! linked to it, [`TraceMode::Link`]), with `messaging.system = nats`,
+//! `messaging.destination.name`, `messaging.operation.name = process`,
+//! `messaging.message.id`, `messaging.consumer.group.name` = the function, and Herald's
+//! `herald.function`, `herald.event_type`, `herald.attempt`, `herald.stream_sequence`,
+//! `herald.outcome`. Steps are `herald.step` child spans.
+//!
+//! Metrics (instrument names as below) go to the meter given to
+//! [`WorkerBuilder::meter`](crate::WorkerBuilder::meter), else the global provider's
+//! (a no-op unless the application installs one):
+//!
+//! | instrument | kind | attributes |
+//! | --- | --- | --- |
+//! | `herald.runs` | counter | `function`, `outcome` = ok, retried, dead_lettered |
+//! | `herald.dead_letters` | counter | `function`, `reason` |
+//! | `herald.handler.duration` | histogram (s) | `function` |
+//! | `herald.event.latency` | histogram (s), event time to handler start | `function` |
+//! | `herald.handlers.in_flight` | up-down counter | `function` |
+//! | `herald.consumer.pending` | gauge, polled from consumer info | `function` |
+//! | `herald.consumer.ack_pending` | gauge | `function` |
+//! | `herald.consumer.redelivered` | gauge | `function` |
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+
+/// How an attempt's span relates to the producer's span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TraceMode {
+    /// The attempt is a child of the producer's span: one trace from request to handler.
+    #[default]
+    Child,
+    /// The attempt starts its own trace, linked to the producer's span.
+    Link,
+}
+
+/// The consumer numbers polled for the gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ConsumerStats {
+    pub(crate) pending: u64,
+    pub(crate) ack_pending: u64,
+    pub(crate) redelivered: u64,
+}
+
+pub(crate) type SharedStats = Arc<parking_lot::RwLock<BTreeMap<String, ConsumerStats>>>;
+
+/// The worker's instruments.
+#[derive(Debug, Clone)]
+pub(crate) struct Metrics {
+    pub(crate) runs: Counter<u64>,
+    pub(crate) dead_letters: Counter<u64>,
+    pub(crate) duration: Histogram<f64>,
+    pub(crate) latency: Histogram<f64>,
+    pub(crate) in_flight: UpDownCounter<i64>,
+    pub(crate) stats: SharedStats,
+    _gauges: Arc<Vec<opentelemetry::metrics::ObservableGauge<u64>>>,
+}
+
+impl Metrics {
+    pub(crate) fn new(meter: &Meter) -> Metrics {
+        let stats: SharedStats = Arc::default();
+        let gauge =
+            |name: &'static str, description: &'static str, pick: fn(&ConsumerStats) -> u64| {
+                let stats = Arc::clone(&stats);
+                meter
+                    .u64_observable_gauge(name)
+                    .with_description(description)
+                    .with_callback(move |observer| {
+                        for (function, numbers) in stats.read().iter() {
+                            observer.observe(
+                                pick(numbers),
+                                &[KeyValue::new("function", function.clone())],
+                            );
+                        }
+                    })
+                    .build()
+            };
+        let gauges = vec![
+            gauge(
+                "herald.consumer.pending",
+                "Events not yet delivered to the function (lag)",
+                |s| s.pending,
+            ),
+            gauge(
+                "herald.consumer.ack_pending",
+                "Events delivered and not yet acknowledged",
+                |s| s.ack_pending,
+            ),
+            gauge(
+                "herald.consumer.redelivered",
+                "Events delivered more than once and not yet acknowledged",
+                |s| s.redelivered,
+            ),
+        ];
+        Metrics {
+            runs: meter
+                .u64_counter("herald.runs")
+                .with_description("Attempts by outcome")
+                .build(),
+            dead_letters: meter
+                .u64_counter("herald.dead_letters")
+                .with_description("Events dead-lettered, by reason")
+                .build(),
+            duration: meter
+                .f64_histogram("herald.handler.duration")
+                .with_unit("s")
+                .with_description("Handler duration per attempt")
+                .build(),
+            latency: meter
+                .f64_histogram("herald.event.latency")
+                .with_unit("s")
+                .with_description("From the event's time to the handler's start")
+                .build(),
+            in_flight: meter
+                .i64_up_down_counter("herald.handlers.in_flight")
+                .with_description("Handlers running")
+                .build(),
+            stats,
+            _gauges: Arc::new(gauges),
+        }
+    }
+}
+
+/// Prebuilt attribute sets of one function, so recording allocates nothing.
+#[derive(Debug, Clone)]
+pub(crate) struct FunctionAttributes {
+    pub(crate) function: [KeyValue; 1],
+    pub(crate) ok: [KeyValue; 2],
+    pub(crate) retried: [KeyValue; 2],
+    pub(crate) dead_lettered: [KeyValue; 2],
+}
+
+impl FunctionAttributes {
+    pub(crate) fn new(function: &Arc<str>) -> FunctionAttributes {
+        let name = || KeyValue::new("function", function.to_string());
+        FunctionAttributes {
+            function: [name()],
+            ok: [name(), KeyValue::new("outcome", "ok")],
+            retried: [name(), KeyValue::new("outcome", "retried")],
+            dead_lettered: [name(), KeyValue::new("outcome", "dead_lettered")],
+        }
+    }
+}
+
+/// Seconds from an RFC 3339 `ce-time` to now, if it parses.
+pub(crate) fn seconds_since(time: &str) -> Option<f64> {
+    let parsed =
+        time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).ok()?;
+    let now = time::OffsetDateTime::now_utc();
+    Some((now - parsed).as_seconds_f64().max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn latency_from_event_time() {
+        let now = herald::headers::format_time(
+            std::time::SystemTime::now() - std::time::Duration::from_secs(2),
+        );
+        let seconds = super::seconds_since(&now).unwrap();
+        assert!((1.9..3.0).contains(&seconds), "{seconds}");
+        assert!(super::seconds_since("yesterday").is_none());
+    }
+}
