@@ -245,6 +245,7 @@ impl WorkerBuilder {
             let local = listener
                 .local_addr()
                 .map_err(|source| WorkerError::Http { address, source })?;
+            http_address = Some(local);
             tracing::info!(address = %local, "serving /healthz, /readyz and /metrics");
             loops.push(tokio::spawn(crate::health::serve(
                 listener,
