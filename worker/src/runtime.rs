@@ -293,6 +293,31 @@ impl WorkerBuilder {
     }
 }
 
+/// `process <event type>`, the span name of an attempt (computed only when traced).
+struct ProcessName<'a> {
+    message: &'a jetstream::Message,
+    events_prefix: &'a str,
+}
+
+impl std::fmt::Display for ProcessName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let from_header = self
+            .message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(herald::headers::TYPE))
+            .map(|v| v.as_str().to_owned());
+        let event_type = from_header.unwrap_or_else(|| {
+            let subject = self.message.subject.as_str();
+            subject
+                .strip_prefix(self.events_prefix)
+                .unwrap_or(subject)
+                .to_owned()
+        });
+        write!(f, "process {event_type}")
+    }
+}
+
 /// Polls every function's consumer info for the gauges.
 async fn poll_stats(
     functions: Vec<Arc<FunctionRuntime>>,
@@ -722,7 +747,7 @@ impl FunctionRuntime {
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         let span = tracing::info_span!(
             "herald.process",
-            otel.name = tracing::field::Empty,
+            otel.name = %ProcessName { message: &message, events_prefix: &self.events_prefix },
             otel.kind = "consumer",
             "messaging.system" = "nats",
             "messaging.operation.name" = "process",
@@ -792,7 +817,6 @@ impl FunctionRuntime {
         };
         let meta = Arc::new(meta);
         if !span.is_disabled() {
-            span.record("otel.name", format!("process {}", meta.event_type).as_str());
             span.record("messaging.message.id", meta.id.as_str());
             span.record("herald.event_type", meta.event_type.as_str());
             span.record("herald.event_id", meta.id.as_str());
