@@ -751,13 +751,10 @@ impl FunctionRuntime {
             otel.kind = "consumer",
             "messaging.system" = "nats",
             "messaging.operation.name" = "process",
-            "messaging.operation.type" = "process",
             "messaging.destination.name" = %message.subject,
             "messaging.message.id" = tracing::field::Empty,
             "messaging.consumer.group.name" = %self.function.id,
-            "herald.function" = %self.function.id,
             "herald.event_type" = tracing::field::Empty,
-            "herald.event_id" = tracing::field::Empty,
             "herald.attempt" = tracing::field::Empty,
             "herald.stream_sequence" = tracing::field::Empty,
             "herald.outcome" = tracing::field::Empty,
@@ -819,7 +816,6 @@ impl FunctionRuntime {
         if !span.is_disabled() {
             span.record("messaging.message.id", meta.id.as_str());
             span.record("herald.event_type", meta.event_type.as_str());
-            span.record("herald.event_id", meta.id.as_str());
             span.record("herald.attempt", delivered);
             span.record("herald.stream_sequence", stream_sequence);
         }
@@ -1226,11 +1222,10 @@ impl FunctionRuntime {
         &self,
         message: &jetstream::Message,
         future: crate::function::BoxFuture<Result<(), crate::function::HandlerError>>,
-        span: &tracing::Span,
+        _span: &tracing::Span,
     ) -> Outcome {
-        use tracing::Instrument;
         let settings = &self.function.settings;
-        let handler = AssertUnwindSafe(future.instrument(span.clone())).catch_unwind();
+        let handler = AssertUnwindSafe(future).catch_unwind();
         tokio::pin!(handler);
         // One timer per attempt: it fires for the next progress ack or the deadline,
         // whichever comes first.

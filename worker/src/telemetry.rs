@@ -4,9 +4,9 @@
 //! (kind consumer) per attempt, child of the producer's span taken from `traceparent` (or
 //! linked to it, [`TraceMode::Link`]), with `messaging.system = nats`,
 //! `messaging.destination.name`, `messaging.operation.name = process`,
-//! `messaging.message.id`, `messaging.consumer.group.name` = the function, and Herald's
-//! `herald.function`, `herald.event_type`, `herald.attempt`, `herald.stream_sequence`,
-//! `herald.outcome`. Steps are `herald.step` child spans.
+//! `messaging.message.id` (the event id), `messaging.consumer.group.name` (the function),
+//! and Herald's `herald.event_type`, `herald.attempt`, `herald.stream_sequence`,
+//! `herald.outcome`. Steps are `step <name>` child spans.
 //!
 //! Metrics (instrument names as below) go to the meter given to
 //! [`WorkerBuilder::meter`](crate::WorkerBuilder::meter), else the global provider's

@@ -28,6 +28,28 @@ pub(crate) struct ConsumeBench {
     /// Rounds; each runs every mode once in rotating order. The median is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Instead: measure the Herald worker with tracing and metrics off, then on (a
+    /// tracing-opentelemetry layer sampling every span into a batch exporter that drops
+    /// them, and an SDK meter provider), and print the ratio.
+    #[arg(long)]
+    telemetry_overhead: bool,
+    /// With --telemetry-overhead: the share of traces sampled (parent-based ratio sampler).
+    #[arg(long, default_value_t = 1.0)]
+    sample_ratio: f64,
+}
+
+/// A span exporter that drops everything: the cost measured is Herald's and the SDK's.
+#[derive(Debug)]
+struct DropSpans;
+
+impl opentelemetry_sdk::trace::SpanExporter for DropSpans {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        std::hint::black_box(batch);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,9 +122,12 @@ impl ConsumeBench {
             self.count, self.batch, self.rounds
         );
 
+        let bench = Arc::new(self);
+        if bench.telemetry_overhead {
+            return bench.telemetry_overhead(&client).await;
+        }
         let mut results: Vec<(Mode, Vec<f64>)> =
             Mode::ALL.iter().map(|m| (*m, Vec::new())).collect();
-        let bench = Arc::new(self);
         for round in 0..bench.rounds {
             for offset in 0..Mode::ALL.len() {
                 let mode = Mode::ALL[(round + offset) % Mode::ALL.len()];
@@ -148,6 +173,104 @@ impl ConsumeBench {
             );
         }
         js.get_stream(&stream_name).await?.purge().await?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Herald worker rounds with telemetry off, then the same with a tracing subscriber
+    /// and a meter provider installed globally.
+    async fn telemetry_overhead(
+        self: &Arc<Self>,
+        client: &herald::Client,
+    ) -> anyhow::Result<ExitCode> {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt;
+        let median = |mut rates: Vec<f64>| {
+            rates.sort_by(f64::total_cmp);
+            rates[rates.len() / 2]
+        };
+        // One global subscriber whose OpenTelemetry layer is switched on and off per round
+        // (a reload layer), and the global meter provider swapped likewise, so that the
+        // rounds with and without telemetry can alternate.
+        type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+        let (layer, switch) = tracing_subscriber::reload::Layer::new(None::<Boxed>);
+        // Info level, as a service runs: the debug events of the NATS client stay out.
+        let subscriber = tracing_subscriber::registry()
+            .with(layer)
+            .with(tracing_subscriber::filter::LevelFilter::INFO);
+        tracing::subscriber::set_global_default(subscriber)
+            .context("installing the tracing subscriber")?;
+        let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+                opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(self.sample_ratio),
+            )))
+            .with_batch_exporter(DropSpans)
+            .build();
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry)
+            .build()?;
+        let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+            .with_reader(exporter)
+            .build();
+        let tracing_on = std::env::var_os("HERALD_BENCH_NO_TRACING").is_none();
+        let metrics_on = std::env::var_os("HERALD_BENCH_NO_METRICS").is_none();
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for round in 0..self.rounds * 2 {
+            let enabled = round % 2 == 1;
+            let layer: Option<Boxed> = (enabled && tracing_on).then(|| {
+                Box::new(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(tracer_provider.tracer("herald-bench")),
+                ) as Boxed
+            });
+            switch
+                .reload(layer)
+                .context("switching the tracing layer")?;
+            if enabled && metrics_on {
+                opentelemetry::global::set_meter_provider(meter_provider.clone());
+            } else {
+                opentelemetry::global::set_meter_provider(
+                    opentelemetry::metrics::noop::NoopMeterProvider::new(),
+                );
+            }
+            let name = format!("bench-telemetry-{round}");
+            let runner = Arc::clone(self);
+            let task_client = client.clone();
+            let task_name = name.clone();
+            let elapsed =
+                tokio::spawn(async move { runner.herald(&task_client, &task_name, false).await })
+                    .await??;
+            client
+                .jetstream()
+                .delete_consumer_from_stream(&name, client.namespace().events_stream())
+                .await
+                .ok();
+            let rate = self.count as f64 / elapsed.as_secs_f64();
+            if enabled {
+                on.push(rate)
+            } else {
+                off.push(rate)
+            }
+        }
+        let (off, on) = (median(off), median(on));
+        println!(
+            "{:<48} {:>15} {:>8}",
+            "herald worker, idempotent(false)", "msgs/s (median)", "vs off"
+        );
+        println!(
+            "{:<48} {:>15.0} {:>8.2}",
+            "tracing and metrics off", off, 1.0
+        );
+        println!(
+            "{:<48} {:>15.0} {:>8.2}",
+            format!(
+                "tracing (sampling {:.0} %) and metrics on",
+                self.sample_ratio * 100.0
+            ),
+            on,
+            on / off
+        );
+        println!("overhead: {:.1} %", (1.0 - on / off) * 100.0);
         Ok(ExitCode::SUCCESS)
     }
 
