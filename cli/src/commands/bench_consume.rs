@@ -247,9 +247,9 @@ impl ConsumeBench {
                 .ok();
             let rate = self.count as f64 / elapsed.as_secs_f64();
             if enabled {
-                on.push(rate)
+                on.push(rate);
             } else {
-                off.push(rate)
+                off.push(rate);
             }
         }
         let (off, on) = (median(off), median(on));
