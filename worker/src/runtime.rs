@@ -77,6 +77,7 @@ pub struct WorkerBuilder {
     stats_interval: Duration,
     http: Option<std::net::SocketAddr>,
     prometheus: Option<prometheus::Registry>,
+    log_payloads: bool,
 }
 
 /// The worker runtime: one pull loop per function, handlers under a per-replica concurrency
@@ -112,6 +113,7 @@ impl Worker {
             stats_interval: Duration::from_secs(10),
             http: None,
             prometheus: None,
+            log_payloads: false,
         }
     }
 }
@@ -171,6 +173,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Log the payload of failed and dead-lettered events at debug level (off by default:
+    /// payloads may hold personal data). For debugging only.
+    pub fn log_payloads(mut self, enabled: bool) -> Self {
+        self.log_payloads = enabled;
+        self
+    }
+
     /// Provisions the namespace, converges every function's consumer, and starts pulling.
     /// Returns once the consumers exist, so events published afterwards are seen.
     pub async fn start(self) -> Result<RunningWorker, WorkerError> {
@@ -225,6 +234,7 @@ impl WorkerBuilder {
                 runs.clone(),
                 metrics.clone(),
                 self.trace_mode,
+                self.log_payloads,
             ));
             let consumer = runtime.converge().await?;
             runtimes.push((runtime, consumer));
@@ -459,6 +469,7 @@ pub(crate) struct FunctionRuntime {
     metrics: Metrics,
     attributes: FunctionAttributes,
     trace_mode: TraceMode,
+    log_payloads: bool,
 }
 
 /// How one attempt ended.
@@ -482,6 +493,7 @@ impl FunctionRuntime {
         runs: Option<RunStore>,
         metrics: Metrics,
         trace_mode: TraceMode,
+        log_payloads: bool,
     ) -> FunctionRuntime {
         let namespace = client.namespace();
         let max_batch = function.settings.concurrency.clamp(1, MAX_BATCH);
@@ -502,6 +514,7 @@ impl FunctionRuntime {
             metrics,
             attributes: FunctionAttributes::new(&function_id),
             trace_mode,
+            log_payloads,
         }
     }
 
@@ -1120,6 +1133,13 @@ impl FunctionRuntime {
         }
     }
 
+    /// With `log_payloads`, the payload of a failed event at debug level.
+    fn log_payload(&self, message: &jetstream::Message) {
+        if self.log_payloads {
+            tracing::debug!(payload = %String::from_utf8_lossy(&message.payload), "payload of the failed event");
+        }
+    }
+
     /// A durable sleep: schedule the wake-up, then let go of the message.
     async fn suspend(
         &self,
@@ -1277,6 +1297,7 @@ impl FunctionRuntime {
             return;
         }
         let delay = delay.unwrap_or_else(|| settings.backoff.delay(attempt));
+        self.log_payload(message);
         self.metrics.runs.add(1, &self.attributes.retried);
         tracing::Span::current().record("herald.outcome", "retried");
         tracing::warn!(error, attempt, max_attempts = settings.attempts, retry_in = ?delay, "attempt failed; will retry");
@@ -1319,6 +1340,7 @@ impl FunctionRuntime {
             Ok(()) => {
                 tracing::warn!(function = %self.function.id, reason = reason.as_str(), error, attempts,
                     stream_seq = stream_sequence, "dead-lettered");
+                self.log_payload(message);
                 self.metrics.runs.add(1, &self.attributes.dead_lettered);
                 self.metrics.dead_letters.add(
                     1,
