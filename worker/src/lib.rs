@@ -51,6 +51,7 @@
 
 mod backoff;
 mod dead_letter;
+mod dlq;
 mod envelope;
 mod function;
 mod health;
@@ -63,6 +64,7 @@ pub use dead_letter::{
     DLQ_ATTEMPTS, DLQ_ERROR, DLQ_FUNCTION, DLQ_REASON, DLQ_STEP, DLQ_STREAM, DLQ_STREAM_SEQ,
     DLQ_SUBJECT, DLQ_TIME, DeadLetterReason, MAX_ERROR_BYTES,
 };
+pub use dlq::{DeadLetterEntry, DeadLetterError, DeadLetterFilter, DeadLetters};
 pub use envelope::Envelope;
 pub use function::{
     Ctx, FailedRun, Function, FunctionBuilder, FunctionError, HandlerError, StartFrom,

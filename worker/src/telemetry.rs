@@ -192,7 +192,9 @@ pub mod otlp {
     /// Builds OTLP/HTTP exporters for traces and metrics (endpoint from the standard
     /// `OTEL_EXPORTER_OTLP_*` variables) and installs them as the global providers.
     pub fn install(service_name: &str) -> Result<Otlp, OtlpError> {
-        let resource = Resource::builder().with_service_name(service_name.to_owned()).build();
+        let resource = Resource::builder()
+            .with_service_name(service_name.to_owned())
+            .build();
         let spans = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .build()
@@ -219,7 +221,9 @@ pub mod otlp {
 
     impl Otlp {
         /// The `tracing` layer that turns spans into OpenTelemetry spans for this exporter.
-        pub fn layer<S>(&self) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
+        pub fn layer<S>(
+            &self,
+        ) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
         where
             S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
         {

@@ -4,6 +4,7 @@ mod bench;
 mod bench_consume;
 mod bench_steps;
 mod bench_validate;
+mod dlq;
 mod provision;
 mod runs;
 mod schemas;
@@ -34,6 +35,8 @@ enum Command {
     Schemas(schemas::Schemas),
     /// The stored state of runs with durable steps.
     Runs(runs::Runs),
+    /// Dead letters: list, show, redrive, purge.
+    Dlq(dlq::Dlq),
 }
 
 /// How to reach NATS; shared by every command.
@@ -97,6 +100,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Provision(provision) => provision.run().await,
         Command::Schemas(schemas) => schemas.run().await,
         Command::Runs(runs) => runs.run().await,
+        Command::Dlq(dlq) => Box::pin(dlq.run()).await,
     }
 }
 

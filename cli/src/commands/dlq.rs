@@ -1,0 +1,320 @@
+//! `herald dlq list | show | redrive | purge`.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use herald_worker::{DeadLetterEntry, DeadLetterFilter, DeadLetters};
+use serde_json::json;
+
+use super::Connection;
+
+#[derive(Debug, Args)]
+pub(crate) struct Dlq {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(subcommand)]
+    command: DlqCommand,
+}
+
+#[derive(Debug, Clone, Args)]
+struct Filter {
+    /// Only this function's dead letters.
+    #[arg(long, short)]
+    function: Option<String>,
+    /// Only this reason (handler_error, terminal_error, schema_violation, decode_error,
+    /// timeout, max_deliveries).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only this event type.
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// Only dead-lettered at or after this RFC 3339 UTC time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only dead-lettered before this RFC 3339 UTC time.
+    #[arg(long)]
+    until: Option<String>,
+    /// At most this many.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl Filter {
+    fn to_filter(&self) -> DeadLetterFilter {
+        DeadLetterFilter {
+            function: self.function.clone(),
+            reason: self.reason.clone(),
+            event_type: self.event_type.clone(),
+            since: self.since.clone(),
+            until: self.until.clone(),
+            limit: self.limit,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead letters, oldest first.
+    ///
+    /// Example: `herald dlq list --function backfill-user-data --reason handler_error`
+    List {
+        #[command(flatten)]
+        filter: Filter,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Headers, error and payload of one dead letter.
+    ///
+    /// Example: `herald dlq show 42`
+    Show {
+        /// Its sequence in the dead-letter stream.
+        sequence: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters back to their function (only that function sees them, with a fresh
+    /// attempt count), then delete them. Safe to run again after an interruption.
+    ///
+    /// Example: `herald dlq redrive --function backfill-user-data --rate 50`
+    Redrive {
+        #[command(flatten)]
+        filter: Filter,
+        /// Show what would be redriven; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// At most this many per second.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Replace the payload with this file's JSON (validated against the event's schema
+        /// in the registry when one is registered).
+        #[arg(long)]
+        payload: Option<PathBuf>,
+    },
+    /// Delete dead letters.
+    ///
+    /// Example: `herald dlq purge --function backfill-user-data --yes`
+    Purge {
+        #[command(flatten)]
+        filter: Filter,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn entry_json(entry: &DeadLetterEntry, with_payload: bool) -> serde_json::Value {
+    let mut value = json!({
+        "sequence": entry.sequence,
+        "function": entry.function,
+        "reason": entry.reason,
+        "error": entry.error,
+        "attempts": entry.attempts,
+        "step": entry.step,
+        "time": entry.time,
+        "event_type": entry.event_type,
+        "event_id": entry.event_id,
+    });
+    if with_payload {
+        let headers: serde_json::Map<String, serde_json::Value> = entry
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v[0].to_string())))
+            .collect();
+        value["headers"] = serde_json::Value::Object(headers);
+        value["payload"] = serde_json::from_slice(&entry.payload)
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&entry.payload)));
+    }
+    value
+}
+
+impl Dlq {
+    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
+        let client = self
+            .connection
+            .options()
+            .connect(self.connection.url()?)
+            .await?;
+        let letters = DeadLetters::new(client.clone());
+        match self.command {
+            DlqCommand::List { filter, json } => {
+                let found = letters.list(&filter.to_filter()).await?;
+                if json {
+                    let items: Vec<_> = found.iter().map(|e| entry_json(e, false)).collect();
+                    println!("{}", serde_json::to_string_pretty(&items)?);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if found.is_empty() {
+                    println!("no dead letters");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                println!(
+                    "{:>7}  {:<24} {:<17} {:>3}  {:<27} ERROR",
+                    "SEQ", "FUNCTION", "REASON", "ATT", "TIME"
+                );
+                for entry in &found {
+                    let mut error = entry.error.clone();
+                    if error.len() > 60 {
+                        let cut = (0..=60)
+                            .rev()
+                            .find(|i| error.is_char_boundary(*i))
+                            .unwrap_or(0);
+                        error.truncate(cut);
+                        error.push('…');
+                    }
+                    println!(
+                        "{:>7}  {:<24} {:<17} {:>3}  {:<27} {error}",
+                        entry.sequence, entry.function, entry.reason, entry.attempts, entry.time
+                    );
+                }
+                println!("{} dead letter(s)", found.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            DlqCommand::Show { sequence, json } => {
+                let entry = letters.get(sequence).await?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&entry_json(&entry, true))?
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                println!("dead letter {} of {}", entry.sequence, entry.function);
+                println!("  reason    {}", entry.reason);
+                println!("  error     {}", entry.error);
+                println!("  attempts  {}", entry.attempts);
+                if let Some(step) = &entry.step {
+                    println!("  step      {step}");
+                }
+                println!("  headers");
+                let mut headers: Vec<(String, String)> = entry
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v[0].to_string()))
+                    .collect();
+                headers.sort();
+                for (name, value) in headers {
+                    println!("    {name}: {value}");
+                }
+                println!("  payload   {}", String::from_utf8_lossy(&entry.payload));
+                Ok(ExitCode::SUCCESS)
+            }
+            DlqCommand::Redrive {
+                filter,
+                dry_run,
+                rate,
+                payload,
+            } => {
+                let found = letters.list(&filter.to_filter()).await?;
+                let replacement = match &payload {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path)
+                            .with_context(|| format!("cannot read {}", path.display()))?;
+                        let value: serde_json::Value = serde_json::from_str(&text)
+                            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+                        Some((value, bytes::Bytes::from(text.into_bytes())))
+                    }
+                    None => None,
+                };
+                // A replacement payload is checked against each type's registered schema first.
+                if let Some((value, _)) = &replacement
+                    && let Ok(registry) = client.registry().await
+                {
+                    let mut types: Vec<&str> =
+                        found.iter().map(|e| e.event_type.as_str()).collect();
+                    types.sort_unstable();
+                    types.dedup();
+                    for event_type in types {
+                        if let Some(latest) = registry.latest(event_type).await? {
+                            let compiled =
+                                herald::schema::CompiledSchema::compile(event_type, latest.schema)?;
+                            if let Err(violations) = compiled.validate(value) {
+                                let list: Vec<String> =
+                                    violations.iter().map(ToString::to_string).collect();
+                                anyhow::bail!(
+                                    "the replacement payload breaks {event_type} version {}: {}; nothing was redriven",
+                                    latest.version,
+                                    list.join("; ")
+                                );
+                            }
+                        }
+                    }
+                }
+                if dry_run {
+                    for entry in &found {
+                        println!(
+                            "would redrive {} ({} {}) to {}",
+                            entry.sequence,
+                            entry.event_type,
+                            entry.event_id,
+                            client.namespace().redrive_subject(&entry.function)
+                        );
+                    }
+                    println!(
+                        "dry run: {} dead letter(s) would be redriven, nothing changed",
+                        found.len()
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let interval = rate
+                    .filter(|r| *r > 0.0)
+                    .map(|r| Duration::from_secs_f64(1.0 / r));
+                let started = Instant::now();
+                let total = found.len();
+                let mut done = 0;
+                for entry in &found {
+                    if let Some(interval) = interval {
+                        let due = started + interval * done as u32;
+                        tokio::time::sleep_until(due.into()).await; // the rate limit
+                    }
+                    letters
+                        .redrive(entry, replacement.as_ref().map(|(_, bytes)| bytes.clone()))
+                        .await?;
+                    done += 1;
+                    if done % 10 == 0 || done == total {
+                        eprint!("\rredriven {done}/{total}");
+                        let _ = std::io::stderr().flush();
+                    }
+                }
+                if total > 0 {
+                    eprintln!();
+                }
+                println!(
+                    "redrove {done} dead letter(s) in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            DlqCommand::Purge { filter, yes } => {
+                let found = letters.list(&filter.to_filter()).await?;
+                if found.is_empty() {
+                    println!("no dead letters to purge");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if !yes {
+                    eprint!(
+                        "delete {} dead letter(s)? type yes to confirm: ",
+                        found.len()
+                    );
+                    let _ = std::io::stderr().flush();
+                    let mut answer = String::new();
+                    std::io::stdin().lock().read_line(&mut answer)?;
+                    if answer.trim() != "yes" {
+                        println!("nothing deleted");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+                for entry in &found {
+                    letters.delete(entry.sequence).await?;
+                }
+                println!("purged {} dead letter(s)", found.len());
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! `herald dlq …` run as a binary against a real nats-server.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use herald::{Client, Event};
+use herald_worker::{Ctx, Function, HandlerError, Worker};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Event)]
+#[event(type = "test.order")]
+struct Order {
+    n: u32,
+}
+
+fn herald(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .env("NATS_URL", url)
+        .output()
+        .unwrap()
+}
+
+async fn count(client: &Client, stream: &str, subject: &str) -> usize {
+    use futures::StreamExt;
+    let stream = client.jetstream().get_stream(stream).await.unwrap();
+    let mut counts = stream.info_with_subjects(subject).await.unwrap();
+    let mut total = 0;
+    while let Some(entry) = counts.next().await {
+        total += entry.unwrap().1;
+    }
+    total
+}
+
+/// 100 dead letters of function `orders`.
+async fn dead_letters(url: &str) -> Client {
+    let client = Client::connect(url).await.unwrap();
+    client.provision().await.unwrap();
+    let function = Function::new("orders")
+        .on::<Order>()
+        .concurrency(64)
+        .handler(|_order: Order, _ctx: Ctx| async {
+            Err::<(), _>(HandlerError::terminal("the warehouse rejected it"))
+        })
+        .unwrap();
+    let worker = Worker::builder(client.clone())
+        .function(function)
+        .start()
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    for n in 0..100 {
+        pending.push(client.publish(&Order { n }).await.unwrap());
+    }
+    for ack in pending {
+        ack.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&client, "HERALD_DLQ", "herald.dlq.orders").await < 100 {
+        assert!(Instant::now() < deadline, "100 dead letters within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await; // polling the stream
+    }
+    worker.shutdown().await;
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_show_dry_run_and_a_rate_limited_redrive_resumed_after_an_interruption() {
+    let nats = herald_local_nats::LocalNats::start().unwrap();
+    let url = nats.url();
+    let client = dead_letters(&url).await;
+
+    let list = herald(&url, &["dlq", "list", "--function", "orders", "--json"]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let items = listed.as_array().unwrap();
+    assert_eq!(items.len(), 100);
+    assert_eq!(items[0]["reason"], "terminal_error");
+    assert_eq!(items[0]["error"], "the warehouse rejected it");
+    let first = items[0]["sequence"].as_u64().unwrap().to_string();
+
+    let show = herald(&url, &["dlq", "show", &first]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        show.status.success()
+            && text.contains("herald-dlq-reason: terminal_error")
+            && text.contains("payload"),
+        "{text}"
+    );
+
+    let dry = herald(
+        &url,
+        &["dlq", "redrive", "--function", "orders", "--dry-run"],
+    );
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("100 dead letter(s) would be redriven"));
+    assert_eq!(
+        count(&client, "HERALD_DLQ", "herald.dlq.orders").await,
+        100,
+        "a dry run changes nothing"
+    );
+    assert_eq!(
+        count(&client, "HERALD_EVENTS", "herald.redrive.orders").await,
+        0
+    );
+
+    // Interrupted midway: killed by pid once about half are through, then run again.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["dlq", "redrive", "--function", "orders", "--rate", "100"])
+        .env("NATS_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&client, "HERALD_DLQ", "herald.dlq.orders").await > 50 {
+        assert!(Instant::now() < deadline, "the redrive made no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling the stream
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = count(&client, "HERALD_DLQ", "herald.dlq.orders").await;
+    assert!(left > 0 && left < 100, "interrupted midway: {left} left");
+
+    let started = Instant::now();
+    let resumed = herald(
+        &url,
+        &["dlq", "redrive", "--function", "orders", "--rate", "200"],
+    );
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs_f64((left as f64 - 1.0) / 200.0),
+        "the rate limit held"
+    );
+    assert_eq!(
+        count(&client, "HERALD_DLQ", "herald.dlq.orders").await,
+        0,
+        "every dead letter moved"
+    );
+    assert_eq!(
+        count(&client, "HERALD_EVENTS", "herald.redrive.orders").await,
+        100,
+        "each exactly once"
+    );
+
+    let purge = herald(&url, &["dlq", "purge", "--function", "orders", "--yes"]);
+    assert!(String::from_utf8_lossy(&purge.stdout).contains("no dead letters"));
+}
