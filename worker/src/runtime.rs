@@ -859,7 +859,12 @@ impl FunctionRuntime {
         };
         let run = match &self.runs {
             Some(store) => {
-                let run_key = format!("{}.{}", self.function.id, crate::steps::event_key(&meta.id));
+                // A replay (`herald replay`) is a fresh run of the same event.
+                let run_id = match header("herald-replay") {
+                    Some(replay) => format!("{}#replay:{replay}", meta.id),
+                    None => meta.id.clone(),
+                };
+                let run_key = format!("{}.{}", self.function.id, crate::steps::event_key(&run_id));
                 if settings.idempotent
                     && let Ok(Some(record)) = store.get::<RunRecord>(&run_key).await
                     && record.status == "ok"

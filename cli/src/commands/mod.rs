@@ -4,10 +4,15 @@ mod bench;
 mod bench_consume;
 mod bench_steps;
 mod bench_validate;
+mod dev;
 mod dlq;
+mod events;
+mod functions;
 mod provision;
+mod replay;
 mod runs;
 mod schemas;
+mod streams;
 
 use std::process::ExitCode;
 
@@ -37,6 +42,23 @@ enum Command {
     Runs(runs::Runs),
     /// Dead letters: list, show, redrive, purge.
     Dlq(dlq::Dlq),
+    /// A local nats-server with the namespace provisioned and schemas pushed, until ctrl-c.
+    ///
+    /// Example: `herald dev --data-dir .herald`
+    Dev(dev::Dev),
+    /// Every function: triggers, consumer settings, lag, dead letters, last activity.
+    ///
+    /// Example: `herald functions --watch`
+    Functions(functions::Functions),
+    /// Events: tail them live or from a time, publish one.
+    Events(events::Events),
+    /// Run one function again over events of the retained log (backfill or incident replay);
+    /// the other functions do not see them.
+    ///
+    /// Example: `herald replay --function send-email --since 2026-11-25T00:00:00Z --rate 100`
+    Replay(replay::Replay),
+    /// The namespace's streams and buckets: config, usage, drift from Herald's config.
+    Streams(streams::Streams),
 }
 
 /// How to reach NATS; shared by every command.
@@ -101,6 +123,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schemas(schemas) => schemas.run().await,
         Command::Runs(runs) => runs.run().await,
         Command::Dlq(dlq) => Box::pin(dlq.run()).await,
+        Command::Dev(dev) => Box::pin(dev.run()).await,
+        Command::Functions(functions) => Box::pin(functions.run()).await,
+        Command::Events(events) => Box::pin(events.run()).await,
+        Command::Replay(replay) => Box::pin(replay.run()).await,
+        Command::Streams(streams) => Box::pin(streams.run()).await,
     }
 }
 

@@ -1,0 +1,105 @@
+//! `herald dev`: a complete local setup in one command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub(crate) struct Dev {
+    /// Client port of the local nats-server.
+    #[arg(long, default_value_t = 4222)]
+    port: u16,
+    /// Keep the JetStream data in this folder (default: a temporary folder, removed on exit).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Namespace to provision.
+    #[arg(long, short, env = "HERALD_NAMESPACE", default_value = "herald")]
+    namespace: String,
+    /// Schema folder to push if it exists.
+    #[arg(long, default_value = "schemas")]
+    schemas: PathBuf,
+}
+
+impl Dev {
+    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
+        let mut builder = herald_local_nats::LocalNats::builder().port(self.port);
+        if let Some(dir) = &self.data_dir {
+            builder = builder.data_dir(dir);
+        }
+        let nats = tokio::task::spawn_blocking(move || builder.start()).await??;
+        let url = nats.url();
+        let client = herald::Client::builder()
+            .namespace(&self.namespace)
+            .connect(&url)
+            .await?;
+        let report = client.provision().await?;
+        let binary = nats.binary();
+        println!(
+            "herald dev: nats-server {} on {url} (JetStream; data {})",
+            binary.version,
+            self.data_dir.as_ref().map_or(
+                "in a temporary folder, removed on exit".to_owned(),
+                |d| format!("kept in {}", d.display())
+            )
+        );
+        println!(
+            "provisioned namespace {}: {} streams and buckets",
+            self.namespace,
+            report.resources.len()
+        );
+        if self.schemas.is_dir() {
+            let registry = client.registry().await?;
+            let mut pushed = 0;
+            for entry in std::fs::read_dir(&self.schemas)? {
+                let dir = entry?.path();
+                let Some(event_type) = dir.file_name().and_then(|n| n.to_str()).map(str::to_owned)
+                else {
+                    continue;
+                };
+                if !dir.is_dir() || herald::EventType::new(&event_type).is_err() {
+                    continue;
+                }
+                let mut files: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir)?
+                    .filter_map(|f| f.ok().map(|f| f.path()))
+                    .filter_map(|p| {
+                        let version = p
+                            .file_name()?
+                            .to_str()?
+                            .strip_suffix(".json")?
+                            .parse()
+                            .ok()?;
+                        Some((version, p))
+                    })
+                    .collect();
+                files.sort();
+                for (_, path) in files {
+                    let schema: serde_json::Value =
+                        serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+                    match registry.register(&event_type, &schema).await {
+                        Ok(_) => pushed += 1,
+                        Err(error) => println!("schema {} not pushed: {error}", path.display()),
+                    }
+                }
+            }
+            println!(
+                "pushed {pushed} schema version(s) from {}",
+                self.schemas.display()
+            );
+        }
+        println!();
+        println!("  export NATS_URL={url}");
+        println!();
+        println!("next, in another terminal:");
+        println!("  cargo run -p quickstart            # the demo: an endpoint and a worker");
+        println!("  herald functions                   # every function, its lag and dead letters");
+        println!("  herald dlq list                    # dead letters");
+        println!("  herald events tail                 # events as they arrive");
+        println!("ctrl-c stops the server");
+        herald_worker::shutdown_signal().await;
+        drop(client);
+        tokio::task::spawn_blocking(move || drop(nats)).await?;
+        println!("stopped");
+        Ok(ExitCode::SUCCESS)
+    }
+}

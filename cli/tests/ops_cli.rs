@@ -1,0 +1,217 @@
+//! `herald dev`, `functions`, `streams`, `events` and `replay` run as a binary.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use herald::{Client, Event};
+use herald_worker::{Ctx, Function, Worker};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Event)]
+#[event(type = "test.order")]
+struct Order {
+    n: u32,
+}
+
+fn herald(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .env("NATS_URL", url)
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn dev_starts_a_provisioned_server_and_stops_on_sigterm() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["dev", "--port", &port.to_string()])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let url = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("herald dev printed the URL");
+        if let Some(url) = line.trim().strip_prefix("export NATS_URL=") {
+            break url.to_owned();
+        }
+    };
+    assert_eq!(url, format!("nats://127.0.0.1:{port}"));
+    let streams = herald(&url, &["streams", "--json"]);
+    assert!(streams.status.success(), "{}", text(&streams));
+    let rows: serde_json::Value = serde_json::from_slice(&streams.stdout).unwrap();
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "HERALD_ADVISORIES",
+            "HERALD_EVENTS",
+            "HERALD_DLQ",
+            "herald-schemas",
+            "herald-runs"
+        ]
+    );
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["drift"].as_array().unwrap().is_empty())
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the server stopped with it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_events_and_a_replay_that_only_one_function_sees() {
+    let nats = herald_local_nats::LocalNats::start().unwrap();
+    let url = nats.url();
+    let client = Client::connect(&url).await.unwrap();
+    client.provision().await.unwrap();
+    client
+        .registry()
+        .await
+        .unwrap()
+        .register("test.order", &Order::schema())
+        .await
+        .unwrap();
+    let counters = [Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0))];
+    let mut worker = Worker::builder(client.clone());
+    for (index, id) in ["billing", "shipping"].into_iter().enumerate() {
+        let counter = Arc::clone(&counters[index]);
+        worker = worker.function(
+            Function::new(id)
+                .on::<Order>()
+                .handler(move |_order: Order, _ctx: Ctx| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async { Ok(()) }
+                })
+                .unwrap(),
+        );
+    }
+    let worker = worker.start().await.unwrap();
+    let since = herald::headers::format_time(std::time::SystemTime::now() - Duration::from_secs(1));
+
+    // events publish: valid, then invalid against the registered schema.
+    let published = herald(&url, &["events", "publish", "test.order", r#"{"n":1}"#]);
+    assert!(published.status.success(), "{}", text(&published));
+    let refused = herald(&url, &["events", "publish", "test.order", r#"{"n":"one"}"#]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused).contains("$.n"), "{}", text(&refused));
+    for n in 2..5 {
+        client.publish(&Order { n }).await.unwrap().await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counters.iter().any(|c| c.load(Ordering::SeqCst) < 4) {
+        assert!(
+            Instant::now() < deadline,
+            "both functions handled the events"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling counters
+    }
+
+    let tail = herald(
+        &url,
+        &[
+            "events", "tail", "--since", &since, "--limit", "4", "--json",
+        ],
+    );
+    assert!(tail.status.success(), "{}", text(&tail));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&tail.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["type"], "test.order");
+    assert_eq!(lines[0]["data"]["n"], 1);
+
+    let functions = herald(&url, &["functions", "--json"]);
+    assert!(functions.status.success(), "{}", text(&functions));
+    let rows: serde_json::Value = serde_json::from_slice(&functions.stdout).unwrap();
+    assert_eq!(rows[0]["function"], "billing");
+    assert_eq!(rows[0]["triggers"], serde_json::json!(["test.order"]));
+    assert_eq!(rows[0]["attempts"], 5);
+    assert_eq!(rows[0]["pending"], 0);
+    assert!(
+        rows[0]["waiting_pulls"].as_u64().unwrap() >= 1,
+        "a live replica pulls"
+    );
+
+    let dry = herald(
+        &url,
+        &[
+            "replay",
+            "--function",
+            "billing",
+            "--since",
+            &since,
+            "--dry-run",
+        ],
+    );
+    assert!(
+        text(&dry).contains("4 event(s) would be replayed"),
+        "{}",
+        text(&dry)
+    );
+    let replay = herald(
+        &url,
+        &["replay", "--function", "billing", "--since", &since],
+    );
+    assert!(replay.status.success(), "{}", text(&replay));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counters[0].load(Ordering::SeqCst) < 8 {
+        assert!(
+            Instant::now() < deadline,
+            "billing ran again over the replayed events"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling the counter
+    }
+    worker.shutdown().await;
+    assert_eq!(counters[0].load(Ordering::SeqCst), 8);
+    assert_eq!(
+        counters[1].load(Ordering::SeqCst),
+        4,
+        "shipping did not see the replay"
+    );
+}
