@@ -276,13 +276,7 @@ impl Dlq {
                         .redrive(entry, replacement.as_ref().map(|(_, bytes)| bytes.clone()))
                         .await?;
                     done += 1;
-                    if done % 10 == 0 || done == total {
-                        eprint!("\rredriven {done}/{total}");
-                        let _ = std::io::stderr().flush();
-                    }
-                }
-                if total > 0 {
-                    eprintln!();
+                    super::progress("redrive", done, total);
                 }
                 println!(
                     "redrove {done} dead letter(s) in {:.1}s",

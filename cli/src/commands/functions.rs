@@ -83,7 +83,10 @@ async fn collect(client: &herald::Client) -> anyhow::Result<Vec<serde_json::Valu
         let last_active = info
             .delivered
             .last_active
-            .map(|t| t.to_string())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_else(|| "never".to_owned());
         rows.push(json!({
             "function": info.name,
@@ -125,10 +128,10 @@ fn print_table(rows: &[serde_json::Value]) {
             "{:<24} {:<28} {:>8} {:>8} {:>6} {:>8}  {:<24} {}",
             row["function"].as_str().unwrap_or(""),
             triggers.join(","),
-            row["pending"],
-            row["ack_pending"],
-            row["redelivered"],
-            row["waiting_pulls"],
+            row["pending"].to_string(),
+            row["ack_pending"].to_string(),
+            row["redelivered"].to_string(),
+            row["waiting_pulls"].to_string(),
             if dead.is_empty() {
                 "-".to_owned()
             } else {

@@ -58,7 +58,16 @@ enum Command {
     /// Example: `herald replay --function send-email --since 2026-11-25T00:00:00Z --rate 100`
     Replay(replay::Replay),
     /// The namespace's streams and buckets: config, usage, drift from Herald's config.
+    ///
+    /// Example: `herald streams --json`
     Streams(streams::Streams),
+    /// Print a shell completion script.
+    ///
+    /// Example: `herald completions bash > /etc/bash_completion.d/herald`
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// How to reach NATS; shared by every command.
@@ -116,6 +125,27 @@ impl Connection {
     }
 }
 
+/// A one-line progress bar on standard error, drawn only when it is a terminal.
+pub(crate) fn progress(label: &str, done: usize, total: usize) {
+    use std::io::{IsTerminal, Write};
+    let mut stderr = std::io::stderr();
+    if !stderr.is_terminal() || total == 0 {
+        return;
+    }
+    let width = 30;
+    let filled = done * width / total;
+    let _ = write!(
+        stderr,
+        "\r{label} [{}{}] {done}/{total}",
+        "#".repeat(filled),
+        " ".repeat(width - filled)
+    );
+    if done == total {
+        let _ = writeln!(stderr);
+    }
+    let _ = stderr.flush();
+}
+
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Bench(bench) => Box::pin(bench.run()).await,
@@ -128,6 +158,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(events) => Box::pin(events.run()).await,
         Command::Replay(replay) => Box::pin(replay.run()).await,
         Command::Streams(streams) => Box::pin(streams.run()).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -137,9 +137,11 @@ impl Replay {
                     )
                     .await?
                     .await?;
-                if replayed % 50 == 49 {
-                    eprint!("\rreplayed {}", replayed + 1);
-                }
+                super::progress(
+                    "replay",
+                    replayed as usize + 1,
+                    replayed as usize + 1 + pending as usize,
+                );
             }
             replayed += 1;
             if pending == 0 {

@@ -39,6 +39,8 @@ enum SchemasCommand {
         dir: PathBuf,
     },
     /// Every registered type with its versions and compatibility mode.
+    ///
+    /// Example: `herald schemas list --json`
     List {
         /// Print JSON.
         #[arg(long)]

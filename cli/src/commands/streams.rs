@@ -72,9 +72,9 @@ impl Streams {
                 "{:<22} {:<7} {:>10} {:>12} {:>4} {:>8}h  {}",
                 row["name"].as_str().unwrap_or(""),
                 row["kind"].as_str().unwrap_or(""),
-                row["messages"],
-                row["bytes"],
-                row["replicas"],
+                row["messages"].to_string(),
+                row["bytes"].to_string(),
+                row["replicas"].to_string(),
                 row["max_age_s"].as_u64().unwrap_or(0) / 3600,
                 if drift.is_empty() {
                     "none".to_owned()

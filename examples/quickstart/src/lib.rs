@@ -156,6 +156,14 @@ pub async fn run(url: &str, namespace: &str) -> anyhow::Result<Summary> {
         .nats()
         .subscribe(herald.namespace().dlq_subject("backfill-user-data"))
         .await?;
+    let dlq_before = herald
+        .jetstream()
+        .get_stream(herald.namespace().dlq_stream())
+        .await?
+        .info()
+        .await?
+        .state
+        .last_sequence;
 
     // The API.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -220,6 +228,7 @@ pub async fn run(url: &str, namespace: &str) -> anyhow::Result<Summary> {
     }
     worker.shutdown().await;
     server.abort();
+    // Dead letters stored during this run (the server may be shared with earlier runs).
     let dead_letter_count = herald
         .jetstream()
         .get_stream(herald.namespace().dlq_stream())
@@ -227,7 +236,8 @@ pub async fn run(url: &str, namespace: &str) -> anyhow::Result<Summary> {
         .info()
         .await?
         .state
-        .messages;
+        .last_sequence
+        - dlq_before;
     Ok(Summary {
         answered,
         processed: processed.load(Ordering::SeqCst),
