@@ -215,3 +215,87 @@ async fn functions_events_and_a_replay_that_only_one_function_sees() {
         "shipping did not see the replay"
     );
 }
+
+#[test]
+fn bad_credentials_are_a_one_line_error_and_a_failure() {
+    let nats = herald_local_nats::LocalNats::builder()
+        .user_password("ops", "right")
+        .start()
+        .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["functions", "--user", "ops", "--password", "wrong"])
+        .env("NATS_URL", nats.url())
+        .env_remove("NATS_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("refused the credentials"), "{stderr}");
+    let ok = herald_with_auth(&nats.url(), "right");
+    assert!(ok.status.success(), "{}", text(&ok));
+}
+
+fn herald_with_auth(url: &str, password: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["provision", "--user", "ops", "--password", password])
+        .env("NATS_URL", url)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_show_prints_the_steps_of_a_run() {
+    let nats = herald_local_nats::LocalNats::start().unwrap();
+    let url = nats.url();
+    let client = Client::connect(&url).await.unwrap();
+    client.provision().await.unwrap();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let function = Function::new("stepped")
+        .on::<Order>()
+        .handler(move |_order: Order, ctx: Ctx| {
+            let done_tx = done_tx.clone();
+            async move {
+                ctx.step("reserve", || async {
+                    Ok::<_, herald_worker::HandlerError>(1)
+                })
+                .await?;
+                ctx.step("charge", || async {
+                    Ok::<_, herald_worker::HandlerError>(2)
+                })
+                .await?;
+                done_tx.send(()).unwrap();
+                Ok(())
+            }
+        })
+        .unwrap();
+    let worker = Worker::builder(client.clone())
+        .function(function)
+        .start()
+        .await
+        .unwrap();
+    let options = herald::PublishOptions {
+        id: Some("order-7".into()),
+        ..Default::default()
+    };
+    client
+        .publish_with(&Order { n: 7 }, options)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), done_rx.recv())
+        .await
+        .unwrap();
+    worker.shutdown().await;
+    let output = herald(&url, &["runs", "show", "stepped", "order-7"]);
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(
+        out.contains("run stepped.order-7") && out.contains("outcome   ok"),
+        "{out}"
+    );
+    assert!(out.contains("reserve") && out.contains("charge"), "{out}");
+    let missing = herald(&url, &["runs", "show", "stepped", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+}
