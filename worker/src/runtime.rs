@@ -303,6 +303,21 @@ impl WorkerBuilder {
     }
 }
 
+/// A header of the delivery as a span field (read only when traced).
+struct SpanHeader<'a> {
+    message: &'a jetstream::Message,
+    name: &'static str,
+}
+
+impl std::fmt::Display for SpanHeader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.message.headers.as_ref().and_then(|h| h.get(self.name)) {
+            Some(value) => f.write_str(value.as_str()),
+            None => Ok(()),
+        }
+    }
+}
+
 /// `process <event type>`, the span name of an attempt (computed only when traced).
 struct ProcessName<'a> {
     message: &'a jetstream::Message,
@@ -765,11 +780,11 @@ impl FunctionRuntime {
             "messaging.system" = "nats",
             "messaging.operation.name" = "process",
             "messaging.destination.name" = %message.subject,
-            "messaging.message.id" = tracing::field::Empty,
+            "messaging.message.id" = %SpanHeader { message: &message, name: herald::headers::ID },
             "messaging.consumer.group.name" = %self.function.id,
-            "herald.event_type" = tracing::field::Empty,
-            "herald.attempt" = tracing::field::Empty,
-            "herald.stream_sequence" = tracing::field::Empty,
+            "herald.event_type" = %SpanHeader { message: &message, name: herald::headers::TYPE },
+            "herald.attempt" = message.info().map(|i| i.delivered).unwrap_or(0),
+            "herald.stream_sequence" = message.info().map(|i| i.stream_sequence).unwrap_or(0),
             "herald.outcome" = tracing::field::Empty,
         );
         if !span.is_disabled()
@@ -826,12 +841,6 @@ impl FunctionRuntime {
             }
         };
         let meta = Arc::new(meta);
-        if !span.is_disabled() {
-            span.record("messaging.message.id", meta.id.as_str());
-            span.record("herald.event_type", meta.event_type.as_str());
-            span.record("herald.attempt", delivered);
-            span.record("herald.stream_sequence", stream_sequence);
-        }
         if delivered > settings.attempts {
             let error = format!(
                 "delivery {delivered} is beyond the {} attempts: the worker running attempt {} \
