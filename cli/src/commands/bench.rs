@@ -142,15 +142,7 @@ impl PublishBench {
             self.count > 0 && self.window > 0 && self.rounds > 0,
             "--count, --window and --rounds must be positive"
         );
-        let local;
-        let url = match &self.connection.server {
-            Some(url) => url.clone(),
-            None => {
-                eprintln!("no --server or NATS_URL: starting a local nats-server");
-                local = herald_local_nats::LocalNats::start()?;
-                local.url()
-            }
-        };
+        let (_local, url) = self.connection.server_or_local()?;
         let options = self
             .connection
             .options()

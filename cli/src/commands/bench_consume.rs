@@ -84,15 +84,7 @@ impl ConsumeBench {
             self.count > 0 && self.batch > 0 && self.rounds > 0,
             "--count, --batch and --rounds must be positive"
         );
-        let local;
-        let url = match &self.connection.server {
-            Some(url) => url.clone(),
-            None => {
-                eprintln!("no --server or NATS_URL: starting a local nats-server");
-                local = herald_local_nats::LocalNats::start()?;
-                local.url()
-            }
-        };
+        let (_local, url) = self.connection.server_or_local()?;
         let client = self
             .connection
             .options()

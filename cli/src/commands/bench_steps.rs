@@ -27,15 +27,7 @@ pub(crate) struct StepsBench {
 
 impl StepsBench {
     pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let local;
-        let url = match &self.connection.server {
-            Some(url) => url.clone(),
-            None => {
-                eprintln!("no --server or NATS_URL: starting a local nats-server");
-                local = herald_local_nats::LocalNats::start()?;
-                local.url()
-            }
-        };
+        let (_local, url) = self.connection.server_or_local()?;
         let client = self
             .connection
             .options()

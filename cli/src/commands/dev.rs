@@ -51,35 +51,17 @@ impl Dev {
         if self.schemas.is_dir() {
             let registry = client.registry().await?;
             let mut pushed = 0;
-            for entry in std::fs::read_dir(&self.schemas)? {
-                let dir = entry?.path();
-                let Some(event_type) = dir.file_name().and_then(|n| n.to_str()).map(str::to_owned)
-                else {
-                    continue;
-                };
-                if !dir.is_dir() || herald::EventType::new(&event_type).is_err() {
-                    continue;
-                }
-                let mut files: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir)?
-                    .filter_map(|f| f.ok().map(|f| f.path()))
-                    .filter_map(|p| {
-                        let version = p
-                            .file_name()?
-                            .to_str()?
-                            .strip_suffix(".json")?
-                            .parse()
-                            .ok()?;
-                        Some((version, p))
-                    })
-                    .collect();
-                files.sort();
-                for (_, path) in files {
-                    let schema: serde_json::Value =
-                        serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-                    match registry.register(&event_type, &schema).await {
-                        Ok(_) => pushed += 1,
-                        Err(error) => println!("schema {} not pushed: {error}", path.display()),
-                    }
+            // A folder without schema files is not an error for `dev`: nothing to push.
+            let files = super::schemas::schema_files(&self.schemas).unwrap_or_else(|error| {
+                println!("schemas not pushed: {error}");
+                Vec::new()
+            });
+            for (event_type, _, path) in files {
+                let schema: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+                match registry.register(&event_type, &schema).await {
+                    Ok(_) => pushed += 1,
+                    Err(error) => println!("schema {} not pushed: {error}", path.display()),
                 }
             }
             println!(

@@ -117,6 +117,22 @@ impl Connection {
         options
     }
 
+    /// The server URL, or a local nats-server started for the command (kept alive by the
+    /// returned handle) when none is given: for benchmarks.
+    pub(crate) fn server_or_local(
+        &self,
+    ) -> anyhow::Result<(Option<herald_local_nats::LocalNats>, String)> {
+        match &self.server {
+            Some(url) => Ok((None, url.clone())),
+            None => {
+                eprintln!("no --server or NATS_URL: starting a local nats-server");
+                let local = herald_local_nats::LocalNats::start()?;
+                let url = local.url();
+                Ok((Some(local), url))
+            }
+        }
+    }
+
     /// The server URL, or an error that says how to give one.
     pub(crate) fn url(&self) -> anyhow::Result<&str> {
         self.server

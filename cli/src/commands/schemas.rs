@@ -90,7 +90,7 @@ enum SchemasCommand {
 }
 
 /// The schema files of a folder: (type, file version, path), oldest version first per type.
-fn schema_files(dir: &Path) -> anyhow::Result<Vec<(String, u32, PathBuf)>> {
+pub(crate) fn schema_files(dir: &Path) -> anyhow::Result<Vec<(String, u32, PathBuf)>> {
     let mut files = Vec::new();
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read the schema folder {}", dir.display()))?;
