@@ -3,20 +3,27 @@
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// The trace context of the current `tracing` span, as (`traceparent`, `tracestate`), when an
-/// OpenTelemetry layer is installed and the span is sampled or recorded; `None` otherwise.
+/// The trace context to propagate, as (`traceparent`, `tracestate`): the current `tracing`
+/// span's when an OpenTelemetry layer is installed and the span is sampled or recorded, else
+/// the current OpenTelemetry context's (a Herald handler runs in its attempt's context);
+/// `None` when neither holds a valid span.
 pub fn current_trace_headers() -> Option<(String, Option<String>)> {
     let span = tracing::Span::current();
-    if span.is_disabled() {
-        return None;
+    if !span.is_disabled() {
+        let context = span.context();
+        let span_ref = context.span();
+        let span_context = span_ref.span_context();
+        if span_context.is_valid() {
+            return Some(format_trace_headers(span_context));
+        }
     }
-    let context = span.context();
-    let span_ref = context.span();
-    let span_context = span_ref.span_context();
-    if !span_context.is_valid() {
-        return None;
-    }
-    Some(format_trace_headers(span_context))
+    opentelemetry::Context::map_current(|context| {
+        let span_ref = context.span();
+        let span_context = span_ref.span_context();
+        span_context
+            .is_valid()
+            .then(|| format_trace_headers(span_context))
+    })
 }
 
 /// Formats a span context as W3C (`traceparent`, `tracestate`).
@@ -92,5 +99,15 @@ mod tests {
     #[test]
     fn no_span_means_no_headers() {
         assert!(current_trace_headers().is_none());
+    }
+
+    #[test]
+    fn the_current_opentelemetry_context_is_propagated_without_a_tracing_span() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let remote = parse_trace_headers(header, None).unwrap();
+        let _attached = opentelemetry::Context::new()
+            .with_remote_span_context(remote)
+            .attach();
+        assert_eq!(current_trace_headers(), Some((header.to_owned(), None)));
     }
 }

@@ -108,7 +108,8 @@ pub struct Ctx {
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
     pub(crate) stream_sequence: u64,
-    pub(crate) span: tracing::Span,
+    pub(crate) trace: opentelemetry::Context,
+    pub(crate) spans: crate::telemetry::Spans,
     pub(crate) run: Option<Arc<RunState>>,
     pub(crate) client: Option<herald::Client>,
 }
@@ -165,9 +166,19 @@ impl Ctx {
     pub fn stream_sequence(&self) -> u64 {
         self.stream_sequence
     }
-    /// The span of this attempt; handlers' own spans and events nest under it.
-    pub fn span(&self) -> &tracing::Span {
-        &self.span
+    /// The OpenTelemetry context of this attempt (its `process <type>` span). It is the
+    /// current context while the handler runs, so `tracing` spans the handler opens nest
+    /// under it (through `tracing-opentelemetry`) and events it publishes carry it; attach it
+    /// to work the handler spawns onto other tasks:
+    ///
+    /// ```
+    /// # async fn handler(ctx: herald_worker::Ctx) {
+    /// use opentelemetry::trace::FutureExt;
+    /// tokio::spawn(async { /* … */ }.with_context(ctx.trace_context().clone()));
+    /// # }
+    /// ```
+    pub fn trace_context(&self) -> &opentelemetry::Context {
+        &self.trace
     }
 
     fn run(&self) -> Result<&Arc<RunState>, HandlerError> {
@@ -206,9 +217,14 @@ impl Ctx {
         }
         let started = std::time::Instant::now();
         let value = {
-            use tracing::Instrument;
-            let span = tracing::info_span!("herald.step", otel.name = %format!("step {name}"), "herald.step" = name);
-            work().instrument(span).await.map_err(Into::into)?
+            use opentelemetry::trace::{FutureExt as _, TraceContextExt as _};
+            let trace = self.spans.step(&self.trace, name);
+            let result = work().with_context(trace.clone()).await.map_err(Into::into);
+            if let Err(error) = &result {
+                crate::telemetry::set_error(&trace, &error.message);
+            }
+            trace.span().end();
+            result?
         };
         let output = serde_json::to_value(&value).map_err(|error| {
             HandlerError::terminal(format!(

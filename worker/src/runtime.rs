@@ -18,7 +18,9 @@ use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
 use crate::envelope::{self, Envelope};
 use crate::function::{Ctx, Decoded, ErrorKind, Function, StartFrom};
 use crate::steps::{FailureRecord, RunRecord, RunState, RunStore};
-use crate::telemetry::{ConsumerStats, FunctionAttributes, Metrics, SharedStats, TraceMode};
+use crate::telemetry::{
+    ConsumerStats, FunctionAttributes, Metrics, SharedStats, Spans, TraceMode, set_outcome,
+};
 use opentelemetry::KeyValue;
 
 /// How long one pull request waits for messages before it is renewed.
@@ -74,6 +76,7 @@ pub struct WorkerBuilder {
     sweeper: bool,
     meter: Option<opentelemetry::metrics::Meter>,
     trace_mode: TraceMode,
+    tracer: Option<opentelemetry::global::BoxedTracer>,
     stats_interval: Duration,
     http: Option<std::net::SocketAddr>,
     prometheus: Option<prometheus::Registry>,
@@ -110,6 +113,7 @@ impl Worker {
             sweeper: true,
             meter: None,
             trace_mode: TraceMode::Child,
+            tracer: None,
             stats_interval: Duration::from_secs(10),
             http: None,
             prometheus: None,
@@ -149,6 +153,21 @@ impl WorkerBuilder {
     /// Whether an attempt's span is a child of the producer's span (default) or links to it.
     pub fn trace_mode(mut self, mode: TraceMode) -> Self {
         self.trace_mode = mode;
+        self
+    }
+
+    /// The tracer provider of the worker's spans (default: the global provider at
+    /// [`start`](Self::start), a no-op unless the application installs one). The sampler
+    /// decides before Herald builds any attribute, so unsampled attempts cost next to nothing.
+    pub fn tracer_provider<P>(mut self, provider: &P) -> Self
+    where
+        P: opentelemetry::trace::TracerProvider,
+        P::Tracer: Send + Sync + 'static,
+        <P::Tracer as opentelemetry::trace::Tracer>::Span: Send + Sync + 'static,
+    {
+        self.tracer = Some(opentelemetry::global::BoxedTracer::new(Box::new(
+            provider.tracer("herald"),
+        )));
         self
     }
 
@@ -210,6 +229,11 @@ impl WorkerBuilder {
             .clone()
             .unwrap_or_else(|| opentelemetry::global::meter("herald"));
         let metrics = Metrics::new(&meter);
+        let spans = Spans::new(
+            self.tracer
+                .unwrap_or_else(|| opentelemetry::global::tracer("herald")),
+            self.trace_mode,
+        );
         let runs = match RunStore::open(&self.client).await {
             Ok(store) => Some(store),
             Err(error) => {
@@ -233,7 +257,7 @@ impl WorkerBuilder {
                 Arc::clone(&writer_schemas),
                 runs.clone(),
                 metrics.clone(),
-                self.trace_mode,
+                spans.clone(),
                 self.log_payloads,
             ));
             let consumer = runtime.converge().await?;
@@ -303,44 +327,18 @@ impl WorkerBuilder {
     }
 }
 
-/// A header of the delivery as a span field (read only when traced).
-struct SpanHeader<'a> {
-    message: &'a jetstream::Message,
-    name: &'static str,
+/// The event id of a delivery, for log events.
+fn event_id(message: &jetstream::Message) -> &str {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(herald::headers::ID))
+        .map_or("", |v| v.as_str())
 }
 
-impl std::fmt::Display for SpanHeader<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.message.headers.as_ref().and_then(|h| h.get(self.name)) {
-            Some(value) => f.write_str(value.as_str()),
-            None => Ok(()),
-        }
-    }
-}
-
-/// `process <event type>`, the span name of an attempt (computed only when traced).
-struct ProcessName<'a> {
-    message: &'a jetstream::Message,
-    events_prefix: &'a str,
-}
-
-impl std::fmt::Display for ProcessName<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let from_header = self
-            .message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(herald::headers::TYPE))
-            .map(|v| v.as_str().to_owned());
-        let event_type = from_header.unwrap_or_else(|| {
-            let subject = self.message.subject.as_str();
-            subject
-                .strip_prefix(self.events_prefix)
-                .unwrap_or(subject)
-                .to_owned()
-        });
-        write!(f, "process {event_type}")
-    }
+/// The stream sequence of a delivery, for log events.
+fn stream_seq(message: &jetstream::Message) -> u64 {
+    message.info().map_or(0, |i| i.stream_sequence)
 }
 
 /// Polls every function's consumer info for the gauges.
@@ -483,7 +481,8 @@ pub(crate) struct FunctionRuntime {
     runs: Option<RunStore>,
     metrics: Metrics,
     attributes: FunctionAttributes,
-    trace_mode: TraceMode,
+    in_flight: Arc<std::sync::atomic::AtomicI64>,
+    spans: Spans,
     log_payloads: bool,
 }
 
@@ -507,12 +506,13 @@ impl FunctionRuntime {
         writer_schemas: Arc<WriterSchemas>,
         runs: Option<RunStore>,
         metrics: Metrics,
-        trace_mode: TraceMode,
+        spans: Spans,
         log_payloads: bool,
     ) -> FunctionRuntime {
         let namespace = client.namespace();
         let max_batch = function.settings.concurrency.clamp(1, MAX_BATCH);
         let function_id = Arc::clone(&function.id);
+        let in_flight = metrics.in_flight(&function_id);
         FunctionRuntime {
             events_stream: namespace.events_stream(),
             events_prefix: format!("{}.events.", namespace.as_str()),
@@ -528,7 +528,8 @@ impl FunctionRuntime {
             runs,
             metrics,
             attributes: FunctionAttributes::new(&function_id),
-            trace_mode,
+            in_flight,
+            spans,
             log_payloads,
         }
     }
@@ -768,47 +769,28 @@ impl FunctionRuntime {
         }
     }
 
-    /// One delivery: validate, decode, run the handler, then ack, NAK or dead-letter.
+    /// One delivery: validate, decode, run the handler, then ack, NAK or dead-letter, under
+    /// the attempt's span (the current OpenTelemetry context while it runs).
     async fn process(&self, message: jetstream::Message) {
-        use opentelemetry::trace::TraceContextExt;
-        use tracing::Instrument;
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let span = tracing::info_span!(
-            "herald.process",
-            otel.name = %ProcessName { message: &message, events_prefix: &self.events_prefix },
-            otel.kind = "consumer",
-            "messaging.system" = "nats",
-            "messaging.operation.name" = "process",
-            "messaging.destination.name" = %message.subject,
-            "messaging.message.id" = %SpanHeader { message: &message, name: herald::headers::ID },
-            "messaging.consumer.group.name" = %self.function.id,
-            "herald.event_type" = %SpanHeader { message: &message, name: herald::headers::TYPE },
-            "herald.attempt" = message.info().map(|i| i.delivered).unwrap_or(0),
-            "herald.stream_sequence" = message.info().map(|i| i.stream_sequence).unwrap_or(0),
-            "herald.outcome" = tracing::field::Empty,
+        use opentelemetry::trace::{FutureExt as _, TraceContextExt as _};
+        let (attempt, stream_sequence) = message
+            .info()
+            .map(|i| (i.delivered.max(0) as u64, i.stream_sequence))
+            .unwrap_or((0, 0));
+        let context = self.spans.attempt(
+            &message,
+            &self.events_prefix,
+            &self.function.id,
+            attempt,
+            stream_sequence,
         );
-        if !span.is_disabled()
-            && let Some(headers) = &message.headers
-            && let Some(traceparent) = headers.get(herald::headers::TRACEPARENT)
-            && let Some(remote) = herald::trace::parse_trace_headers(
-                traceparent.as_str(),
-                headers.get(herald::headers::TRACESTATE).map(|v| v.as_str()),
-            )
-        {
-            match self.trace_mode {
-                TraceMode::Child => {
-                    let parent = opentelemetry::Context::new().with_remote_span_context(remote);
-                    let _ = span.set_parent(parent);
-                }
-                TraceMode::Link => span.add_link(remote),
-            }
-        }
-        self.process_in(message, &span)
-            .instrument(span.clone())
+        self.process_in(message, &context)
+            .with_context(context.clone())
             .await;
+        context.span().end();
     }
 
-    async fn process_in(&self, message: jetstream::Message, span: &tracing::Span) {
+    async fn process_in(&self, message: jetstream::Message, trace: &opentelemetry::Context) {
         let settings = &self.function.settings;
         let (stream_sequence, delivered) = match message.info() {
             Ok(info) => (info.stream_sequence, info.delivered.max(1) as u32),
@@ -878,7 +860,7 @@ impl FunctionRuntime {
                     && let Ok(Some(record)) = store.get::<RunRecord>(&run_key).await
                     && record.status == "ok"
                 {
-                    tracing::info!(
+                    tracing::info!(function = %self.function.id, event_id = event_id(&message), stream_seq = stream_sequence,
                         "the run already finished; acking the redelivery without running it"
                     );
                     let _ = message.ack().await;
@@ -913,7 +895,8 @@ impl FunctionRuntime {
             attempt: delivered,
             max_attempts: settings.attempts,
             stream_sequence,
-            span: span.clone(),
+            trace: trace.clone(),
+            spans: self.spans.clone(),
             run: run.clone(),
             client: Some(self.client.clone()),
         };
@@ -966,10 +949,10 @@ impl FunctionRuntime {
                 .latency
                 .record(seconds, &self.attributes.function);
         }
-        self.metrics.in_flight.add(1, &self.attributes.function);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let outcome = self.run_attempt(&message, future, span).await;
-        self.metrics.in_flight.add(-1, &self.attributes.function);
+        let outcome = self.run_attempt(&message, future).await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.metrics
             .duration
             .record(started.elapsed().as_secs_f64(), &self.attributes.function);
@@ -984,19 +967,19 @@ impl FunctionRuntime {
                         detail: None,
                     };
                     if let Err(error) = run.store.put(&run.run_key, &record).await {
-                        tracing::warn!(%error, "recording the finished run failed");
+                        tracing::warn!(function = %self.function.id, event_id = event_id(&message), stream_seq = stream_sequence, %error, "recording the finished run failed");
                     }
                 }
                 if let Err(error) = message.ack().await {
-                    tracing::warn!(%error, "ack failed; the event will be redelivered");
+                    tracing::warn!(function = %self.function.id, event_id = event_id(&message), stream_seq = stream_sequence, %error, "ack failed; the event will be redelivered");
                 }
                 self.metrics.runs.add(1, &self.attributes.ok);
-                span.record("herald.outcome", "ok");
+                set_outcome(trace, "ok", None);
                 return;
             }
             Outcome::Abandoned => {
-                span.record("herald.outcome", "handed_back");
-                tracing::info!("shutdown: handing the event back");
+                set_outcome(trace, "handed_back", None);
+                tracing::info!(function = %self.function.id, event_id = event_id(&message), stream_seq = stream_sequence, "shutdown: handing the event back");
                 let _ = message.ack_with(AckKind::Nak(None)).await;
                 return;
             }
@@ -1015,8 +998,8 @@ impl FunctionRuntime {
             ),
             Outcome::Failed(error) => match error.kind {
                 ErrorKind::Suspend => {
-                    span.record("herald.outcome", "sleeping");
-                    self.suspend(&message, run.as_ref(), &meta).await;
+                    set_outcome(trace, "sleeping", None);
+                    self.suspend(&message, run.as_ref()).await;
                     return;
                 }
                 ErrorKind::Terminal => {
@@ -1103,7 +1086,7 @@ impl FunctionRuntime {
         };
         if let Err(store_error) = run.store.put(&run.failure_key(), &record).await {
             // Without the count, fall back to the delivery count.
-            tracing::warn!(error = %store_error, "recording the step failure failed");
+            tracing::warn!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, error = %store_error, "recording the step failure failed");
             self.retry_or_dead_letter(
                 message,
                 reason,
@@ -1128,8 +1111,8 @@ impl FunctionRuntime {
         }
         let delay = delay.unwrap_or_else(|| settings.backoff.delay(failures));
         self.metrics.runs.add(1, &self.attributes.retried);
-        tracing::Span::current().record("herald.outcome", "retried");
-        tracing::warn!(error, failures, step = ?step, retry_in = ?delay, "step failed; will retry");
+        opentelemetry::Context::map_current(|trace| set_outcome(trace, "retried", Some(error)));
+        tracing::warn!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, error, failures, step = ?step, retry_in = ?delay, "step failed; will retry");
         if delivered < settings.attempts {
             let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
             return;
@@ -1141,7 +1124,7 @@ impl FunctionRuntime {
                 let _ = message.ack().await;
             }
             Err(schedule_error) => {
-                tracing::warn!(error = %schedule_error, "scheduling the continuation failed; retrying this delivery");
+                tracing::warn!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, error = %schedule_error, "scheduling the continuation failed; retrying this delivery");
                 let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
             }
         }
@@ -1150,17 +1133,12 @@ impl FunctionRuntime {
     /// With `log_payloads`, the payload of a failed event at debug level.
     fn log_payload(&self, message: &jetstream::Message) {
         if self.log_payloads {
-            tracing::debug!(payload = %String::from_utf8_lossy(&message.payload), "payload of the failed event");
+            tracing::debug!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_seq(message), payload = %String::from_utf8_lossy(&message.payload), "payload of the failed event");
         }
     }
 
     /// A durable sleep: schedule the wake-up, then let go of the message.
-    async fn suspend(
-        &self,
-        message: &jetstream::Message,
-        run: Option<&Arc<RunState>>,
-        meta: &crate::function::EnvelopeMeta,
-    ) {
+    async fn suspend(&self, message: &jetstream::Message, run: Option<&Arc<RunState>>) {
         let Some((wake_at_ms, step_key)) = run.and_then(|r| r.suspend_until.lock().clone()) else {
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
@@ -1186,11 +1164,11 @@ impl FunctionRuntime {
             .await
         {
             Ok(()) => {
-                tracing::info!(event_id = %meta.id, step = %step_key, "sleeping; the run continues when the schedule fires");
+                tracing::info!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_seq(message), step = %step_key, "sleeping; the run continues when the schedule fires");
                 let _ = message.ack().await;
             }
             Err(error) => {
-                tracing::warn!(%error, "scheduling the wake-up failed; retrying");
+                tracing::warn!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_seq(message), %error, "scheduling the wake-up failed; retrying");
                 let _ = message
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                     .await;
@@ -1256,7 +1234,6 @@ impl FunctionRuntime {
         &self,
         message: &jetstream::Message,
         future: crate::function::BoxFuture<Result<(), crate::function::HandlerError>>,
-        _span: &tracing::Span,
     ) -> Outcome {
         let settings = &self.function.settings;
         let handler = AssertUnwindSafe(future).catch_unwind();
@@ -1283,7 +1260,7 @@ impl FunctionRuntime {
                         return Outcome::TimedOut;
                     }
                     if let Err(error) = message.ack_with(AckKind::Progress).await {
-                        tracing::debug!(%error, "progress ack failed");
+                        tracing::debug!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_seq(message), %error, "progress ack failed");
                     }
                     next_progress += every;
                     timer.as_mut().reset(next_progress.min(deadline));
@@ -1313,10 +1290,10 @@ impl FunctionRuntime {
         let delay = delay.unwrap_or_else(|| settings.backoff.delay(attempt));
         self.log_payload(message);
         self.metrics.runs.add(1, &self.attributes.retried);
-        tracing::Span::current().record("herald.outcome", "retried");
-        tracing::warn!(error, attempt, max_attempts = settings.attempts, retry_in = ?delay, "attempt failed; will retry");
+        opentelemetry::Context::map_current(|trace| set_outcome(trace, "retried", Some(error)));
+        tracing::warn!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, error, attempt, max_attempts = settings.attempts, retry_in = ?delay, "attempt failed; will retry");
         if let Err(nak) = message.ack_with(AckKind::Nak(Some(delay))).await {
-            tracing::warn!(error = %nak, "NAK failed; the event comes back after ack_wait");
+            tracing::warn!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, error = %nak, "NAK failed; the event comes back after ack_wait");
         }
     }
 
@@ -1352,7 +1329,7 @@ impl FunctionRuntime {
         .await
         {
             Ok(()) => {
-                tracing::warn!(function = %self.function.id, reason = reason.as_str(), error, attempts,
+                tracing::warn!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, reason = reason.as_str(), error, attempts,
                     stream_seq = stream_sequence, "dead-lettered");
                 self.log_payload(message);
                 self.metrics.runs.add(1, &self.attributes.dead_lettered);
@@ -1363,13 +1340,15 @@ impl FunctionRuntime {
                         KeyValue::new("reason", reason.as_str()),
                     ],
                 );
-                tracing::Span::current().record("herald.outcome", "dead_lettered");
+                opentelemetry::Context::map_current(|trace| {
+                    set_outcome(trace, "dead_lettered", Some(error));
+                });
                 if let Some(reply) = &message.reply {
                     let term = format!("+TERM {}", reason.as_str());
                     if let Err(term_error) =
                         self.client.nats().publish(reply.clone(), term.into()).await
                     {
-                        tracing::warn!(error = %term_error, "terminating the original failed; a later delivery dead-letters it again (deduplicated)");
+                        tracing::warn!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, error = %term_error, "terminating the original failed; a later delivery dead-letters it again (deduplicated)");
                     }
                 }
                 if let Some(run) = run {
@@ -1383,14 +1362,14 @@ impl FunctionRuntime {
                         )),
                     };
                     if let Err(store_error) = run.store.put(&run.run_key, &record).await {
-                        tracing::warn!(error = %store_error, "recording the dead-lettered run failed");
+                        tracing::warn!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, error = %store_error, "recording the dead-lettered run failed");
                     }
                 }
                 self.call_on_failure(message, reason, error, attempts, stream_sequence, step, run)
                     .await;
             }
             Err(publish_error) => {
-                tracing::error!(function = %self.function.id, error = %publish_error,
+                tracing::error!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, error = %publish_error,
                     "publishing the dead letter failed; the event stays and is tried again");
                 let _ = message
                     .ack_with(AckKind::Nak(Some(DEAD_LETTER_RETRY)))
@@ -1421,7 +1400,7 @@ impl FunctionRuntime {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(store_error) => {
-                    tracing::warn!(error = %store_error, "failure handler skipped: its once-only marker cannot be written");
+                    tracing::warn!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, error = %store_error, "failure handler skipped: its once-only marker cannot be written");
                     return;
                 }
             }
@@ -1451,13 +1430,13 @@ impl FunctionRuntime {
         match tokio::time::timeout(self.function.settings.timeout, call).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(failure))) => {
-                tracing::error!(function = %self.function.id, error = %failure, "the failure handler failed");
+                tracing::error!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, error = %failure, "the failure handler failed");
             }
             Ok(Err(panic)) => {
-                tracing::error!(function = %self.function.id, panic = %panic_message(&panic), "the failure handler panicked");
+                tracing::error!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, panic = %panic_message(&panic), "the failure handler panicked");
             }
             Err(_) => {
-                tracing::error!(function = %self.function.id, "the failure handler timed out");
+                tracing::error!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, "the failure handler timed out");
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Traces and metrics of the worker, through `tracing` and the OpenTelemetry API.
+//! Traces and metrics of the worker, through the OpenTelemetry API.
 //!
 //! Spans follow the OpenTelemetry messaging conventions: one `process <event type>` span
 //! (kind consumer) per attempt, child of the producer's span taken from `traceparent` (or
@@ -6,7 +6,18 @@
 //! `messaging.destination.name`, `messaging.operation.name = process`,
 //! `messaging.message.id` (the event id), `messaging.consumer.group.name` (the function),
 //! and Herald's `herald.event_type`, `herald.attempt`, `herald.stream_sequence`,
-//! `herald.outcome`. Steps are `step <name>` child spans.
+//! `herald.outcome` (`ok`, `retried`, `dead_lettered`, `sleeping`, `handed_back`); a failed
+//! attempt has status error with the error's text. Steps are `step <name>` child spans.
+//!
+//! The worker makes these spans with the OpenTelemetry API directly, from the tracer provider
+//! given to [`WorkerBuilder::tracer_provider`](crate::WorkerBuilder::tracer_provider), else
+//! the global one (a no-op unless the application installs one), so that the sampler decides
+//! before any attribute is built and an unsampled attempt costs next to nothing. While a
+//! handler runs, its span is the current OpenTelemetry context: `tracing` spans the handler
+//! opens nest under it through `tracing-opentelemetry` (its default context activation),
+//! events it publishes carry its `traceparent`, and [`Ctx::trace_context`](crate::Ctx::trace_context)
+//! hands it to work the handler spawns. Herald's own log events carry `function`, `event_id`
+//! and `stream_seq` as fields.
 //!
 //! Metrics (instrument names as below) go to the meter given to
 //! [`WorkerBuilder::meter`](crate::WorkerBuilder::meter), else the global provider's
@@ -18,16 +29,20 @@
 //! | `herald.dead_letters` | counter | `function`, `reason` |
 //! | `herald.handler.duration` | histogram (s) | `function` |
 //! | `herald.event.latency` | histogram (s), event time to handler start | `function` |
-//! | `herald.handlers.in_flight` | up-down counter | `function` |
+//! | `herald.handlers.in_flight` | up-down counter (observed) | `function` |
 //! | `herald.consumer.pending` | gauge, polled from consumer info | `function` |
 //! | `herald.consumer.ack_pending` | gauge | `function` |
 //! | `herald.consumer.redelivered` | gauge | `function` |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
-use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use async_nats::jetstream;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableUpDownCounter};
+use opentelemetry::trace::{Link, Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::{Context, KeyValue};
 
 /// How an attempt's span relates to the producer's span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,6 +53,127 @@ pub enum TraceMode {
     Child,
     /// The attempt starts its own trace, linked to the producer's span.
     Link,
+}
+
+/// Makes the spans of attempts and steps through the OpenTelemetry API.
+#[derive(Clone)]
+pub(crate) struct Spans {
+    tracer: Arc<BoxedTracer>,
+    mode: TraceMode,
+}
+
+impl std::fmt::Debug for Spans {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spans").field("mode", &self.mode).finish()
+    }
+}
+
+impl Spans {
+    pub(crate) fn new(tracer: BoxedTracer, mode: TraceMode) -> Spans {
+        Spans {
+            tracer: Arc::new(tracer),
+            mode,
+        }
+    }
+
+    /// The context of one attempt: a `process <type>` span, child of (or linked to) the
+    /// producer's span in the delivery's `traceparent`. Attributes are built only when the
+    /// sampler records the span.
+    pub(crate) fn attempt(
+        &self,
+        message: &jetstream::Message,
+        events_prefix: &str,
+        function: &Arc<str>,
+        attempt: u64,
+        stream_sequence: u64,
+    ) -> Context {
+        let headers = message.headers.as_ref();
+        let remote = headers.and_then(|h| {
+            let traceparent = h.get(herald::headers::TRACEPARENT)?;
+            herald::trace::parse_trace_headers(
+                traceparent.as_str(),
+                h.get(herald::headers::TRACESTATE).map(|v| v.as_str()),
+            )
+        });
+        let builder = self
+            .tracer
+            .span_builder("process")
+            .with_kind(SpanKind::Consumer);
+        let (parent, builder) = match (self.mode, remote) {
+            (TraceMode::Child, Some(remote)) => {
+                (Context::new().with_remote_span_context(remote), builder)
+            }
+            (TraceMode::Link, Some(remote)) => (
+                Context::new(),
+                builder.with_links(vec![Link::with_context(remote)]),
+            ),
+            (_, None) => (Context::new(), builder),
+        };
+        let mut span = builder.start_with_context(&*self.tracer, &parent);
+        if span.is_recording() {
+            let header = |name: &str| {
+                headers
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_owned())
+            };
+            let subject = message.subject.as_str();
+            let event_type = header(herald::headers::TYPE).unwrap_or_else(|| {
+                subject
+                    .strip_prefix(events_prefix)
+                    .unwrap_or(subject)
+                    .to_owned()
+            });
+            span.update_name(format!("process {event_type}"));
+            span.set_attributes([
+                KeyValue::new("messaging.system", "nats"),
+                KeyValue::new("messaging.operation.name", "process"),
+                KeyValue::new("messaging.destination.name", subject.to_owned()),
+                KeyValue::new(
+                    "messaging.message.id",
+                    header(herald::headers::ID).unwrap_or_default(),
+                ),
+                KeyValue::new("messaging.consumer.group.name", Arc::clone(function)),
+                KeyValue::new("herald.event_type", event_type),
+                KeyValue::new("herald.attempt", attempt as i64),
+                KeyValue::new("herald.stream_sequence", stream_sequence as i64),
+            ]);
+        }
+        parent.with_span(span)
+    }
+
+    /// The context of a `step <name>` span, child of the attempt's.
+    pub(crate) fn step(&self, attempt: &Context, name: &str) -> Context {
+        let mut span = self
+            .tracer
+            .span_builder("step")
+            .with_kind(SpanKind::Internal)
+            .start_with_context(&*self.tracer, attempt);
+        if span.is_recording() {
+            span.update_name(format!("step {name}"));
+            span.set_attribute(KeyValue::new("herald.step", name.to_owned()));
+        }
+        attempt.with_span(span)
+    }
+}
+
+/// Records how an attempt ended on its span; a failure also sets status error.
+pub(crate) fn set_outcome(context: &Context, outcome: &'static str, error: Option<&str>) {
+    let span = context.span();
+    if !span.is_recording() {
+        return;
+    }
+    span.set_attribute(KeyValue::new("herald.outcome", outcome));
+    if let Some(error) = error {
+        span.set_status(Status::error(error.to_owned()));
+    }
+}
+
+/// Marks a step's span failed.
+pub(crate) fn set_error(context: &Context, error: &str) {
+    let span = context.span();
+    if span.is_recording() {
+        span.set_status(Status::error(error.to_owned()));
+    }
 }
 
 /// The consumer numbers polled for the gauges.
@@ -57,14 +193,20 @@ pub(crate) struct Metrics {
     pub(crate) dead_letters: Counter<u64>,
     pub(crate) duration: Histogram<f64>,
     pub(crate) latency: Histogram<f64>,
-    pub(crate) in_flight: UpDownCounter<i64>,
+    /// Handlers running per function: plain atomics, read when the metrics are collected,
+    /// so that the hot path touches no instrument for them.
+    in_flight: InFlight,
     pub(crate) stats: SharedStats,
     _gauges: Arc<Vec<opentelemetry::metrics::ObservableGauge<u64>>>,
+    _in_flight: Arc<ObservableUpDownCounter<i64>>,
 }
+
+type InFlight = Arc<parking_lot::RwLock<BTreeMap<String, Arc<AtomicI64>>>>;
 
 impl Metrics {
     pub(crate) fn new(meter: &Meter) -> Metrics {
         let stats: SharedStats = Arc::default();
+        let in_flight: InFlight = Arc::default();
         let gauge =
             |name: &'static str, description: &'static str, pick: fn(&ConsumerStats) -> u64| {
                 let stats = Arc::clone(&stats);
@@ -117,13 +259,37 @@ impl Metrics {
                 .with_unit("s")
                 .with_description("From the event's time to the handler's start")
                 .build(),
-            in_flight: meter
-                .i64_up_down_counter("herald.handlers.in_flight")
-                .with_description("Handlers running")
-                .build(),
+            _in_flight: Arc::new(
+                meter
+                    .i64_observable_up_down_counter("herald.handlers.in_flight")
+                    .with_description("Handlers running")
+                    .with_callback({
+                        let in_flight = Arc::clone(&in_flight);
+                        move |observer| {
+                            for (function, running) in in_flight.read().iter() {
+                                observer.observe(
+                                    running.load(Ordering::Relaxed),
+                                    &[KeyValue::new("function", function.clone())],
+                                );
+                            }
+                        }
+                    })
+                    .build(),
+            ),
+            in_flight,
             stats,
             _gauges: Arc::new(gauges),
         }
+    }
+
+    /// The running-handlers count of `function`, reported as `herald.handlers.in_flight`.
+    pub(crate) fn in_flight(&self, function: &str) -> Arc<AtomicI64> {
+        Arc::clone(
+            self.in_flight
+                .write()
+                .entry(function.to_owned())
+                .or_default(),
+        )
     }
 }
 

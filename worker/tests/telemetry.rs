@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use herald_worker::{Backoff, Ctx, Function, HandlerError, Worker};
+use herald_worker::{Backoff, Ctx, Function, HandlerError, TraceMode, Worker};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,6 +65,8 @@ async fn each_attempt_is_a_child_of_the_producer_span_and_steps_are_children_of_
             async move {
                 ctx.step("load", || async { Ok::<_, HandlerError>(1) })
                     .await?;
+                // A span of the handler's own, through tracing-opentelemetry.
+                tracing::info_span!("user work").in_scope(|| {});
                 if t.fetch_add(1, Ordering::SeqCst) == 0 {
                     return Err(HandlerError::retry("first attempt fails"));
                 }
@@ -75,6 +77,7 @@ async fn each_attempt_is_a_child_of_the_producer_span_and_steps_are_children_of_
         .unwrap();
     let worker = Worker::builder(client.clone())
         .function(function)
+        .tracer_provider(&provider)
         .start()
         .await
         .unwrap();
@@ -130,6 +133,30 @@ async fn each_attempt_is_a_child_of_the_producer_span_and_steps_are_children_of_
         outcomes.contains(&Some("retried".into())) && outcomes.contains(&Some("ok".into())),
         "{outcomes:?}"
     );
+    let failed = attempts
+        .iter()
+        .find(|a| attribute(a, "herald.outcome").as_deref() == Some("retried"))
+        .unwrap();
+    assert_eq!(
+        failed.status,
+        opentelemetry::trace::Status::error("first attempt fails"),
+        "a failed attempt's span has status error with the error"
+    );
+    assert_eq!(
+        attribute(failed, "herald.attempt").as_deref(),
+        Some("1"),
+        "the first delivery is attempt 1"
+    );
+    let user = spans_named(&exporter, "user work");
+    assert_eq!(user.len(), 2, "the handler's own span, once per attempt");
+    for span in &user {
+        assert!(
+            attempts
+                .iter()
+                .any(|a| a.span_context.span_id() == span.parent_span_id),
+            "a span the handler opens is a child of its attempt"
+        );
+    }
     let steps = spans_named(&exporter, "step load");
     assert_eq!(steps.len(), 1, "the step ran once; the retry replayed it");
     assert!(
@@ -164,6 +191,7 @@ async fn a_dead_letter_and_its_redrive_stay_in_the_producers_trace() {
     let mut dead = DeadLetters::watch(&client, "redriven").await;
     let worker = Worker::builder(client.clone())
         .function(function)
+        .tracer_provider(&provider)
         .start()
         .await
         .unwrap();
@@ -213,6 +241,62 @@ async fn a_dead_letter_and_its_redrive_stay_in_the_producers_trace() {
         outcomes.contains(&Some("dead_lettered".into())),
         "{outcomes:?}"
     );
+}
+
+#[tokio::test]
+async fn in_link_mode_an_attempt_starts_its_own_trace_linked_to_the_producer() {
+    let (exporter, provider, _guard) = traced();
+    let (_nats, client) = server_and_client().await;
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let function = Function::new("linked")
+        .on::<Job>()
+        .handler(move |_job: Job, _ctx: Ctx| {
+            let done_tx = done_tx.clone();
+            async move {
+                done_tx.send(()).unwrap();
+                Ok(())
+            }
+        })
+        .unwrap();
+    let worker = Worker::builder(client.clone())
+        .function(function)
+        .tracer_provider(&provider)
+        .trace_mode(TraceMode::Link)
+        .start()
+        .await
+        .unwrap();
+    let request = tracing::info_span!("POST /api/jobs");
+    let producer = request.context().span().span_context().clone();
+    async { publish_jobs(&client, 0..1).await }
+        .instrument(request)
+        .await;
+    tokio::time::timeout(WAIT, done_rx.recv()).await.unwrap();
+    wait_consumer_drained(&client, "linked").await;
+    worker.shutdown().await;
+    provider.force_flush().unwrap();
+    let attempts = spans_named(&exporter, "process test.job");
+    assert_eq!(attempts.len(), 1);
+    let attempt = &attempts[0];
+    assert_ne!(
+        attempt.span_context.trace_id(),
+        producer.trace_id(),
+        "a trace of its own"
+    );
+    assert_eq!(
+        attempt.parent_span_id,
+        opentelemetry::trace::SpanId::INVALID
+    );
+    let links: Vec<_> = attempt
+        .links
+        .iter()
+        .map(|l| l.span_context.span_id())
+        .collect();
+    assert_eq!(
+        links,
+        vec![producer.span_id()],
+        "linked to the producer span"
+    );
+    assert_eq!(attribute(attempt, "herald.outcome").as_deref(), Some("ok"));
 }
 
 async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -296,6 +380,7 @@ async fn metrics_count_a_known_scenario_and_health_follows_the_server() {
     // Lag is visible, then falls to zero as the worker drains.
     let deadline = Instant::now() + WAIT;
     let mut saw_lag = false;
+    let mut most_running: f64 = 0.0;
     loop {
         let (_, text) = http_get(address, "/metrics").await;
         let pending = sample(&text, "herald_consumer_pending", &["function=\"counted\""]);
@@ -311,6 +396,12 @@ async fn metrics_count_a_known_scenario_and_health_follows_the_server() {
         )
         .unwrap_or(0.0);
         saw_lag |= pending.is_some_and(|p| p > 0.0);
+        let running = sample(
+            &text,
+            "herald_handlers_in_flight",
+            &["function=\"counted\""],
+        );
+        most_running = most_running.max(running.unwrap_or(0.0));
         if ok == 8.0 && pending == Some(0.0) && ack_pending == Some(0.0) {
             break;
         }
@@ -318,7 +409,20 @@ async fn metrics_count_a_known_scenario_and_health_follows_the_server() {
         tokio::time::sleep(Duration::from_millis(50)).await; // polling the endpoint
     }
     assert!(saw_lag, "pending was above zero before the worker drained");
+    assert!(
+        most_running > 0.0 && most_running <= 2.0,
+        "handlers in flight stay within the concurrency of 2 (most seen: {most_running})"
+    );
     let (_, text) = http_get(address, "/metrics").await;
+    assert_eq!(
+        sample(
+            &text,
+            "herald_handlers_in_flight",
+            &["function=\"counted\""]
+        ),
+        Some(0.0),
+        "no handler runs once drained: {text}"
+    );
     assert_eq!(
         sample(&text, "herald_runs_total", &["outcome=\"retried\""]),
         Some(3.0),

@@ -28,9 +28,10 @@ pub(crate) struct ConsumeBench {
     /// Rounds; each runs every mode once in rotating order. The median is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Instead: measure the Herald worker with tracing and metrics off, then on (a
-    /// tracing-opentelemetry layer sampling every span into a batch exporter that drops
-    /// them, and an SDK meter provider), and print the ratio.
+    /// Instead: measure the Herald worker with tracing and metrics off, then on (an SDK
+    /// tracer provider installed globally, sampling every span into a batch exporter that
+    /// drops them, a tracing-opentelemetry layer, and an SDK meter provider), and print the
+    /// ratio.
     #[arg(long)]
     telemetry_overhead: bool,
     /// With --telemetry-overhead: the share of traces sampled (parent-based ratio sampler).
@@ -181,8 +182,9 @@ impl ConsumeBench {
             rates[rates.len() / 2]
         };
         // One global subscriber whose OpenTelemetry layer is switched on and off per round
-        // (a reload layer), and the global meter provider swapped likewise, so that the
-        // rounds with and without telemetry can alternate.
+        // (a reload layer), and the global tracer and meter providers swapped likewise (a
+        // worker takes them when it starts), so that the rounds with and without telemetry
+        // can alternate.
         type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
         let (layer, switch) = tracing_subscriber::reload::Layer::new(None::<Boxed>);
         // Info level, as a service runs: the debug events of the NATS client stay out.
@@ -218,6 +220,13 @@ impl ConsumeBench {
             switch
                 .reload(layer)
                 .context("switching the tracing layer")?;
+            if enabled && tracing_on {
+                opentelemetry::global::set_tracer_provider(tracer_provider.clone());
+            } else {
+                opentelemetry::global::set_tracer_provider(
+                    opentelemetry::trace::noop::NoopTracerProvider::new(),
+                );
+            }
             if enabled && metrics_on {
                 opentelemetry::global::set_meter_provider(meter_provider.clone());
             } else {
