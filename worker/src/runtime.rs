@@ -19,7 +19,8 @@ use crate::envelope::{self, Envelope};
 use crate::function::{Ctx, Decoded, ErrorKind, Function, StartFrom};
 use crate::steps::{FailureRecord, RunRecord, RunState, RunStore};
 use crate::telemetry::{
-    ConsumerStats, FunctionAttributes, Metrics, SharedStats, Spans, TraceMode, set_outcome,
+    ConsumerStats, FunctionCounts, Metrics, RunOutcome, SharedStats, Spans, TraceMode,
+    function_attribute, set_outcome,
 };
 use opentelemetry::KeyValue;
 
@@ -480,8 +481,9 @@ pub(crate) struct FunctionRuntime {
     writer_schemas: Arc<WriterSchemas>,
     runs: Option<RunStore>,
     metrics: Metrics,
-    attributes: FunctionAttributes,
-    in_flight: Arc<std::sync::atomic::AtomicI64>,
+    /// The `function` attribute of the histograms.
+    function_attribute: [KeyValue; 1],
+    counts: Arc<FunctionCounts>,
     spans: Spans,
     log_payloads: bool,
 }
@@ -512,7 +514,7 @@ impl FunctionRuntime {
         let namespace = client.namespace();
         let max_batch = function.settings.concurrency.clamp(1, MAX_BATCH);
         let function_id = Arc::clone(&function.id);
-        let in_flight = metrics.in_flight(&function_id);
+        let counts = metrics.counts(&function_id);
         FunctionRuntime {
             events_stream: namespace.events_stream(),
             events_prefix: format!("{}.events.", namespace.as_str()),
@@ -527,8 +529,8 @@ impl FunctionRuntime {
             writer_schemas,
             runs,
             metrics,
-            attributes: FunctionAttributes::new(&function_id),
-            in_flight,
+            function_attribute: function_attribute(&function_id),
+            counts,
             spans,
             log_payloads,
         }
@@ -947,15 +949,15 @@ impl FunctionRuntime {
         {
             self.metrics
                 .latency
-                .record(seconds, &self.attributes.function);
+                .record(seconds, &self.function_attribute);
         }
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.counts.in_flight.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
         let outcome = self.run_attempt(&message, future).await;
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.metrics
             .duration
-            .record(started.elapsed().as_secs_f64(), &self.attributes.function);
+            .record(started.elapsed().as_secs_f64(), &self.function_attribute);
         let (reason, error, delay) = match outcome {
             Outcome::Done => {
                 if let Some(run) = &run
@@ -973,7 +975,7 @@ impl FunctionRuntime {
                 if let Err(error) = message.ack().await {
                     tracing::warn!(function = %self.function.id, event_id = event_id(&message), stream_seq = stream_sequence, %error, "ack failed; the event will be redelivered");
                 }
-                self.metrics.runs.add(1, &self.attributes.ok);
+                self.counts.count(RunOutcome::Ok);
                 set_outcome(trace, "ok", None);
                 return;
             }
@@ -1110,7 +1112,7 @@ impl FunctionRuntime {
             return;
         }
         let delay = delay.unwrap_or_else(|| settings.backoff.delay(failures));
-        self.metrics.runs.add(1, &self.attributes.retried);
+        self.counts.count(RunOutcome::Retried);
         opentelemetry::Context::map_current(|trace| set_outcome(trace, "retried", Some(error)));
         tracing::warn!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, error, failures, step = ?step, retry_in = ?delay, "step failed; will retry");
         if delivered < settings.attempts {
@@ -1289,7 +1291,7 @@ impl FunctionRuntime {
         }
         let delay = delay.unwrap_or_else(|| settings.backoff.delay(attempt));
         self.log_payload(message);
-        self.metrics.runs.add(1, &self.attributes.retried);
+        self.counts.count(RunOutcome::Retried);
         opentelemetry::Context::map_current(|trace| set_outcome(trace, "retried", Some(error)));
         tracing::warn!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, error, attempt, max_attempts = settings.attempts, retry_in = ?delay, "attempt failed; will retry");
         if let Err(nak) = message.ack_with(AckKind::Nak(Some(delay))).await {
@@ -1332,11 +1334,11 @@ impl FunctionRuntime {
                 tracing::warn!(function = %self.function.id, event_id = event_id(message), stream_seq = stream_sequence, reason = reason.as_str(), error, attempts,
                     stream_seq = stream_sequence, "dead-lettered");
                 self.log_payload(message);
-                self.metrics.runs.add(1, &self.attributes.dead_lettered);
+                self.counts.count(RunOutcome::DeadLettered);
                 self.metrics.dead_letters.add(
                     1,
                     &[
-                        self.attributes.function[0].clone(),
+                        self.function_attribute[0].clone(),
                         KeyValue::new("reason", reason.as_str()),
                     ],
                 );

@@ -25,7 +25,7 @@
 //!
 //! | instrument | kind | attributes |
 //! | --- | --- | --- |
-//! | `herald.runs` | counter | `function`, `outcome` = ok, retried, dead_lettered |
+//! | `herald.runs` | counter (observed) | `function`, `outcome` = ok, retried, dead_lettered |
 //! | `herald.dead_letters` | counter | `function`, `reason` |
 //! | `herald.handler.duration` | histogram (s) | `function` |
 //! | `herald.event.latency` | histogram (s), event time to handler start | `function` |
@@ -36,11 +36,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use async_nats::jetstream;
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableUpDownCounter};
+use opentelemetry::metrics::{
+    Counter, Histogram, Meter, ObservableCounter, ObservableUpDownCounter,
+};
 use opentelemetry::trace::{Link, Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 
@@ -54,6 +56,9 @@ pub enum TraceMode {
     /// The attempt starts its own trace, linked to the producer's span.
     Link,
 }
+
+/// The attributes of an attempt's span, its outcome included.
+const ATTEMPT_ATTRIBUTES: usize = 9;
 
 /// Makes the spans of attempts and steps through the OpenTelemetry API.
 #[derive(Clone)]
@@ -95,10 +100,15 @@ impl Spans {
                 h.get(herald::headers::TRACESTATE).map(|v| v.as_str()),
             )
         });
-        let builder = self
-            .tracer
-            .span_builder("process")
-            .with_kind(SpanKind::Consumer);
+        // Room for the attributes set below and the outcome, so that a recorded span's
+        // attributes are one allocation (the SDK keeps the builder's vector).
+        let builder = opentelemetry::trace::SpanBuilder {
+            attributes: Some(Vec::with_capacity(ATTEMPT_ATTRIBUTES)),
+            ..self
+                .tracer
+                .span_builder("process")
+                .with_kind(SpanKind::Consumer)
+        };
         let (parent, builder) = match (self.mode, remote) {
             (TraceMode::Child, Some(remote)) => {
                 (Context::new().with_remote_span_context(remote), builder)
@@ -186,27 +196,56 @@ pub(crate) struct ConsumerStats {
 
 pub(crate) type SharedStats = Arc<parking_lot::RwLock<BTreeMap<String, ConsumerStats>>>;
 
+/// The counts of one function that the hot path keeps in atomics; the `herald.runs` and
+/// `herald.handlers.in_flight` instruments read them when the metrics are collected, so
+/// that an attempt touches no instrument for them.
+#[derive(Debug, Default)]
+pub(crate) struct FunctionCounts {
+    pub(crate) in_flight: AtomicI64,
+    pub(crate) ok: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+}
+
+impl FunctionCounts {
+    /// One more run with this outcome.
+    pub(crate) fn count(&self, outcome: RunOutcome) {
+        let counter = match outcome {
+            RunOutcome::Ok => &self.ok,
+            RunOutcome::Retried => &self.retried,
+            RunOutcome::DeadLettered => &self.dead_lettered,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The outcomes `herald.runs` counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RunOutcome {
+    Ok,
+    Retried,
+    DeadLettered,
+}
+
+type Counts = Arc<parking_lot::RwLock<BTreeMap<String, Arc<FunctionCounts>>>>;
+
 /// The worker's instruments.
 #[derive(Debug, Clone)]
 pub(crate) struct Metrics {
-    pub(crate) runs: Counter<u64>,
     pub(crate) dead_letters: Counter<u64>,
     pub(crate) duration: Histogram<f64>,
     pub(crate) latency: Histogram<f64>,
-    /// Handlers running per function: plain atomics, read when the metrics are collected,
-    /// so that the hot path touches no instrument for them.
-    in_flight: InFlight,
+    counts: Counts,
     pub(crate) stats: SharedStats,
     _gauges: Arc<Vec<opentelemetry::metrics::ObservableGauge<u64>>>,
+    _runs: Arc<ObservableCounter<u64>>,
     _in_flight: Arc<ObservableUpDownCounter<i64>>,
 }
-
-type InFlight = Arc<parking_lot::RwLock<BTreeMap<String, Arc<AtomicI64>>>>;
 
 impl Metrics {
     pub(crate) fn new(meter: &Meter) -> Metrics {
         let stats: SharedStats = Arc::default();
-        let in_flight: InFlight = Arc::default();
+        let counts: Counts = Arc::default();
         let gauge =
             |name: &'static str, description: &'static str, pick: fn(&ConsumerStats) -> u64| {
                 let stats = Arc::clone(&stats);
@@ -240,11 +279,46 @@ impl Metrics {
                 |s| s.redelivered,
             ),
         ];
+        let runs = meter
+            .u64_observable_counter("herald.runs")
+            .with_description("Attempts by outcome")
+            .with_callback({
+                let counts = Arc::clone(&counts);
+                move |observer| {
+                    for (function, counts) in counts.read().iter() {
+                        for (outcome, counter) in [
+                            ("ok", &counts.ok),
+                            ("retried", &counts.retried),
+                            ("dead_lettered", &counts.dead_lettered),
+                        ] {
+                            observer.observe(
+                                counter.load(Ordering::Relaxed),
+                                &[
+                                    KeyValue::new("function", function.clone()),
+                                    KeyValue::new("outcome", outcome),
+                                ],
+                            );
+                        }
+                    }
+                }
+            })
+            .build();
+        let in_flight = meter
+            .i64_observable_up_down_counter("herald.handlers.in_flight")
+            .with_description("Handlers running")
+            .with_callback({
+                let counts = Arc::clone(&counts);
+                move |observer| {
+                    for (function, counts) in counts.read().iter() {
+                        observer.observe(
+                            counts.in_flight.load(Ordering::Relaxed),
+                            &[KeyValue::new("function", function.clone())],
+                        );
+                    }
+                }
+            })
+            .build();
         Metrics {
-            runs: meter
-                .u64_counter("herald.runs")
-                .with_description("Attempts by outcome")
-                .build(),
             dead_letters: meter
                 .u64_counter("herald.dead_letters")
                 .with_description("Events dead-lettered, by reason")
@@ -259,67 +333,84 @@ impl Metrics {
                 .with_unit("s")
                 .with_description("From the event's time to the handler's start")
                 .build(),
-            _in_flight: Arc::new(
-                meter
-                    .i64_observable_up_down_counter("herald.handlers.in_flight")
-                    .with_description("Handlers running")
-                    .with_callback({
-                        let in_flight = Arc::clone(&in_flight);
-                        move |observer| {
-                            for (function, running) in in_flight.read().iter() {
-                                observer.observe(
-                                    running.load(Ordering::Relaxed),
-                                    &[KeyValue::new("function", function.clone())],
-                                );
-                            }
-                        }
-                    })
-                    .build(),
-            ),
-            in_flight,
+            counts,
             stats,
             _gauges: Arc::new(gauges),
+            _runs: Arc::new(runs),
+            _in_flight: Arc::new(in_flight),
         }
     }
 
-    /// The running-handlers count of `function`, reported as `herald.handlers.in_flight`.
-    pub(crate) fn in_flight(&self, function: &str) -> Arc<AtomicI64> {
-        Arc::clone(
-            self.in_flight
-                .write()
-                .entry(function.to_owned())
-                .or_default(),
-        )
+    /// The counts of `function` (`herald.runs`, `herald.handlers.in_flight`).
+    pub(crate) fn counts(&self, function: &str) -> Arc<FunctionCounts> {
+        Arc::clone(self.counts.write().entry(function.to_owned()).or_default())
     }
 }
 
-/// Prebuilt attribute sets of one function, so recording allocates nothing.
-#[derive(Debug, Clone)]
-pub(crate) struct FunctionAttributes {
-    pub(crate) function: [KeyValue; 1],
-    pub(crate) ok: [KeyValue; 2],
-    pub(crate) retried: [KeyValue; 2],
-    pub(crate) dead_lettered: [KeyValue; 2],
-}
-
-impl FunctionAttributes {
-    pub(crate) fn new(function: &Arc<str>) -> FunctionAttributes {
-        let name = || KeyValue::new("function", function.to_string());
-        FunctionAttributes {
-            function: [name()],
-            ok: [name(), KeyValue::new("outcome", "ok")],
-            retried: [name(), KeyValue::new("outcome", "retried")],
-            dead_lettered: [name(), KeyValue::new("outcome", "dead_lettered")],
-        }
-    }
+/// The `function` attribute of one function, prebuilt so that recording allocates nothing.
+pub(crate) fn function_attribute(function: &Arc<str>) -> [KeyValue; 1] {
+    [KeyValue::new("function", Arc::clone(function))]
 }
 
 /// Seconds from an RFC 3339 `ce-time` to now, if it parses.
+///
+/// Events published within one second share their `YYYY-MM-DDTHH:MM:SS` prefix, so the
+/// second of the last UTC (`Z`) time parsed on this thread is kept and only the fraction is
+/// read for the next one.
 pub(crate) fn seconds_since(time: &str) -> Option<f64> {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST_SECOND: RefCell<(String, i64)> = const { RefCell::new((String::new(), 0)) };
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    let bytes = time.as_bytes();
+    if bytes.len() >= 20 && bytes[bytes.len() - 1] == b'Z' && matches!(bytes[19], b'.' | b'Z') {
+        let (prefix, rest) = time.split_at(19);
+        let fraction = match rest.strip_prefix('.') {
+            Some(digits) => {
+                let digits = &digits[..digits.len() - 1];
+                if digits.is_empty()
+                    || digits.len() > 9
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return seconds_since_parsed(time, now);
+                }
+                let value: u64 = digits.parse().ok()?;
+                value as f64 / 10f64.powi(digits.len() as i32)
+            }
+            None => 0.0,
+        };
+        let cached = LAST_SECOND.with(|cell| {
+            let last = cell.borrow();
+            (last.0 == prefix).then_some(last.1)
+        });
+        let second = match cached {
+            Some(second) => second,
+            None => {
+                let parsed = time::OffsetDateTime::parse(
+                    &format!("{prefix}Z"),
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()?
+                .unix_timestamp();
+                LAST_SECOND.with(|cell| *cell.borrow_mut() = (prefix.to_owned(), parsed));
+                parsed
+            }
+        };
+        return Some((now - (second as f64 + fraction)).max(0.0));
+    }
+    seconds_since_parsed(time, now)
+}
+
+/// [`seconds_since`] for any RFC 3339 time (offsets, unusual fractions).
+fn seconds_since_parsed(time: &str, now: f64) -> Option<f64> {
     let parsed =
         time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).ok()?;
-    let now = time::OffsetDateTime::now_utc();
-    Some((now - parsed).as_seconds_f64().max(0.0))
+    let event = parsed.unix_timestamp_nanos() as f64 / 1e9;
+    Some((now - event).max(0.0))
 }
 
 /// OTLP export of traces and metrics (feature `otlp`).
@@ -414,5 +505,33 @@ mod tests {
         let seconds = super::seconds_since(&now).unwrap();
         assert!((1.9..3.0).contains(&seconds), "{seconds}");
         assert!(super::seconds_since("yesterday").is_none());
+    }
+
+    #[test]
+    fn the_cached_second_and_the_full_parse_agree() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let cases = [
+            "2026-11-25T09:14:14.250Z",
+            "2026-11-25T09:14:14.5Z",
+            "2026-11-25T09:14:14.123456789Z",
+            "2026-11-25T09:14:14Z",
+            "2026-11-25T09:14:15.000001Z",
+            "2026-11-25T10:14:14.250+01:00",
+            "2024-02-29T23:59:59.999Z",
+        ];
+        for time in cases {
+            // Twice: the first fills this thread's cache, the second reads it.
+            for _ in 0..2 {
+                let fast = super::seconds_since(time).unwrap();
+                let full = super::seconds_since_parsed(time, now).unwrap();
+                assert!((fast - full).abs() < 0.05, "{time}: {fast} vs {full}");
+            }
+        }
+        assert!(super::seconds_since("2026-11-25T09:14:14.Z").is_none());
+        assert!(super::seconds_since("2026-13-25T09:14:14.1Z").is_none());
+        assert!(super::seconds_since("2026-11-25T09:14:14.x1Z").is_none());
     }
 }
