@@ -44,7 +44,8 @@ use opentelemetry::metrics::{
     Counter, Histogram, Meter, ObservableCounter, ObservableUpDownCounter,
 };
 use opentelemetry::trace::{Link, Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, KeyValue, Value};
+use std::borrow::Cow;
 
 /// How an attempt's span relates to the producer's span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -121,28 +122,42 @@ impl Spans {
         };
         let mut span = builder.start_with_context(&*self.tracer, &parent);
         if span.is_recording() {
-            let header = |name: &str| {
-                headers
-                    .and_then(|h| h.get(name))
-                    .map(|v| v.as_str().to_owned())
-            };
+            let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
             let subject = message.subject.as_str();
-            let event_type = header(herald::headers::TYPE).unwrap_or_else(|| {
-                subject
-                    .strip_prefix(events_prefix)
-                    .unwrap_or(subject)
-                    .to_owned()
-            });
-            span.update_name(format!("process {event_type}"));
+            let event_type = header(herald::headers::TYPE)
+                .unwrap_or_else(|| subject.strip_prefix(events_prefix).unwrap_or(subject));
+            // An event subject names its type: its names are interned once and shared by
+            // every span (no allocation, no reference count); anything else is copied.
+            let interned = subject
+                .strip_prefix(events_prefix)
+                .filter(|&suffix| suffix == event_type)
+                .and_then(|_| intern_names(subject, event_type));
+            let (name, subject, event_type): (Cow<'static, str>, Value, Value) = match interned {
+                Some(names) => (
+                    Cow::Borrowed(names.span_name),
+                    names.subject.into(),
+                    names.event_type.into(),
+                ),
+                None => (
+                    Cow::Owned(format!("process {event_type}")),
+                    subject.to_owned().into(),
+                    event_type.to_owned().into(),
+                ),
+            };
+            let function: Value = match intern(function) {
+                Some(function) => function.into(),
+                None => Arc::clone(function).into(),
+            };
+            span.update_name(name);
             span.set_attributes([
                 KeyValue::new("messaging.system", "nats"),
                 KeyValue::new("messaging.operation.name", "process"),
-                KeyValue::new("messaging.destination.name", subject.to_owned()),
+                KeyValue::new("messaging.destination.name", subject),
                 KeyValue::new(
                     "messaging.message.id",
-                    header(herald::headers::ID).unwrap_or_default(),
+                    header(herald::headers::ID).unwrap_or_default().to_owned(),
                 ),
-                KeyValue::new("messaging.consumer.group.name", Arc::clone(function)),
+                KeyValue::new("messaging.consumer.group.name", function),
                 KeyValue::new("herald.event_type", event_type),
                 KeyValue::new("herald.attempt", attempt as i64),
                 KeyValue::new("herald.stream_sequence", stream_sequence as i64),
@@ -164,6 +179,65 @@ impl Spans {
         }
         attempt.with_span(span)
     }
+}
+
+/// At most this many strings are interned for span names and attributes (a few per function
+/// and event type); past it, names are allocated per span.
+const MAX_INTERNED: usize = 4096;
+
+/// The interned names of attempts on one event subject.
+#[derive(Debug)]
+struct AttemptNames {
+    span_name: &'static str,
+    subject: &'static str,
+    event_type: &'static str,
+}
+
+type Interned<T> = parking_lot::RwLock<std::collections::HashMap<Box<str>, T>>;
+
+static NAMES: std::sync::OnceLock<Interned<&'static AttemptNames>> = std::sync::OnceLock::new();
+static STRINGS: std::sync::OnceLock<Interned<&'static str>> = std::sync::OnceLock::new();
+
+/// `value` as a string that lives as long as the process, or `None` once
+/// [`MAX_INTERNED`] strings are held. The memory is bounded and never freed.
+fn intern(value: &str) -> Option<&'static str> {
+    let strings = STRINGS.get_or_init(Default::default);
+    if let Some(found) = strings.read().get(value) {
+        return Some(found);
+    }
+    let mut strings = strings.write();
+    if let Some(found) = strings.get(value) {
+        return Some(found);
+    }
+    if strings.len() >= MAX_INTERNED {
+        return None;
+    }
+    let leaked: &'static str = Box::leak(value.into());
+    strings.insert(value.into(), leaked);
+    Some(leaked)
+}
+
+/// The interned names of attempts on `subject` (whose type is `event_type`).
+fn intern_names(subject: &str, event_type: &str) -> Option<&'static AttemptNames> {
+    let names = NAMES.get_or_init(Default::default);
+    if let Some(found) = names.read().get(subject) {
+        return Some(found);
+    }
+    let names_for = AttemptNames {
+        span_name: intern(&format!("process {event_type}"))?,
+        subject: intern(subject)?,
+        event_type: intern(event_type)?,
+    };
+    let mut names = names.write();
+    if let Some(found) = names.get(subject) {
+        return Some(found);
+    }
+    if names.len() >= MAX_INTERNED {
+        return None;
+    }
+    let leaked: &'static AttemptNames = Box::leak(Box::new(names_for));
+    names.insert(subject.into(), leaked);
+    Some(leaked)
 }
 
 /// Records how an attempt ended on its span; a failure also sets status error.
@@ -505,6 +579,21 @@ mod tests {
         let seconds = super::seconds_since(&now).unwrap();
         assert!((1.9..3.0).contains(&seconds), "{seconds}");
         assert!(super::seconds_since("yesterday").is_none());
+    }
+
+    #[test]
+    fn interned_names_are_shared() {
+        let a = super::intern_names("herald.events.order.placed", "order.placed").unwrap();
+        let b = super::intern_names("herald.events.order.placed", "order.placed").unwrap();
+        assert!(std::ptr::eq(a, b), "one entry per subject");
+        assert_eq!(a.span_name, "process order.placed");
+        assert_eq!(a.subject, "herald.events.order.placed");
+        assert_eq!(a.event_type, "order.placed");
+        let name = super::intern("backfill-user-data").unwrap();
+        assert!(std::ptr::eq(
+            name,
+            super::intern("backfill-user-data").unwrap()
+        ));
     }
 
     #[test]
