@@ -3,9 +3,12 @@
 //! A request span publishes `user.signup`; the `welcome` function fails its first attempt
 //! and succeeds on the second. Spans are exported to memory and printed to stdout as a
 //! tree: the request, then both attempts as its children (W3C trace context travels in the
-//! event's `traceparent` header), with the step inside the attempt. To send them to your
-//! tracing backend instead, install an OpenTelemetry exporter (for example OTLP) in place of
-//! the in-memory one; nothing in Herald changes.
+//! event's `traceparent` header), with the step and the handler's own `tracing` span inside
+//! each attempt. The setup is the usual one: an OpenTelemetry tracer provider installed
+//! globally (the worker takes its spans from it) and a `tracing-opentelemetry` layer for the
+//! application's `tracing` spans. To send them to your tracing backend instead, install an
+//! exporter (for example OTLP, `herald_worker::telemetry::otlp` with the `otlp` feature) in
+//! place of the in-memory one; nothing in Herald changes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
         .with(tracing_subscriber::filter::LevelFilter::INFO)
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("tracing-example")));
     tracing::subscriber::set_global_default(subscriber)?;
+    opentelemetry::global::set_tracer_provider(provider.clone());
 
     let server = herald_local_nats::NatsServer::from_env_or_start()?;
     let client = Client::builder()
@@ -49,7 +53,9 @@ async fn main() -> anyhow::Result<()> {
                     Ok::<_, HandlerError>(format!("Welcome, {}!", signup.email))
                 })
                 .await?;
-                if attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                let sending = tracing::info_span!("send mail", to = %signup.email);
+                let first = sending.in_scope(|| attempts.fetch_add(1, Ordering::SeqCst) == 0);
+                if first {
                     return Err(HandlerError::retry("the mail provider timed out"));
                 }
                 done_tx.send(()).ok();
