@@ -560,9 +560,13 @@ async fn a_server_restart_mid_run_loses_nothing() {
     let mut nats = herald_local_nats::LocalNats::start().unwrap();
     let client = connect(&nats).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
+    // An ack in flight when the server stops is lost (acks are fire-and-forget); its event
+    // comes back after ack_wait and is acked then, so the consumer must drain well within
+    // the test's deadline.
     let function = Function::new("survives-restart")
         .on::<Job>()
         .concurrency(8)
+        .ack_wait(Duration::from_secs(2))
         .handler(move |job: Job, _ctx: Ctx| {
             let tx = tx.clone();
             async move {
