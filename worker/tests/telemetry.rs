@@ -244,6 +244,67 @@ async fn a_dead_letter_and_its_redrive_stay_in_the_producers_trace() {
 }
 
 #[tokio::test]
+async fn an_event_a_handler_publishes_continues_the_attempts_trace() {
+    let (exporter, provider, _guard) = traced();
+    let (_nats, client) = server_and_client().await;
+    let mut others = client
+        .nats()
+        .subscribe("herald.events.test.other")
+        .await
+        .unwrap();
+    let function = Function::new("relay")
+        .on::<Job>()
+        .handler(|job: Job, ctx: Ctx| async move {
+            ctx.send_event("notify", &Other { n: job.n }).await?;
+            Ok(())
+        })
+        .unwrap();
+    let worker = Worker::builder(client.clone())
+        .function(function)
+        .tracer_provider(&provider)
+        .start()
+        .await
+        .unwrap();
+    let request = tracing::info_span!("POST /api/jobs");
+    let producer = request.context().span().span_context().clone();
+    async { publish_jobs(&client, 0..1).await }
+        .instrument(request)
+        .await;
+    let sent = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut others))
+        .await
+        .unwrap()
+        .unwrap();
+    wait_consumer_drained(&client, "relay").await;
+    worker.shutdown().await;
+    provider.force_flush().unwrap();
+    let attempts = spans_named(&exporter, "process test.job");
+    assert_eq!(attempts.len(), 1);
+    let traceparent = sent
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("traceparent"))
+        .unwrap()
+        .to_string();
+    // send_event is a step: the event's parent is the step's span, inside the attempt.
+    let steps = spans_named(&exporter, "step notify");
+    assert_eq!(steps.len(), 1);
+    assert_eq!(
+        steps[0].parent_span_id,
+        attempts[0].span_context.span_id(),
+        "the step is a child of the attempt"
+    );
+    assert_eq!(
+        traceparent,
+        format!(
+            "00-{}-{}-01",
+            producer.trace_id(),
+            steps[0].span_context.span_id()
+        ),
+        "the published event continues the producer's trace from inside the attempt"
+    );
+}
+
+#[tokio::test]
 async fn in_link_mode_an_attempt_starts_its_own_trace_linked_to_the_producer() {
     let (exporter, provider, _guard) = traced();
     let (_nats, client) = server_and_client().await;
