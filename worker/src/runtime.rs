@@ -775,17 +775,9 @@ impl FunctionRuntime {
     /// the attempt's span (the current OpenTelemetry context while it runs).
     async fn process(&self, message: jetstream::Message) {
         use opentelemetry::trace::{FutureExt as _, TraceContextExt as _};
-        let (attempt, stream_sequence) = message
-            .info()
-            .map(|i| (i.delivered.max(0) as u64, i.stream_sequence))
-            .unwrap_or((0, 0));
-        let context = self.spans.attempt(
-            &message,
-            &self.events_prefix,
-            &self.function.id,
-            attempt,
-            stream_sequence,
-        );
+        let context = self
+            .spans
+            .attempt(&message, &self.events_prefix, &self.function.id);
         self.process_in(message, &context)
             .with_context(context.clone())
             .await;

@@ -90,8 +90,6 @@ impl Spans {
         message: &jetstream::Message,
         events_prefix: &str,
         function: &Arc<str>,
-        attempt: u64,
-        stream_sequence: u64,
     ) -> Context {
         let headers = message.headers.as_ref();
         let remote = headers.and_then(|h| {
@@ -148,6 +146,9 @@ impl Spans {
                 Some(function) => function.into(),
                 None => Arc::clone(function).into(),
             };
+            let (attempt, stream_sequence) = message
+                .info()
+                .map_or((0, 0), |i| (i.delivered.max(0), i.stream_sequence as i64));
             span.update_name(name);
             span.set_attributes([
                 KeyValue::new("messaging.system", "nats"),
@@ -159,8 +160,8 @@ impl Spans {
                 ),
                 KeyValue::new("messaging.consumer.group.name", function),
                 KeyValue::new("herald.event_type", event_type),
-                KeyValue::new("herald.attempt", attempt as i64),
-                KeyValue::new("herald.stream_sequence", stream_sequence as i64),
+                KeyValue::new("herald.attempt", attempt),
+                KeyValue::new("herald.stream_sequence", stream_sequence),
             ]);
         }
         parent.with_span(span)
