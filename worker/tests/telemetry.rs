@@ -34,6 +34,16 @@ fn traced() -> (
     (exporter, provider, guard)
 }
 
+/// Publishes one job inside a `POST /api/jobs` span; returns that span's context.
+async fn publish_in_request(client: &herald::Client) -> opentelemetry::trace::SpanContext {
+    let request = tracing::info_span!("POST /api/jobs");
+    let producer = request.context().span().span_context().clone();
+    async { publish_jobs(client, 0..1).await }
+        .instrument(request)
+        .await;
+    producer
+}
+
 fn spans_named(exporter: &InMemorySpanExporter, name: &str) -> Vec<SpanData> {
     exporter
         .get_finished_spans()
@@ -82,11 +92,7 @@ async fn each_attempt_is_a_child_of_the_producer_span_and_steps_are_children_of_
         .await
         .unwrap();
 
-    let request = tracing::info_span!("POST /api/jobs");
-    let producer = request.context().span().span_context().clone();
-    async { publish_jobs(&client, 0..1).await }
-        .instrument(request)
-        .await;
+    let producer = publish_in_request(&client).await;
     tokio::time::timeout(WAIT, done_rx.recv()).await.unwrap();
     wait_consumer_drained(&client, "traced").await;
     worker.shutdown().await;
@@ -195,11 +201,7 @@ async fn a_dead_letter_and_its_redrive_stay_in_the_producers_trace() {
         .start()
         .await
         .unwrap();
-    let request = tracing::info_span!("POST /api/jobs");
-    let producer = request.context().span().span_context().clone();
-    async { publish_jobs(&client, 0..1).await }
-        .instrument(request)
-        .await;
+    let producer = publish_in_request(&client).await;
     let (headers, payload) = dead.next(WAIT).await;
     assert!(
         headers["traceparent"].contains(&producer.trace_id().to_string()),
@@ -265,11 +267,7 @@ async fn an_event_a_handler_publishes_continues_the_attempts_trace() {
         .start()
         .await
         .unwrap();
-    let request = tracing::info_span!("POST /api/jobs");
-    let producer = request.context().span().span_context().clone();
-    async { publish_jobs(&client, 0..1).await }
-        .instrument(request)
-        .await;
+    let producer = publish_in_request(&client).await;
     let sent = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut others))
         .await
         .unwrap()
@@ -326,11 +324,7 @@ async fn in_link_mode_an_attempt_starts_its_own_trace_linked_to_the_producer() {
         .start()
         .await
         .unwrap();
-    let request = tracing::info_span!("POST /api/jobs");
-    let producer = request.context().span().span_context().clone();
-    async { publish_jobs(&client, 0..1).await }
-        .instrument(request)
-        .await;
+    let producer = publish_in_request(&client).await;
     tokio::time::timeout(WAIT, done_rx.recv()).await.unwrap();
     wait_consumer_drained(&client, "linked").await;
     worker.shutdown().await;
