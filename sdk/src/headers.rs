@@ -1,34 +1,12 @@
-//! Envelope headers of protocol section 4: names, value encoding and time stamps.
+//! Envelope headers of protocol section 4: value encoding and time stamps. The header names
+//! are defined in [`crate::protocol::header`] and re-exported here.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// `ce-specversion`: always `1.0`.
-pub const SPEC_VERSION: &str = "ce-specversion";
-/// `ce-id`: the event id.
-pub const ID: &str = "ce-id";
-/// `ce-type`: the event type.
-pub const TYPE: &str = "ce-type";
-/// `ce-source`: URI-reference of the producer.
-pub const SOURCE: &str = "ce-source";
-/// `ce-time`: RFC 3339 UTC time of the occurrence.
-pub const TIME: &str = "ce-time";
-/// `ce-datacontenttype`: `application/json`.
-pub const DATA_CONTENT_TYPE: &str = "ce-datacontenttype";
-/// `ce-dataschema`: `urn:ns:schema:T:N`.
-pub const DATA_SCHEMA: &str = "ce-dataschema";
-/// `ce-subject`: the entity the event is about.
-pub const SUBJECT: &str = "ce-subject";
-/// `Nats-Msg-Id`: equal to `ce-id`, for JetStream's deduplication.
-pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
-/// W3C `traceparent`.
-pub const TRACEPARENT: &str = "traceparent";
-/// W3C `tracestate`.
-pub const TRACESTATE: &str = "tracestate";
-
-/// The CloudEvents version Herald writes.
-pub const SPEC_VERSION_VALUE: &str = "1.0";
-/// The only content type of protocol version 1.
-pub const JSON_CONTENT_TYPE: &str = "application/json";
+pub use crate::protocol::header::{
+    DATA_CONTENT_TYPE, DATA_SCHEMA, ID, JSON_CONTENT_TYPE, NATS_MSG_ID, SOURCE, SPEC_VERSION,
+    SPEC_VERSION_VALUE, SUBJECT, TIME, TRACEPARENT, TRACESTATE, TYPE,
+};
 
 /// Percent-encodes a header value as the CloudEvents HTTP binding does: space, `"`, `%` and
 /// everything outside printable ASCII become `%XX` (of the UTF-8 bytes).

@@ -51,6 +51,7 @@ pub mod compat;
 mod event;
 pub mod headers;
 mod names;
+pub mod protocol;
 mod provision;
 pub mod registry;
 pub mod schema;

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::compat::{self, CompatibilityMode, CompatibilityReport};
 use crate::names::{EventType, NameError, Namespace};
+use crate::protocol::registry_keys as keys;
 use crate::schema::digest;
 
 /// One registered version of a type's schema.
@@ -133,20 +134,7 @@ fn kv_error<E: Into<async_nats::Error>>(
     }
 }
 
-/// The `ce-dataschema` value for version `version` of `event_type` in `namespace`.
-pub fn data_schema_urn(namespace: &Namespace, event_type: &str, version: u32) -> String {
-    format!("urn:{}:schema:{event_type}:{version}", namespace.as_str())
-}
-
-/// Parses `urn:ns:schema:T:N` into (T, N) when it belongs to `namespace`.
-pub fn parse_data_schema(namespace: &Namespace, value: &str) -> Option<(String, u32)> {
-    let rest = value
-        .strip_prefix("urn:")?
-        .strip_prefix(namespace.as_str())?
-        .strip_prefix(":schema:")?;
-    let (event_type, version) = rest.rsplit_once(':')?;
-    Some((event_type.to_owned(), version.parse().ok()?))
-}
+pub use crate::protocol::{data_schema_urn, parse_data_schema};
 
 /// The schema without `$id` (the digest does not depend on the version it gets).
 fn without_id(schema: &Value) -> Value {
@@ -214,7 +202,7 @@ impl Registry {
         event_type: &str,
         version: u32,
     ) -> Result<Option<SchemaVersion>, RegistryError> {
-        let key = format!("ver.{event_type}.{version}");
+        let key = keys::version(event_type, version);
         Ok(self.read::<SchemaVersion>(&key).await?.map(|(v, _)| v))
     }
 
@@ -229,7 +217,7 @@ impl Registry {
 
     /// The registered versions of `event_type`, ascending.
     pub async fn versions(&self, event_type: &str) -> Result<Vec<u32>, RegistryError> {
-        let prefix = format!("ver.{event_type}.");
+        let prefix = keys::versions_of(event_type);
         let mut versions: Vec<u32> = self
             .keys()
             .await?
@@ -246,12 +234,7 @@ impl Registry {
             .keys()
             .await?
             .into_iter()
-            .filter_map(|key| {
-                let rest = key.strip_prefix("ver.")?;
-                let (event_type, version) = rest.rsplit_once('.')?;
-                version.parse::<u32>().ok()?;
-                Some(event_type.to_owned())
-            })
+            .filter_map(|key| Some(keys::parse_version(&key)?.0.to_owned()))
             .collect();
         types.sort();
         types.dedup();
@@ -277,9 +260,9 @@ impl Registry {
     ) -> Result<impl futures::Stream<Item = SchemaVersion> + Send + 'static, RegistryError> {
         let watch = self
             .kv
-            .watch("ver.>")
+            .watch(keys::VERSIONS_WILDCARD)
             .await
-            .map_err(kv_error("watch", "ver.>"))?;
+            .map_err(kv_error("watch", keys::VERSIONS_WILDCARD))?;
         Ok(watch.filter_map(|entry| async move {
             let entry = entry.ok()?;
             if entry.operation != kv::Operation::Put {
@@ -294,7 +277,7 @@ impl Registry {
         &self,
         event_type: &str,
     ) -> Result<CompatibilityMode, RegistryError> {
-        let key = format!("cfg.{event_type}");
+        let key = keys::config(event_type);
         Ok(self
             .read::<TypeConfig>(&key)
             .await?
@@ -309,7 +292,7 @@ impl Registry {
         mode: CompatibilityMode,
     ) -> Result<(), RegistryError> {
         EventType::new(event_type)?;
-        let key = format!("cfg.{event_type}");
+        let key = keys::config(event_type);
         let value = serde_json::to_vec(&TypeConfig {
             compatibility: mode,
         })
@@ -349,7 +332,7 @@ impl Registry {
         event_type: &str,
         digest: &str,
     ) -> Result<Option<u32>, RegistryError> {
-        let key = format!("digest.{digest}");
+        let key = keys::digest(digest);
         Ok(self
             .read::<DigestEntry>(&key)
             .await?
@@ -420,12 +403,12 @@ impl Registry {
                 created_at: crate::headers::format_time(SystemTime::now()),
                 source: self.source.clone(),
             };
-            let key = format!("ver.{event_type}.{version}");
+            let key = keys::version(event_type, version);
             let bytes = serde_json::to_vec(&record).unwrap_or_default();
             match self.kv.create(&key, bytes.into()).await {
                 Ok(_) => {
                     self.advance_latest(event_type, version, &digest).await?;
-                    let digest_key = format!("digest.{digest}");
+                    let digest_key = keys::digest(&digest);
                     let entry = serde_json::to_vec(&DigestEntry {
                         event_type: event_type.to_owned(),
                         version,
@@ -454,7 +437,7 @@ impl Registry {
         version: u32,
         digest: &str,
     ) -> Result<(), RegistryError> {
-        let key = format!("latest.{event_type}");
+        let key = keys::latest(event_type);
         let value = serde_json::to_vec(&Latest {
             version,
             digest: digest.to_owned(),
