@@ -16,7 +16,7 @@ use parking_lot::RwLock;
 use crate::headers;
 use crate::names::{EventType, NameError, Namespace, check_event_id};
 use crate::provision::{
-    ProvisionError, ProvisionOptions, ProvisionReport, StreamSettings, provision,
+    ProvisionError, ProvisionOptions, ProvisionReport, ServerFeatures, StreamSettings, provision,
 };
 use crate::registry::{Registry, RegistryError};
 use crate::schema::{CompiledSchema, SchemaCompileError, Violation};
@@ -743,17 +743,27 @@ impl Client {
     /// True when the connected server has scheduled messages (nats-server 2.12+), which
     /// durable sleeps and step continuations use.
     pub fn supports_schedules(&self) -> bool {
+        self.server_at_least(2, 12)
+    }
+
+    /// True when the connected server has per-message TTLs (`Nats-TTL`, nats-server 2.11+),
+    /// which let scheduled messages outlive `NS_EVENTS`' max age and run records carry
+    /// their own expiry.
+    pub fn supports_message_ttl(&self) -> bool {
+        self.server_at_least(2, 11)
+    }
+
+    /// Whether the connected server's version is at least `major.minor`.
+    fn server_at_least(&self, major: u32, minor: u32) -> bool {
         let version = self.inner.nats.server_info().version;
         let mut parts = version.trim_start_matches('v').split('.');
-        let major = parts
-            .next()
-            .and_then(|p| p.parse::<u32>().ok())
-            .unwrap_or(0);
-        let minor = parts
-            .next()
-            .and_then(|p| p.parse::<u32>().ok())
-            .unwrap_or(0);
-        (major, minor) >= (2, 12)
+        let mut next = || {
+            parts
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        (next(), next()) >= (major, minor)
     }
 
     /// The stream settings used by [`provision`](Self::provision).
@@ -761,8 +771,21 @@ impl Client {
         &self.inner.streams
     }
 
-    /// Creates the namespace's streams and buckets, or checks those that exist. Never
-    /// changes an existing one: a difference is reported in the [`ProvisionReport`].
+    /// Creates the namespace's streams and buckets, or checks those that exist.
+    ///
+    /// Replicas: [`StreamSettings::replicas`] when set, else `min(3, size of the JetStream
+    /// cluster)`: 1 on a single server, 3 on a cluster of three or more. An ordinary account
+    /// cannot ask for the cluster size, so the server's placement answers it: an existing
+    /// `NS_EVENTS` on three or more servers, or a probe stream `NS_REPLICAS_PROBE` created
+    /// with 3 (then 2) replicas and deleted at once. While a server of the cluster is
+    /// offline the probe fails with [`ProvisionError::NoPlacement`], which
+    /// [is transient](ProvisionError::is_transient): provisioning never falls back to fewer
+    /// replicas because a server is down.
+    ///
+    /// An existing stream or bucket is changed only to turn on `allow_msg_ttl` and
+    /// `allow_msg_schedules` where the server has them (Herald's timers need them, and they
+    /// only add a capability); any other difference is reported in the
+    /// [`ProvisionReport`] and applied only by [`provision_with`](Self::provision_with).
     pub async fn provision(&self) -> Result<ProvisionReport, ProvisionError> {
         self.provision_with(ProvisionOptions::default()).await
     }
@@ -777,7 +800,10 @@ impl Client {
             &self.inner.namespace,
             &self.inner.streams,
             options,
-            self.supports_schedules(),
+            ServerFeatures {
+                schedules: self.supports_schedules(),
+                message_ttl: self.supports_message_ttl(),
+            },
         )
         .await
     }

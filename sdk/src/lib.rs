@@ -64,8 +64,8 @@ pub use client::{
 pub use event::Event;
 pub use names::{EventType, NameError, Namespace, check_event_id};
 pub use provision::{
-    Drift, ProvisionError, ProvisionOptions, ProvisionOutcome, ProvisionReport, ResourceKind,
-    ResourceReport, StreamSettings,
+    Drift, ProvisionError, ProvisionOptions, ProvisionOutcome, ProvisionReport, ReplicasSource,
+    ResourceKind, ResourceReport, StreamSettings,
 };
 
 /// `#[derive(Event)]`: see [`Event`] and the attribute table in `herald_macros::Event`.

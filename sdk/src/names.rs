@@ -91,6 +91,12 @@ impl Namespace {
         format!("{}_ADVISORIES", self.upper)
     }
 
+    /// The short-lived stream provisioning creates to learn how many replicas the
+    /// JetStream cluster can place, `NS_REPLICAS_PROBE` (deleted at once).
+    pub fn replicas_probe_stream(&self) -> String {
+        format!("{}_REPLICAS_PROBE", self.upper)
+    }
+
     /// The schema registry bucket, `ns-schemas`.
     pub fn schemas_bucket(&self) -> String {
         format!("{}-schemas", self.name)

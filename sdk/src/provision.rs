@@ -4,11 +4,12 @@ use std::fmt;
 use std::time::Duration;
 
 use async_nats::jetstream::{
-    self,
+    self, kv,
     stream::{self, RetentionPolicy, StorageType},
 };
 
 use crate::names::Namespace;
+use crate::protocol;
 
 /// The settings of the streams and buckets Herald provisions. Defaults follow protocol
 /// section 3; change them with `..Default::default()`.
@@ -24,8 +25,10 @@ pub struct StreamSettings {
     pub dlq_duplicate_window: Duration,
     /// How long advisories are kept in `NS_ADVISORIES` (default 7 days).
     pub advisories_max_age: Duration,
-    /// Replicas of every stream and bucket: 1 on a single server, 3 in a cluster.
-    pub replicas: usize,
+    /// Replicas of every stream and bucket. `None` (the default): `min(3, size of the
+    /// JetStream cluster)`, learned when provisioning (1 on a single server); see
+    /// [`Client::provision`](crate::Client::provision).
+    pub replicas: Option<usize>,
     /// File (default) or memory storage.
     pub storage: StorageType,
 }
@@ -39,7 +42,7 @@ impl Default for StreamSettings {
             dlq_max_age: 30 * DAY,
             dlq_duplicate_window: Duration::from_secs(3600),
             advisories_max_age: 7 * DAY,
-            replicas: 1,
+            replicas: None,
             storage: StorageType::File,
         }
     }
@@ -107,13 +110,41 @@ pub struct ResourceReport {
     pub kind: ResourceKind,
     /// What happened.
     pub outcome: ProvisionOutcome,
+    /// The replicas it has on the server now.
+    pub replicas: usize,
+}
+
+/// How provisioning chose the replicas of the streams and buckets it creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplicasSource {
+    /// [`StreamSettings::replicas`] was set.
+    Configured,
+    /// JetStream runs on a single server (not clustered): 1.
+    SingleServer,
+    /// JetStream is clustered: `min(3, servers that can hold a replica)`.
+    Cluster,
+}
+
+impl fmt::Display for ReplicasSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReplicasSource::Configured => "as configured",
+            ReplicasSource::SingleServer => "single server",
+            ReplicasSource::Cluster => "min(3, cluster size)",
+        })
+    }
 }
 
 /// The result of provisioning a namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvisionReport {
     /// One entry per stream and bucket, in creation order.
     pub resources: Vec<ResourceReport>,
+    /// The replicas Herald expects of every stream and bucket (and gives those it creates).
+    pub replicas: usize,
+    /// How [`replicas`](Self::replicas) was chosen.
+    pub replicas_source: ReplicasSource,
 }
 
 impl ProvisionReport {
@@ -143,7 +174,7 @@ impl fmt::Display for ProvisionReport {
                 ResourceKind::Stream => "stream",
                 ResourceKind::Bucket => "bucket",
             };
-            write!(f, "{kind} {}: ", resource.name)?;
+            write!(f, "{kind} {} (R{}): ", resource.name, resource.replicas)?;
             let list = |drift: &[Drift]| {
                 drift
                     .iter()
@@ -166,7 +197,8 @@ impl fmt::Display for ProvisionReport {
     }
 }
 
-/// Provisioning failed.
+/// Provisioning failed. [`is_transient`](Self::is_transient) tells an outage that passes
+/// (retry with backoff) from a configuration the server refuses (fix it first).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProvisionError {
@@ -192,32 +224,177 @@ pub enum ProvisionError {
         /// The differing immutable fields.
         fields: String,
     },
+    /// The JetStream cluster cannot place a stream with the replicas Herald needs, so the
+    /// replica count cannot be chosen (or the stream not created) now.
+    #[error(
+        "the JetStream cluster cannot place a stream with {replicas} replicas: {detail}. If a \
+         server is down or restarting, provisioning succeeds once it is back; otherwise check \
+         the servers' placement tags and storage, or choose the replicas yourself \
+         (StreamSettings::replicas, herald provision --replicas)"
+    )]
+    NoPlacement {
+        /// The replicas asked for.
+        replicas: usize,
+        /// What the server said.
+        detail: String,
+    },
+}
+
+impl ProvisionError {
+    /// True for errors that pass by themselves: a request that timed out or found no
+    /// responder, a closed connection, a cluster electing a leader, a peer that is offline,
+    /// insufficient resources while a peer is down. False for configuration errors (bad
+    /// permissions seen as a refusal, JetStream not enabled, a retention or storage mismatch,
+    /// an invalid config), which a retry does not fix.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProvisionError::JetStream { source, .. } => is_transient_error(source.as_ref()),
+            ProvisionError::Immutable { .. } => false,
+            ProvisionError::NoPlacement { detail, .. } => placement_is_transient(detail),
+        }
+    }
+}
+
+/// Whether a "no suitable peers for placement" answer is about a peer being offline (or
+/// not heard from yet) rather than about tags or storage.
+fn placement_is_transient(detail: &str) -> bool {
+    detail.contains("peer offline") || detail.contains("miscellaneous issue")
+}
+
+/// JetStream API error codes that describe a passing state of the cluster.
+const TRANSIENT_API_ERRORS: [jetstream::ErrorCode; 8] = [
+    jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE,
+    jetstream::ErrorCode::CLUSTER_NOT_LEADER,
+    jetstream::ErrorCode::INSUFFICIENT_RESOURCES,
+    jetstream::ErrorCode::STREAM_OFFLINE,
+    jetstream::ErrorCode::CONSUMER_OFFLINE,
+    jetstream::ErrorCode::STREAM_OFFLINE_REASON,
+    jetstream::ErrorCode::CONSUMER_OFFLINE_REASON,
+    jetstream::ErrorCode::CLUSTER_SERVER_MEMBER_CHANGE_INFLIGHT,
+];
+
+fn api_error_is_transient(error: &jetstream::Error) -> bool {
+    let code = error.error_code();
+    TRANSIENT_API_ERRORS.contains(&code)
+        || (code == jetstream::ErrorCode::CLUSTER_NO_PEERS
+            && placement_is_transient(&error.to_string()))
+}
+
+/// Walks an error and its sources for one that says the failure passes by itself.
+fn is_transient_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    use jetstream::context::{
+        CreateKeyValueError, CreateKeyValueErrorKind, CreateStreamError, CreateStreamErrorKind,
+        GetStreamError, GetStreamErrorKind, RequestError, RequestErrorKind,
+    };
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(error) = error.downcast_ref::<CreateStreamError>() {
+            match error.kind() {
+                CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable => {
+                    return true;
+                }
+                CreateStreamErrorKind::JetStream(api) => return api_error_is_transient(&api),
+                _ => {}
+            }
+        } else if let Some(error) = error.downcast_ref::<GetStreamError>() {
+            if let GetStreamErrorKind::JetStream(api) = error.kind() {
+                return api_error_is_transient(&api);
+            }
+        } else if let Some(error) = error.downcast_ref::<CreateKeyValueError>() {
+            if error.kind() == CreateKeyValueErrorKind::TimedOut {
+                return true;
+            }
+        } else if let Some(error) = error.downcast_ref::<RequestError>() {
+            if matches!(
+                error.kind(),
+                RequestErrorKind::TimedOut | RequestErrorKind::NoResponders
+            ) {
+                return true;
+            }
+        } else if let Some(error) = error.downcast_ref::<async_nats::RequestError>() {
+            if matches!(
+                error.kind(),
+                async_nats::RequestErrorKind::TimedOut | async_nats::RequestErrorKind::NoResponders
+            ) {
+                return true;
+            }
+        } else if let Some(error) = error.downcast_ref::<jetstream::Error>() {
+            return api_error_is_transient(error);
+        } else if let Some(error) = error.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind;
+            return matches!(
+                error.kind(),
+                ErrorKind::TimedOut
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::ConnectionRefused
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::NotConnected
+                    | ErrorKind::UnexpectedEof
+            );
+        }
+        next = error.source();
+    }
+    false
+}
+
+/// What the connected server supports, which decides optional stream fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ServerFeatures {
+    /// Scheduled messages (nats-server 2.12+): `allow_msg_schedules` on `NS_EVENTS`.
+    pub(crate) schedules: bool,
+    /// Per-message TTLs (nats-server 2.11+): `allow_msg_ttl` on `NS_EVENTS` and `ns-runs`.
+    pub(crate) message_ttl: bool,
 }
 
 /// The desired config of one resource.
 #[derive(Debug, Clone)]
 pub(crate) enum Desired {
     Stream(Box<stream::Config>),
-    Bucket(Box<jetstream::kv::Config>),
+    Bucket {
+        config: Box<kv::Config>,
+        /// `allow_msg_ttl` on the bucket's stream (per-key TTLs).
+        allow_message_ttl: bool,
+    },
 }
 
 impl Desired {
     fn name(&self) -> String {
         match self {
             Desired::Stream(config) => config.name.clone(),
-            Desired::Bucket(config) => config.bucket.clone(),
+            Desired::Bucket { config, .. } => config.bucket.clone(),
         }
     }
     fn stream_name(&self) -> String {
         match self {
             Desired::Stream(config) => config.name.clone(),
-            Desired::Bucket(config) => format!("KV_{}", config.bucket),
+            Desired::Bucket { config, .. } => protocol::kv_stream(&config.bucket),
         }
     }
     fn kind(&self) -> ResourceKind {
         match self {
             Desired::Stream(_) => ResourceKind::Stream,
-            Desired::Bucket(_) => ResourceKind::Bucket,
+            Desired::Bucket { .. } => ResourceKind::Bucket,
+        }
+    }
+    fn replicas(&self) -> usize {
+        match self {
+            Desired::Stream(config) => config.num_replicas,
+            Desired::Bucket { config, .. } => config.num_replicas,
+        }
+    }
+    fn allow_message_ttl(&self) -> bool {
+        match self {
+            Desired::Stream(config) => config.allow_message_ttl,
+            Desired::Bucket {
+                allow_message_ttl, ..
+            } => *allow_message_ttl,
+        }
+    }
+    fn allow_message_schedules(&self) -> bool {
+        match self {
+            Desired::Stream(config) => config.allow_message_schedules,
+            Desired::Bucket { .. } => false,
         }
     }
 }
@@ -227,60 +404,76 @@ impl Desired {
 pub(crate) fn desired(
     namespace: &Namespace,
     settings: &StreamSettings,
-    schedules: bool,
+    replicas: usize,
+    features: ServerFeatures,
 ) -> Vec<Desired> {
-    let stream = |name: String, subjects: Vec<String>, max_age, duplicate_window| {
-        Desired::Stream(Box::new(stream::Config {
-            name,
-            subjects,
-            retention: RetentionPolicy::Limits,
-            storage: settings.storage,
-            max_age,
-            duplicate_window,
-            num_replicas: settings.replicas,
-            ..Default::default()
-        }))
+    let stream = |name: String, subjects: Vec<String>, max_age, duplicate_window| stream::Config {
+        name,
+        subjects,
+        retention: RetentionPolicy::Limits,
+        storage: settings.storage,
+        max_age,
+        duplicate_window,
+        num_replicas: replicas,
+        ..Default::default()
     };
-    let bucket = |bucket: String, history: i64, max_age| {
-        Desired::Bucket(Box::new(jetstream::kv::Config {
+    let bucket = |bucket: String, history: i64, max_age, allow_message_ttl| Desired::Bucket {
+        config: Box::new(kv::Config {
             bucket,
             history,
             max_age,
             storage: settings.storage,
-            num_replicas: settings.replicas,
+            num_replicas: replicas,
             ..Default::default()
-        }))
+        }),
+        allow_message_ttl,
+    };
+    let events = stream::Config {
+        // Durable sleeps and step continuations are scheduled messages (2.12+) that must
+        // outlive max_age: they carry `Nats-TTL: never`, which needs allow_msg_ttl (2.11+).
+        allow_message_schedules: features.schedules,
+        allow_message_ttl: features.message_ttl,
+        ..stream(
+            namespace.events_stream(),
+            vec![namespace.events_wildcard(), namespace.redrive_wildcard()],
+            settings.events_max_age,
+            settings.events_duplicate_window,
+        )
+    };
+    // Run records carry their own TTL where the server has per-message TTLs; without them
+    // the bucket keeps records as long as the events stream keeps events.
+    let runs_max_age = if features.message_ttl {
+        Duration::ZERO
+    } else {
+        settings.events_max_age
     };
     vec![
-        stream(
+        Desired::Stream(Box::new(stream(
             namespace.advisories_stream(),
             vec![namespace.advisories_subject()],
             settings.advisories_max_age,
             Duration::from_secs(120),
-        ),
-        {
-            let mut events = stream(
-                namespace.events_stream(),
-                vec![namespace.events_wildcard(), namespace.redrive_wildcard()],
-                settings.events_max_age,
-                settings.events_duplicate_window,
-            );
-            // Durable sleeps and step continuations are scheduled messages (2.12+).
-            if let Desired::Stream(config) = &mut events {
-                config.allow_message_schedules = schedules;
-            }
-            events
-        },
-        stream(
+        ))),
+        Desired::Stream(Box::new(events)),
+        Desired::Stream(Box::new(stream(
             namespace.dlq_stream(),
             vec![namespace.dlq_wildcard()],
             settings.dlq_max_age,
             settings.dlq_duplicate_window,
+        ))),
+        bucket(namespace.schemas_bucket(), 1, Duration::ZERO, false),
+        bucket(
+            namespace.runs_bucket(),
+            1,
+            runs_max_age,
+            features.message_ttl,
         ),
-        bucket(namespace.schemas_bucket(), 1, Duration::ZERO),
-        bucket(namespace.runs_bucket(), 1, settings.events_max_age),
     ]
 }
+
+/// Fields that only add a capability, which provisioning turns on by itself in existing
+/// streams: Herald's timers need them, and the server never lets them be turned off again.
+const CAPABILITY_FIELDS: [&str; 2] = ["allow_msg_schedules", "allow_msg_ttl"];
 
 /// The fields of `actual` that differ from `desired` (only the fields Herald sets), and
 /// whether any of them cannot be changed by an update.
@@ -296,6 +489,10 @@ pub(crate) fn diff(desired: &Desired, actual: &stream::Config) -> (Vec<Drift>, b
                 actual: found,
             });
         }
+    };
+    let (storage, max_age, replicas) = match desired {
+        Desired::Stream(want) => (want.storage, want.max_age, want.num_replicas),
+        Desired::Bucket { config, .. } => (config.storage, config.max_age, config.num_replicas),
     };
     match desired {
         Desired::Stream(want) => {
@@ -315,67 +512,85 @@ pub(crate) fn diff(desired: &Desired, actual: &stream::Config) -> (Vec<Drift>, b
                 format!("{:?}", actual.retention),
                 false,
             );
-            check(
-                "storage",
-                format!("{:?}", want.storage),
-                format!("{:?}", actual.storage),
-                false,
-            );
-            check(
-                "max_age",
-                format!("{:?}", want.max_age),
-                format!("{:?}", actual.max_age),
-                true,
-            );
-            check(
-                "duplicate_window",
-                format!("{:?}", want.duplicate_window),
-                format!("{:?}", actual.duplicate_window),
-                true,
-            );
-            check(
-                "num_replicas",
-                want.num_replicas.to_string(),
-                actual.num_replicas.to_string(),
-                true,
-            );
-            if want.allow_message_schedules {
-                check(
-                    "allow_msg_schedules",
-                    "true".to_owned(),
-                    actual.allow_message_schedules.to_string(),
-                    true,
-                );
-            }
         }
-        Desired::Bucket(want) => {
-            check(
-                "history",
-                want.history.to_string(),
-                actual.max_messages_per_subject.to_string(),
-                true,
-            );
-            check(
-                "storage",
-                format!("{:?}", want.storage),
-                format!("{:?}", actual.storage),
-                false,
-            );
-            check(
-                "max_age",
-                format!("{:?}", want.max_age),
-                format!("{:?}", actual.max_age),
-                true,
-            );
-            check(
-                "num_replicas",
-                want.num_replicas.to_string(),
-                actual.num_replicas.to_string(),
-                true,
-            );
-        }
+        Desired::Bucket { config, .. } => check(
+            "history",
+            config.history.to_string(),
+            actual.max_messages_per_subject.to_string(),
+            true,
+        ),
+    }
+    check(
+        "storage",
+        format!("{storage:?}"),
+        format!("{:?}", actual.storage),
+        false,
+    );
+    check(
+        "max_age",
+        format!("{max_age:?}"),
+        format!("{:?}", actual.max_age),
+        true,
+    );
+    if let Desired::Stream(want) = desired {
+        check(
+            "duplicate_window",
+            format!("{:?}", want.duplicate_window),
+            format!("{:?}", actual.duplicate_window),
+            true,
+        );
+    }
+    check(
+        "num_replicas",
+        replicas.to_string(),
+        actual.num_replicas.to_string(),
+        true,
+    );
+    // Capabilities are only ever asked for, never asked to be off.
+    if desired.allow_message_schedules() {
+        check(
+            "allow_msg_schedules",
+            "true".to_owned(),
+            actual.allow_message_schedules.to_string(),
+            true,
+        );
+    }
+    if desired.allow_message_ttl() {
+        check(
+            "allow_msg_ttl",
+            "true".to_owned(),
+            actual.allow_message_ttl.to_string(),
+            true,
+        );
     }
     (drift, immutable)
+}
+
+/// `actual` with every field Herald owns set as `want` says (capabilities only turned on).
+fn updated_config(want: &Desired, actual: &stream::Config) -> stream::Config {
+    let mut updated = match want {
+        Desired::Stream(config) => stream::Config {
+            subjects: config.subjects.clone(),
+            max_age: config.max_age,
+            duplicate_window: config.duplicate_window,
+            num_replicas: config.num_replicas,
+            ..actual.clone()
+        },
+        Desired::Bucket { config, .. } => stream::Config {
+            max_messages_per_subject: config.history,
+            max_age: config.max_age,
+            num_replicas: config.num_replicas,
+            ..actual.clone()
+        },
+    };
+    with_capabilities(want, &mut updated);
+    updated
+}
+
+/// Turns on the capabilities `want` asks for, keeping any already on.
+fn with_capabilities(want: &Desired, config: &mut stream::Config) {
+    config.allow_message_schedules |= want.allow_message_schedules();
+    config.allow_message_ttl |= want.allow_message_ttl();
 }
 
 fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
@@ -398,44 +613,145 @@ fn js_error(
     }
 }
 
+/// A create refused for placement becomes [`ProvisionError::NoPlacement`]; any other error
+/// stays a JetStream error.
+fn create_error(
+    name: &str,
+    replicas: usize,
+    error: Box<dyn std::error::Error + Send + Sync>,
+) -> ProvisionError {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(current) = next {
+        if let Some(create) = current.downcast_ref::<jetstream::context::CreateStreamError>()
+            && let jetstream::context::CreateStreamErrorKind::JetStream(api) = create.kind()
+            && api.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS
+        {
+            return ProvisionError::NoPlacement {
+                replicas,
+                detail: api.to_string(),
+            };
+        }
+        next = current.source();
+    }
+    js_error("create", name)(error)
+}
+
 pub(crate) async fn provision(
     js: &jetstream::Context,
     namespace: &Namespace,
     settings: &StreamSettings,
     options: ProvisionOptions,
-    schedules: bool,
+    features: ServerFeatures,
 ) -> Result<ProvisionReport, ProvisionError> {
-    let mut report = ProvisionReport::default();
-    for want in desired(namespace, settings, schedules) {
-        let outcome = converge(js, &want, options).await?;
+    let (replicas, replicas_source) = choose_replicas(js, namespace, settings).await?;
+    let mut report = ProvisionReport {
+        resources: Vec::new(),
+        replicas,
+        replicas_source,
+    };
+    for want in desired(namespace, settings, replicas, features) {
+        let (outcome, replicas) = converge(js, &want, options).await?;
         report.resources.push(ResourceReport {
             name: want.name(),
             kind: want.kind(),
             outcome,
+            replicas,
         });
     }
     Ok(report)
 }
 
+/// The replicas of every stream and bucket: the configured count, or `min(3, cluster
+/// size)`. The cluster size is not visible to an ordinary account, so the server's own
+/// placement answers: an existing `NS_EVENTS` spread over three or more servers, else a
+/// probe stream created with 3 (then 2) replicas and deleted. A single server refuses
+/// replicas outright; a cluster with too few servers says "no suitable peers"; a cluster
+/// with a peer offline is an error that passes, never a quiet downgrade.
+async fn choose_replicas(
+    js: &jetstream::Context,
+    namespace: &Namespace,
+    settings: &StreamSettings,
+) -> Result<(usize, ReplicasSource), ProvisionError> {
+    const MOST: usize = 3;
+    if let Some(replicas) = settings.replicas {
+        return Ok((replicas, ReplicasSource::Configured));
+    }
+    let events = namespace.events_stream();
+    match js.get_stream(&events).await {
+        Ok(stream) => {
+            if let Some(cluster) = &stream.cached_info().cluster
+                && cluster.replicas.len() + 1 >= MOST
+            {
+                return Ok((MOST, ReplicasSource::Cluster));
+            }
+        }
+        Err(error) if is_not_found(&error) => {}
+        Err(error) => return Err(js_error("look up", &events)(error.into())),
+    }
+    let probe = namespace.replicas_probe_stream();
+    let mut replicas = MOST;
+    let mut cleared = false;
+    while replicas > 1 {
+        let config = stream::Config {
+            name: probe.clone(),
+            subjects: vec![probe.clone()],
+            storage: settings.storage,
+            num_replicas: replicas,
+            max_bytes: 1024,
+            max_age: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let Err(error) = js.create_stream(config).await else {
+            if let Err(error) = js.delete_stream(&probe).await {
+                tracing::warn!(stream = %probe, %error, "could not delete the replicas probe");
+            }
+            return Ok((replicas, ReplicasSource::Cluster));
+        };
+        let jetstream::context::CreateStreamErrorKind::JetStream(api) = error.kind() else {
+            return Err(js_error("create the replicas probe", &probe)(error.into()));
+        };
+        let code = api.error_code();
+        if code == jetstream::ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED {
+            return Ok((1, ReplicasSource::SingleServer));
+        }
+        if code == jetstream::ErrorCode::STREAM_NAME_EXIST && !cleared {
+            // A probe left by an interrupted provisioning, with other replicas.
+            cleared = true;
+            js.delete_stream(&probe)
+                .await
+                .map_err(|e| js_error("delete the replicas probe", &probe)(e.into()))?;
+            continue;
+        }
+        let detail = api.to_string();
+        if code == jetstream::ErrorCode::CLUSTER_NO_PEERS
+            && !detail.contains("no suitable peers for placement,")
+        {
+            // Nothing offline, no tag or storage issue: the cluster has fewer servers.
+            replicas -= 1;
+            continue;
+        }
+        if code == jetstream::ErrorCode::CLUSTER_NO_PEERS {
+            return Err(ProvisionError::NoPlacement { replicas, detail });
+        }
+        return Err(js_error("create the replicas probe", &probe)(error.into()));
+    }
+    Ok((1, ReplicasSource::Cluster))
+}
+
+/// Creates `want`, or compares it with what exists and updates it as allowed. Returns the
+/// outcome and the replicas the resource has now.
 async fn converge(
     js: &jetstream::Context,
     want: &Desired,
     options: ProvisionOptions,
-) -> Result<ProvisionOutcome, ProvisionError> {
+) -> Result<(ProvisionOutcome, usize), ProvisionError> {
     let name = want.name();
     let stream_name = want.stream_name();
     // Two processes may provision at once: a create that loses the race finds the winner's
     // stream on the second pass and compares with it.
     for _ in 0..2 {
         let existing = match js.get_stream(&stream_name).await {
-            Ok(mut stream) => Some(
-                stream
-                    .info()
-                    .await
-                    .map_err(|e| js_error("read", &name)(e.into()))?
-                    .config
-                    .clone(),
-            ),
+            Ok(stream) => Some(stream.cached_info().config.clone()),
             Err(error) if is_not_found(&error) => None,
             Err(error) => return Err(js_error("look up", &name)(error.into())),
         };
@@ -445,59 +761,76 @@ async fn converge(
                     .create_stream(config.as_ref().clone())
                     .await
                     .map(drop)
-                    .map_err(|e| -> async_nats::Error { e.into() }),
-                Desired::Bucket(config) => js
+                    .map_err(|e| create_error(&name, want.replicas(), e.into())),
+                Desired::Bucket { config, .. } => js
                     .create_key_value(config.as_ref().clone())
                     .await
                     .map(drop)
-                    .map_err(|e| -> async_nats::Error { e.into() }),
+                    .map_err(|e| create_error(&name, want.replicas(), e.into())),
             };
             match created {
-                Ok(()) => return Ok(ProvisionOutcome::Created),
+                Ok(()) => {
+                    if want.allow_message_ttl() && matches!(want, Desired::Bucket { .. }) {
+                        // A bucket is created without per-key TTLs; turn them on.
+                        let stream = js
+                            .get_stream(&stream_name)
+                            .await
+                            .map_err(|e| js_error("read", &name)(e.into()))?;
+                        let mut config = stream.cached_info().config.clone();
+                        with_capabilities(want, &mut config);
+                        js.update_stream(config)
+                            .await
+                            .map_err(|e| js_error("update", &name)(e.into()))?;
+                    }
+                    return Ok((ProvisionOutcome::Created, want.replicas()));
+                }
                 Err(error) if error.to_string().contains("already in use") => continue,
-                Err(error) => return Err(js_error("create", &name)(error)),
+                Err(error) => return Err(error),
             }
         };
         let (drift, immutable) = diff(want, &actual);
         if drift.is_empty() {
-            return Ok(ProvisionOutcome::Unchanged);
+            return Ok((ProvisionOutcome::Unchanged, actual.num_replicas));
         }
-        if !options.apply_changes {
-            return Ok(ProvisionOutcome::Drifted(drift));
-        }
-        if immutable {
-            return Err(ProvisionError::Immutable {
-                name,
-                fields: drift
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            });
-        }
-        match want {
-            Desired::Stream(config) => {
-                // Keep what the server or an operator set on fields Herald does not own.
-                let updated = stream::Config {
-                    subjects: config.subjects.clone(),
-                    max_age: config.max_age,
-                    duplicate_window: config.duplicate_window,
-                    num_replicas: config.num_replicas,
-                    allow_message_schedules: config.allow_message_schedules
-                        || actual.allow_message_schedules,
-                    ..actual
-                };
-                js.update_stream(updated)
-                    .await
-                    .map_err(|e| js_error("update", &name)(e.into()))?;
+        if options.apply_changes {
+            if immutable {
+                return Err(ProvisionError::Immutable {
+                    name,
+                    fields: drift
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                });
             }
-            Desired::Bucket(config) => {
-                js.update_key_value(config.as_ref().clone())
-                    .await
-                    .map_err(|e| js_error("update", &name)(e.into()))?;
-            }
+            let updated = updated_config(want, &actual);
+            let replicas = updated.num_replicas;
+            js.update_stream(updated)
+                .await
+                .map_err(|e| js_error("update", &name)(e.into()))?;
+            return Ok((ProvisionOutcome::Updated(drift), replicas));
         }
-        return Ok(ProvisionOutcome::Updated(drift));
+        let (capabilities, rest): (Vec<Drift>, Vec<Drift>) = drift
+            .into_iter()
+            .partition(|d| CAPABILITY_FIELDS.contains(&d.field));
+        if !capabilities.is_empty() {
+            let mut updated = actual.clone();
+            with_capabilities(want, &mut updated);
+            js.update_stream(updated)
+                .await
+                .map_err(|e| js_error("turn on message TTLs and schedules in", &name)(e.into()))?;
+            tracing::info!(
+                resource = %name,
+                fields = ?capabilities.iter().map(|d| d.field).collect::<Vec<_>>(),
+                "turned on capabilities Herald's timers need"
+            );
+        }
+        let outcome = if rest.is_empty() {
+            ProvisionOutcome::Updated(capabilities)
+        } else {
+            ProvisionOutcome::Drifted(rest)
+        };
+        return Ok((outcome, actual.num_replicas));
     }
     Err(ProvisionError::JetStream {
         action: "create",
@@ -510,10 +843,15 @@ async fn converge(
 mod tests {
     use super::*;
 
+    const ALL_FEATURES: ServerFeatures = ServerFeatures {
+        schedules: true,
+        message_ttl: true,
+    };
+
     #[test]
     fn desired_resources_follow_the_protocol() {
         let ns = Namespace::new("shop").unwrap();
-        let all = desired(&ns, &StreamSettings::default(), true);
+        let all = desired(&ns, &StreamSettings::default(), 3, ALL_FEATURES);
         let names: Vec<String> = all.iter().map(Desired::name).collect();
         assert_eq!(
             names,
@@ -539,16 +877,47 @@ mod tests {
             advisories.subjects,
             ["$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.SHOP_EVENTS.*"]
         );
-        let Desired::Bucket(runs) = &all[4] else {
+        assert!(events.allow_message_ttl && events.allow_message_schedules);
+        assert!(all.iter().all(|d| d.replicas() == 3));
+        let Desired::Bucket {
+            config: runs,
+            allow_message_ttl,
+        } = &all[4]
+        else {
+            panic!("runs is a bucket")
+        };
+        assert_eq!(runs.max_age, Duration::ZERO, "records carry their own TTL");
+        assert!(allow_message_ttl);
+
+        // A server without per-message TTLs (before 2.11): the bucket keeps the old age.
+        let old = desired(
+            &ns,
+            &StreamSettings::default(),
+            1,
+            ServerFeatures {
+                schedules: false,
+                message_ttl: false,
+            },
+        );
+        let Desired::Bucket {
+            config: runs,
+            allow_message_ttl,
+        } = &old[4]
+        else {
             panic!("runs is a bucket")
         };
         assert_eq!(runs.max_age, events.max_age);
+        assert!(!allow_message_ttl);
+        let Desired::Stream(events) = &old[1] else {
+            panic!("events is a stream")
+        };
+        assert!(!events.allow_message_ttl && !events.allow_message_schedules);
     }
 
     #[test]
     fn diff_names_each_differing_field_and_spots_immutable_ones() {
         let ns = Namespace::default();
-        let all = desired(&ns, &StreamSettings::default(), true);
+        let all = desired(&ns, &StreamSettings::default(), 1, ALL_FEATURES);
         let Desired::Stream(events) = &all[1] else {
             panic!("events is a stream")
         };
@@ -565,12 +934,44 @@ mod tests {
         let changed = stream::Config {
             max_age: Duration::from_secs(60),
             num_replicas: 3,
+            allow_message_ttl: false,
             ..events.as_ref().clone()
         };
         let (drift, immutable) = diff(&all[1], &changed);
         let fields: Vec<&str> = drift.iter().map(|d| d.field).collect();
-        assert_eq!(fields, ["max_age", "num_replicas"]);
+        assert_eq!(fields, ["max_age", "num_replicas", "allow_msg_ttl"]);
         assert!(!immutable);
+        let updated = updated_config(&all[1], &changed);
+        assert!(updated.allow_message_ttl && updated.allow_message_schedules);
+        assert_eq!(updated.max_age, events.max_age);
+
+        // A capability already on is never asked to be turned off.
+        let more = stream::Config {
+            allow_message_ttl: true,
+            ..events.as_ref().clone()
+        };
+        let none = desired(
+            &ns,
+            &StreamSettings::default(),
+            1,
+            ServerFeatures {
+                schedules: false,
+                message_ttl: false,
+            },
+        );
+        assert_eq!(diff(&none[1], &more), (vec![], false));
+        assert!(updated_config(&none[1], &more).allow_message_ttl);
+
+        // A runs bucket made before per-record TTLs: a bucket-wide age, no TTLs.
+        let old_runs = stream::Config {
+            max_messages_per_subject: 1,
+            max_age: Duration::from_secs(7 * 86_400),
+            storage: StorageType::File,
+            num_replicas: 1,
+            ..Default::default()
+        };
+        let fields: Vec<&str> = diff(&all[4], &old_runs).0.iter().map(|d| d.field).collect();
+        assert_eq!(fields, ["max_age", "allow_msg_ttl"]);
 
         let memory = stream::Config {
             storage: StorageType::Memory,
@@ -579,5 +980,147 @@ mod tests {
         let (drift, immutable) = diff(&all[1], &memory);
         assert_eq!(drift[0].field, "storage");
         assert!(immutable);
+    }
+
+    fn api_error(code: u64, description: &str) -> jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": 503,
+            "err_code": code,
+            "description": description,
+        }))
+        .unwrap()
+    }
+
+    fn create_failed(api: jetstream::Error) -> ProvisionError {
+        use jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+        ProvisionError::JetStream {
+            action: "create",
+            name: "NS_EVENTS".into(),
+            source: CreateStreamError::new(CreateStreamErrorKind::JetStream(api)).into(),
+        }
+    }
+
+    #[test]
+    fn outages_are_transient_and_configuration_is_not() {
+        use jetstream::context::{
+            CreateKeyValueError, CreateKeyValueErrorKind, CreateStreamError, CreateStreamErrorKind,
+            GetStreamError, GetStreamErrorKind, RequestError, RequestErrorKind,
+        };
+        let failed = |source: async_nats::Error| ProvisionError::JetStream {
+            action: "look up",
+            name: "NS_EVENTS".into(),
+            source,
+        };
+        // Timeouts and missing responders, however deep in the chain.
+        assert!(
+            failed(CreateStreamError::new(CreateStreamErrorKind::TimedOut).into()).is_transient()
+        );
+        assert!(failed(RequestError::new(RequestErrorKind::NoResponders).into()).is_transient());
+        assert!(
+            failed(
+                GetStreamError::with_source(
+                    GetStreamErrorKind::Request,
+                    RequestError::new(RequestErrorKind::TimedOut)
+                )
+                .into()
+            )
+            .is_transient()
+        );
+        assert!(
+            failed(
+                CreateKeyValueError::with_source(
+                    CreateKeyValueErrorKind::BucketCreate,
+                    CreateStreamError::new(CreateStreamErrorKind::TimedOut)
+                )
+                .into()
+            )
+            .is_transient()
+        );
+        assert!(
+            failed(async_nats::RequestError::new(async_nats::RequestErrorKind::TimedOut).into())
+                .is_transient()
+        );
+        // A connection that closed.
+        let closed = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "connection closed");
+        assert!(failed(closed.into()).is_transient());
+        // Leader elections, offline peers, resources missing while a peer is down.
+        for (code, text) in [
+            (10008, "JetStream system temporarily unavailable"),
+            (10023, "insufficient resources"),
+            (10118, "stream is offline"),
+            (10005, "no suitable peers for placement, peer offline"),
+        ] {
+            assert!(
+                create_failed(api_error(code, text)).is_transient(),
+                "{text}"
+            );
+        }
+        // Configuration: JetStream off, invalid config, a name taken, tags that match no server.
+        for (code, text) in [
+            (10039, "JetStream not enabled for account"),
+            (10052, "stream configuration invalid"),
+            (
+                10058,
+                "stream name already in use with a different configuration",
+            ),
+            (
+                10005,
+                "no suitable peers for placement, tags not matched ['ssd']",
+            ),
+        ] {
+            assert!(
+                !create_failed(api_error(code, text)).is_transient(),
+                "{text}"
+            );
+        }
+        assert!(
+            !failed(GetStreamError::new(GetStreamErrorKind::InvalidStreamName).into())
+                .is_transient()
+        );
+        assert!(!failed("permissions violation".into()).is_transient());
+        let immutable = ProvisionError::Immutable {
+            name: "NS_EVENTS".into(),
+            fields: "retention".into(),
+        };
+        assert!(!immutable.is_transient());
+        let offline = ProvisionError::NoPlacement {
+            replicas: 3,
+            detail: "no suitable peers for placement, peer offline (code 400, error code 10005)"
+                .into(),
+        };
+        assert!(offline.is_transient());
+        assert!(
+            offline.to_string().contains("StreamSettings::replicas"),
+            "{offline}"
+        );
+        let tags = ProvisionError::NoPlacement {
+            replicas: 3,
+            detail: "no suitable peers for placement, insufficient storage".into(),
+        };
+        assert!(!tags.is_transient());
+    }
+
+    #[test]
+    fn placement_refusals_become_no_placement() {
+        use jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+        let error = create_error(
+            "NS_EVENTS",
+            3,
+            CreateStreamError::new(CreateStreamErrorKind::JetStream(api_error(
+                10005,
+                "no suitable peers for placement, peer offline",
+            )))
+            .into(),
+        );
+        assert!(
+            matches!(error, ProvisionError::NoPlacement { replicas: 3, .. }),
+            "{error}"
+        );
+        let other = create_error(
+            "NS_EVENTS",
+            3,
+            CreateStreamError::new(CreateStreamErrorKind::TimedOut).into(),
+        );
+        assert!(matches!(other, ProvisionError::JetStream { .. }), "{other}");
     }
 }

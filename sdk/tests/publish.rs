@@ -504,7 +504,7 @@ async fn a_three_node_cluster_keeps_accepting_publishes_with_one_node_stopped() 
     let mut cluster = LocalNats::cluster(3).unwrap();
     let client = Client::builder()
         .streams(StreamSettings {
-            replicas: 3,
+            replicas: Some(3),
             ..Default::default()
         })
         .request_timeout(Duration::from_secs(2))

@@ -44,9 +44,11 @@ impl Dev {
             )
         );
         println!(
-            "provisioned namespace {}: {} streams and buckets",
+            "provisioned namespace {}: {} streams and buckets, replicas {} ({})",
             self.namespace,
-            report.resources.len()
+            report.resources.len(),
+            report.replicas,
+            report.replicas_source
         );
         if self.schemas.is_dir() {
             let registry = client.registry().await?;

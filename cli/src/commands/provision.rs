@@ -13,9 +13,10 @@ pub(crate) struct Provision {
     /// Update streams and buckets whose config differs from Herald's.
     #[arg(long)]
     apply: bool,
-    /// Replicas of every stream and bucket (3 in a cluster).
-    #[arg(long, default_value_t = 1)]
-    replicas: usize,
+    /// Replicas of every stream and bucket [default: min(3, size of the JetStream cluster),
+    /// 1 on a single server].
+    #[arg(long)]
+    replicas: Option<usize>,
 }
 
 impl Provision {
@@ -34,6 +35,7 @@ impl Provision {
                 apply_changes: self.apply,
             })
             .await?;
+        println!("replicas {} ({})", report.replicas, report.replicas_source);
         println!("{report}");
         // Drift that was reported but not applied is a failure for scripts and CI.
         Ok(if report.is_converged() {

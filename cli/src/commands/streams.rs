@@ -30,7 +30,7 @@ impl Streams {
         for resource in &report.resources {
             let stream_name = match resource.kind {
                 herald::ResourceKind::Stream => resource.name.clone(),
-                _ => format!("KV_{}", resource.name),
+                _ => herald::protocol::kv_stream(&resource.name),
             };
             let mut stream = client.jetstream().get_stream(&stream_name).await?;
             let info = stream.info().await?;
@@ -58,7 +58,10 @@ impl Streams {
             println!("{}", serde_json::to_string_pretty(&rows)?);
             return Ok(ExitCode::SUCCESS);
         }
-        println!("namespace {namespace}");
+        println!(
+            "namespace {namespace}: replicas {} ({})",
+            report.replicas, report.replicas_source
+        );
         println!(
             "{:<22} {:<7} {:>10} {:>12} {:>4} {:>9}  DRIFT",
             "NAME", "KIND", "MESSAGES", "BYTES", "R", "MAX AGE"
