@@ -55,6 +55,7 @@ mod dlq;
 mod envelope;
 mod function;
 mod health;
+mod replay;
 mod runtime;
 mod steps;
 pub mod telemetry;
@@ -65,6 +66,7 @@ pub use dead_letter::{
     DLQ_SUBJECT, DLQ_TIME, DeadLetterReason, MAX_ERROR_BYTES,
 };
 pub use dlq::{DeadLetterEntry, DeadLetterError, DeadLetterFilter, DeadLetters};
+pub use replay::{Replay, ReplayError, ReplayOutcome, ReplayProgress};
 pub use envelope::Envelope;
 pub use function::{
     Ctx, FailedRun, Function, FunctionBuilder, FunctionError, HandlerError, StartFrom,
