@@ -303,7 +303,7 @@ fn default_source() -> String {
             }
         })
         .collect();
-    format!("urn:herald:service:{program}")
+    format!("{}{program}", crate::protocol::DEFAULT_SOURCE_PREFIX)
 }
 
 /// Connecting failed.

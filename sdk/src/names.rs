@@ -109,12 +109,12 @@ impl Namespace {
 
     /// The subject of an event type, `ns.events.T`.
     pub fn event_subject(&self, event_type: &str) -> String {
-        format!("{}.events.{event_type}", self.name)
+        format!("{}{event_type}", crate::protocol::events_prefix(self))
     }
 
     /// Every event subject, `ns.events.>`.
     pub fn events_wildcard(&self) -> String {
-        format!("{}.events.>", self.name)
+        format!("{}>", crate::protocol::events_prefix(self))
     }
 
     /// Every redrive subject, `ns.redrive.>`.

@@ -36,10 +36,13 @@ pub fn events_prefix(namespace: &Namespace) -> String {
 /// The event type of an event subject (`ns.events.T` gives `T`); `None` for other subjects.
 pub fn event_type_of_subject<'a>(namespace: &Namespace, subject: &'a str) -> Option<&'a str> {
     subject
-        .strip_prefix(namespace.as_str())?
-        .strip_prefix(".events.")
+        .strip_prefix(events_prefix(namespace).as_str())
         .filter(|rest| !rest.is_empty())
 }
+
+/// The prefix of the default `ce-source` of a client, `urn:herald:service:`, followed by the
+/// program name.
+pub const DEFAULT_SOURCE_PREFIX: &str = "urn:herald:service:";
 
 /// The subject of a continuation (a scheduled message) of function `function` for the run of
 /// `event_key`: `ns.redrive.F.sched.<event-key>`. It sits under `ns.redrive.>`, so
