@@ -1,25 +1,21 @@
 //! `herald dlq …` run as a binary against a real nats-server.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use herald::{Client, Event};
 use herald_worker::{Ctx, Function, HandlerError, Worker};
 use serde::{Deserialize, Serialize};
 
+use common::{eventually, herald, herald_command};
+
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Event)]
 #[event(type = "test.order")]
 struct Order {
     n: u32,
-}
-
-fn herald(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(args)
-        .env("NATS_URL", url)
-        .output()
-        .unwrap()
 }
 
 async fn count(client: &Client, stream: &str, subject: &str) -> usize {
@@ -56,11 +52,10 @@ async fn dead_letters(url: &str) -> Client {
     for ack in pending {
         ack.await.unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&client, "HERALD_DLQ", "herald.dlq.orders").await < 100 {
-        assert!(Instant::now() < deadline, "100 dead letters within 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await; // polling the stream
-    }
+    eventually(Duration::from_secs(30), "100 dead letters", || async {
+        count(&client, "HERALD_DLQ", "herald.dlq.orders").await >= 100
+    })
+    .await;
     worker.shutdown().await;
     client
 }
@@ -109,18 +104,16 @@ async fn list_show_dry_run_and_a_rate_limited_redrive_resumed_after_an_interrupt
     );
 
     // Interrupted midway: killed by pid once about half are through, then run again.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+    let mut child = herald_command(&url)
         .args(["dlq", "redrive", "--function", "orders", "--rate", "100"])
-        .env("NATS_URL", &url)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&client, "HERALD_DLQ", "herald.dlq.orders").await > 50 {
-        assert!(Instant::now() < deadline, "the redrive made no progress");
-        tokio::time::sleep(Duration::from_millis(20)).await; // polling the stream
-    }
+    eventually(Duration::from_secs(30), "the redrive made progress", || async {
+        count(&client, "HERALD_DLQ", "herald.dlq.orders").await <= 50
+    })
+    .await;
     child.kill().unwrap();
     child.wait().unwrap();
     let left = count(&client, "HERALD_DLQ", "herald.dlq.orders").await;

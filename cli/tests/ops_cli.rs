@@ -1,6 +1,8 @@
 //! `herald dev`, `functions`, `streams`, `events` and `replay` run as a binary.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -11,26 +13,12 @@ use herald::{Client, Event};
 use herald_worker::{Ctx, Function, Worker};
 use serde::{Deserialize, Serialize};
 
+use common::{eventually, herald, herald_command, text};
+
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Event)]
 #[event(type = "test.order")]
 struct Order {
     n: u32,
-}
-
-fn herald(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(args)
-        .env("NATS_URL", url)
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]
@@ -142,14 +130,12 @@ async fn functions_events_and_a_replay_that_only_one_function_sees() {
     for n in 2..5 {
         client.publish(&Order { n }).await.unwrap().await.unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while counters.iter().any(|c| c.load(Ordering::SeqCst) < 4) {
-        assert!(
-            Instant::now() < deadline,
-            "both functions handled the events"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await; // polling counters
-    }
+    eventually(
+        Duration::from_secs(30),
+        "both functions handled the events",
+        || async { counters.iter().all(|c| c.load(Ordering::SeqCst) >= 4) },
+    )
+    .await;
 
     let tail = herald(
         &url,
@@ -199,14 +185,12 @@ async fn functions_events_and_a_replay_that_only_one_function_sees() {
         &["replay", "--function", "billing", "--since", &since],
     );
     assert!(replay.status.success(), "{}", text(&replay));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while counters[0].load(Ordering::SeqCst) < 8 {
-        assert!(
-            Instant::now() < deadline,
-            "billing ran again over the replayed events"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await; // polling the counter
-    }
+    eventually(
+        Duration::from_secs(30),
+        "billing ran again over the replayed events",
+        || async { counters[0].load(Ordering::SeqCst) >= 8 },
+    )
+    .await;
     worker.shutdown().await;
     assert_eq!(counters[0].load(Ordering::SeqCst), 8);
     assert_eq!(
@@ -237,9 +221,8 @@ fn bad_credentials_are_a_one_line_error_and_a_failure() {
 }
 
 fn herald_with_auth(url: &str, password: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_herald"))
+    herald_command(url)
         .args(["provision", "--user", "ops", "--password", password])
-        .env("NATS_URL", url)
         .output()
         .unwrap()
 }

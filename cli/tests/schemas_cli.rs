@@ -1,25 +1,11 @@
 //! `herald schemas …` run as a binary against a real nats-server.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn herald(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(args)
-        .env("NATS_URL", url)
-        .env_remove("HERALD_NAMESPACE")
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::{herald, text};
 
 fn write(dir: &Path, relative: &str, body: &str) {
     let path = dir.join(relative);

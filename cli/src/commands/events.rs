@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
+use herald::protocol::header as headers;
 
 use super::Connection;
 
@@ -158,15 +159,15 @@ impl Events {
                             });
                         println!(
                             "{}",
-                            serde_json::json!({"seq": sequence, "subject": message.subject.as_str(), "type": header("ce-type"),
-                                "id": header("ce-id"), "time": header("ce-time"), "source": header("ce-source"), "data": data})
+                            serde_json::json!({"seq": sequence, "subject": message.subject.as_str(), "type": header(headers::TYPE),
+                                "id": header(headers::ID), "time": header(headers::TIME), "source": header(headers::SOURCE), "data": data})
                         );
                     } else {
                         println!(
                             "#{sequence:<8} {:<27} {:<24} {:<38} {}",
-                            header("ce-time"),
-                            header("ce-type"),
-                            header("ce-id"),
+                            header(headers::TIME),
+                            header(headers::TYPE),
+                            header(headers::ID),
                             String::from_utf8_lossy(&message.payload)
                         );
                     }

@@ -52,7 +52,7 @@ impl Functions {
 
 async fn collect(client: &herald::Client) -> anyhow::Result<Vec<serde_json::Value>> {
     let namespace = client.namespace();
-    let prefix = format!("{}.events.", namespace.as_str());
+    let prefix = herald::protocol::events_prefix(namespace);
     let stream = client
         .jetstream()
         .get_stream(namespace.events_stream())
@@ -91,7 +91,7 @@ async fn collect(client: &herald::Client) -> anyhow::Result<Vec<serde_json::Valu
         rows.push(json!({
             "function": info.name,
             "triggers": triggers,
-            "attempts": (config.max_deliver - 2).max(0),
+            "attempts": herald::protocol::attempts_of_max_deliver(config.max_deliver).unwrap_or(0),
             "ack_wait_s": config.ack_wait.as_secs_f64(),
             "max_ack_pending": config.max_ack_pending,
             "pending": info.num_pending,

@@ -290,23 +290,26 @@ pub(crate) async fn asyncapi(registry: &Registry) -> anyhow::Result<Value> {
     let mut channels = serde_json::Map::new();
     let mut operations = serde_json::Map::new();
     let mut messages = serde_json::Map::new();
-    let headers = json!({
-        "type": "object",
-        "properties": {
-            "ce-specversion": {"const": "1.0"},
-            "ce-id": {"type": "string", "minLength": 1, "maxLength": 256},
-            "ce-type": {"type": "string"},
-            "ce-source": {"type": "string"},
-            "ce-time": {"type": "string", "format": "date-time"},
-            "ce-datacontenttype": {"const": "application/json"},
-            "ce-dataschema": {"type": "string"},
-            "ce-subject": {"type": "string"},
-            "Nats-Msg-Id": {"type": "string"},
-            "traceparent": {"type": "string"},
-            "tracestate": {"type": "string"}
-        },
-        "required": ["ce-specversion", "ce-id", "ce-type", "ce-source", "ce-time", "Nats-Msg-Id"]
-    });
+    let headers = {
+        use herald::protocol::header::*;
+        json!({
+            "type": "object",
+            "properties": {
+                SPEC_VERSION: {"const": SPEC_VERSION_VALUE},
+                ID: {"type": "string", "minLength": 1, "maxLength": 256},
+                TYPE: {"type": "string"},
+                SOURCE: {"type": "string"},
+                TIME: {"type": "string", "format": "date-time"},
+                DATA_CONTENT_TYPE: {"const": JSON_CONTENT_TYPE},
+                DATA_SCHEMA: {"type": "string"},
+                SUBJECT: {"type": "string"},
+                NATS_MSG_ID: {"type": "string"},
+                TRACEPARENT: {"type": "string"},
+                TRACESTATE: {"type": "string"}
+            },
+            "required": [SPEC_VERSION, ID, TYPE, SOURCE, TIME, NATS_MSG_ID]
+        })
+    };
     for event_type in registry.types().await? {
         let Some(latest) = registry.latest(&event_type).await? else {
             continue;
