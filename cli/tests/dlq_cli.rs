@@ -110,9 +110,11 @@ async fn list_show_dry_run_and_a_rate_limited_redrive_resumed_after_an_interrupt
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    eventually(Duration::from_secs(30), "the redrive made progress", || async {
-        count(&client, "HERALD_DLQ", "herald.dlq.orders").await <= 50
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the redrive made progress",
+        || async { count(&client, "HERALD_DLQ", "herald.dlq.orders").await <= 50 },
+    )
     .await;
     child.kill().unwrap();
     child.wait().unwrap();
