@@ -203,6 +203,7 @@ pub async fn run(url: &str, namespace: &str) -> anyhow::Result<Summary> {
         .await
         .context("no dead letter within 30 s")?
         .context("dead-letter subscription closed")?;
+    use herald::protocol::header as dlq;
     let header = |name: &str| {
         letter
             .headers
@@ -213,10 +214,10 @@ pub async fn run(url: &str, namespace: &str) -> anyhow::Result<Summary> {
     };
     println!(
         "dead      {} after {} attempt(s): {}: {}",
-        header("herald-dlq-function"),
-        header("herald-dlq-attempts"),
-        header("herald-dlq-reason"),
-        header("herald-dlq-error")
+        header(dlq::DLQ_FUNCTION),
+        header(dlq::DLQ_ATTEMPTS),
+        header(dlq::DLQ_REASON),
+        header(dlq::DLQ_ERROR)
     );
     while processed.load(Ordering::SeqCst) < 2 {
         anyhow::ensure!(
