@@ -367,6 +367,15 @@ pub async fn run(config: Config) -> Result<Report, ChaosError> {
             OutageState::Waiting if now >= outage_at => {
                 match leader_node(&jetstream, &namespace, &node_names).await {
                     Ok(node) => {
+                        for (stream, problem) in
+                            colocate(&jetstream, &namespace, &node_names[node]).await
+                        {
+                            note(format!(
+                                "could not move the leader of {stream} to {}: {problem}",
+                                node_names[node]
+                            ));
+                        }
+                        outage.led = led_by(&jetstream, &namespace, &node_names[node]).await;
                         let pid = lock(&cluster)?.pids().get(node).copied().flatten();
                         match pid {
                             Some(pid) => {
@@ -643,6 +652,52 @@ pub async fn run(config: Config) -> Result<Report, ChaosError> {
         None => Some(log_dir),
     };
     Ok(report)
+}
+
+/// Moves the leaders of the events stream and the runs bucket to `node`, the consumer's
+/// leader about to be killed, so the outage puts the event's stream, its consumer and its
+/// run records through a leader election at once. Returns what could not be moved.
+async fn colocate(
+    jetstream: &jetstream::Context,
+    namespace: &Namespace,
+    node: &str,
+) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    for stream in [
+        namespace.events_stream(),
+        protocol::kv_stream(&namespace.runs_bucket()),
+    ] {
+        if let Err(problem) =
+            verify::move_stream_leader(jetstream, &stream, node, Duration::from_secs(10)).await
+        {
+            problems.push((stream, problem));
+        }
+    }
+    problems
+}
+
+/// What `node` leads: the function's consumer and which of the namespace's streams.
+async fn led_by(jetstream: &jetstream::Context, namespace: &Namespace, node: &str) -> Vec<String> {
+    let mut led = Vec::new();
+    if let Ok((_, Some(leader))) = verify::consumer(jetstream, namespace).await
+        && leader == node
+    {
+        led.push(format!("consumer {FUNCTION_ID}"));
+    }
+    for stream in [
+        namespace.events_stream(),
+        protocol::kv_stream(&namespace.runs_bucket()),
+        namespace.dlq_stream(),
+        namespace.advisories_stream(),
+        EFFECTS_STREAM.to_owned(),
+    ] {
+        if let Ok(Some(leader)) = verify::stream_leader(jetstream, &stream).await
+            && leader == node
+        {
+            led.push(stream);
+        }
+    }
+    led
 }
 
 /// The index of the node that leads the function's consumer.

@@ -17,6 +17,8 @@ const LISTED: usize = 5;
 pub struct Outage {
     /// The node that led the function's consumer and was SIGKILLed (its server name).
     pub node: Option<String>,
+    /// What the node led when it was killed: the consumer and the streams.
+    pub led: Vec<String>,
     /// From SIGKILL until the restarted node answered again.
     pub duration: Option<Duration>,
     /// Why there was no outage, or why the node did not come back.
@@ -336,9 +338,11 @@ impl Report {
                 self.outage.duration,
                 &self.outage.problem,
             ) {
-                (Some(node), Some(duration), _) => {
-                    format!("{node} SIGKILLed, back after {}", secs(duration))
-                }
+                (Some(node), Some(duration), _) => format!(
+                    "{node} SIGKILLed (leader of {}), back after {}",
+                    self.outage.led.join(", "),
+                    secs(duration)
+                ),
                 (_, _, Some(problem)) => format!("FAILED: {problem}"),
                 _ => "none".to_owned(),
             },

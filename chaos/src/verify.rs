@@ -141,6 +141,58 @@ pub(crate) async fn stream_replicas(
     Ok(info.config.num_replicas)
 }
 
+/// The server name of a stream's leader.
+pub(crate) async fn stream_leader(
+    jetstream: &jetstream::Context,
+    stream: &str,
+) -> Result<Option<String>, ChaosError> {
+    let action = format!("reading the info of stream {stream}");
+    let mut handle = jetstream
+        .get_stream(stream)
+        .await
+        .map_err(|e| nats_error(&action)(e.to_string()))?;
+    let info = handle
+        .info()
+        .await
+        .map_err(|e| nats_error(&action)(e.to_string()))?;
+    Ok(info.cluster.as_ref().and_then(|c| c.leader.clone()))
+}
+
+/// Moves the leadership of `stream` to the server `preferred`: asks the leader to step down
+/// in its favour (nats-server 2.11+) and polls until it leads, within `within`.
+pub(crate) async fn move_stream_leader(
+    jetstream: &jetstream::Context,
+    stream: &str,
+    preferred: &str,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    let request = serde_json::json!({ "placement": { "preferred": preferred } });
+    loop {
+        let last = match stream_leader(jetstream, stream).await {
+            Ok(Some(leader)) if leader == preferred => return Ok(()),
+            Ok(leader) => {
+                let answer: Result<jetstream::response::Response<serde_json::Value>, _> = jetstream
+                    .request(format!("STREAM.LEADER.STEPDOWN.{stream}"), &request)
+                    .await;
+                match answer {
+                    Ok(jetstream::response::Response::Err { error }) => error.to_string(),
+                    Ok(jetstream::response::Response::Ok(_)) => {
+                        format!("the leader is still {leader:?}")
+                    }
+                    Err(error) => error.to_string(),
+                }
+            }
+            Err(error) => error.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(last);
+        }
+        // Polling for the new leader; the pause only spaces the attempts.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// One dead letter, as the harness sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct DeadLetter {
