@@ -38,8 +38,7 @@ async fn dead_letters(url: &str) -> Client {
         .concurrency(64)
         .handler(|_order: Order, _ctx: Ctx| async {
             Err::<(), _>(HandlerError::terminal("the warehouse rejected it"))
-        })
-        .unwrap();
+        });
     let worker = Worker::builder(client.clone())
         .function(function)
         .start()

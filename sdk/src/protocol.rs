@@ -60,6 +60,18 @@ pub fn kv_stream(bucket: &str) -> String {
     format!("{KV_STREAM_PREFIX}{bucket}")
 }
 
+/// The durable name of function `function`'s sweeper on `NS_ADVISORIES`:
+/// `herald-sweeper-<F>`, shared by the function's replicas.
+pub fn sweeper_durable(function: &str) -> String {
+    format!("{SWEEPER_DURABLE}-{function}")
+}
+
+/// The subject of the MAX_DELIVERIES advisories of consumer `consumer` on `stream`:
+/// `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>`.
+pub fn max_deliveries_advisory_subject(stream: &str, consumer: &str) -> String {
+    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}")
+}
+
 /// The durable name of the advisory sweeper's consumer on `NS_ADVISORIES`, shared by every
 /// worker replica of a namespace.
 pub const SWEEPER_DURABLE: &str = "herald-sweeper";
@@ -320,6 +332,20 @@ pub mod runs {
     /// The key of a step record: `F.<event-key>.s.<step-key>`.
     pub fn step_record_key(run_key: &str, step_key: &str) -> String {
         format!("{run_key}.s.{step_key}")
+    }
+
+    /// The `ce-id` (and `Nats-Msg-Id`) of the event `ctx.send_event` publishes in step
+    /// `step_key` of the run `run_key`: `<run key>.<step-key>`, or `h-` and the registry
+    /// digest of that text when it is longer than 256 characters (the limit of an event id).
+    pub fn send_event_id(run_key: &str, step_key: &str) -> String {
+        let id = format!("{run_key}.{step_key}");
+        if id.len() <= 256 {
+            return id;
+        }
+        format!(
+            "h-{}",
+            crate::schema::digest(&serde_json::Value::String(id))
+        )
     }
 
     /// The key of a run's failure position: `F.<event-key>.p`.

@@ -58,7 +58,7 @@ impl Backoff {
 }
 
 /// A random number in [0, 1) from the UUIDv7 generator's random bits.
-fn random_unit() -> f64 {
+pub(crate) fn random_unit() -> f64 {
     let bits = uuid::Uuid::new_v4().as_u128() as u64 >> 11;
     bits as f64 / (1u64 << 53) as f64
 }

@@ -1,11 +1,16 @@
-//! Dead letters (protocol section 6): building and publishing them, and the advisory sweeper.
+//! Dead letters (protocol section 6): building and publishing them.
 
 use std::fmt;
 use std::time::SystemTime;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
+use herald::protocol::header::{
+    DLQ_ATTEMPTS, DLQ_ERROR, DLQ_FUNCTION, DLQ_REASON, DLQ_STEP, DLQ_STREAM, DLQ_STREAM_SEQ,
+    DLQ_SUBJECT, DLQ_TIME,
+};
+use herald::protocol::{self, header, msg_id};
 use herald::{Client, headers};
 
 /// Why an event was dead-lettered (`herald-dlq-reason`).
@@ -46,25 +51,6 @@ impl fmt::Display for DeadLetterReason {
     }
 }
 
-/// `herald-dlq-function`.
-pub const DLQ_FUNCTION: &str = "herald-dlq-function";
-/// `herald-dlq-reason`.
-pub const DLQ_REASON: &str = "herald-dlq-reason";
-/// `herald-dlq-error`.
-pub const DLQ_ERROR: &str = "herald-dlq-error";
-/// `herald-dlq-attempts`.
-pub const DLQ_ATTEMPTS: &str = "herald-dlq-attempts";
-/// `herald-dlq-stream`.
-pub const DLQ_STREAM: &str = "herald-dlq-stream";
-/// `herald-dlq-stream-seq`.
-pub const DLQ_STREAM_SEQ: &str = "herald-dlq-stream-seq";
-/// `herald-dlq-subject`.
-pub const DLQ_SUBJECT: &str = "herald-dlq-subject";
-/// `herald-dlq-time`.
-pub const DLQ_TIME: &str = "herald-dlq-time";
-/// `herald-dlq-step`: the step that failed, for runs with durable steps.
-pub const DLQ_STEP: &str = "herald-dlq-step";
-
 /// The most bytes of `herald-dlq-error`.
 pub const MAX_ERROR_BYTES: usize = 1024;
 
@@ -104,24 +90,13 @@ pub(crate) fn dead_letter_headers(
     original: Option<&HeaderMap>,
     letter: &DeadLetter<'_>,
 ) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    if let Some(original) = original {
-        for (name, values) in original.iter() {
-            let text = name.to_string();
-            if text.len() >= 5 && text[..5].eq_ignore_ascii_case("nats-") {
-                continue;
-            }
-            for value in values {
-                map.append(name.clone(), value.clone());
-            }
-        }
-    }
+    let mut map = match original {
+        Some(original) => protocol::copy_headers_except_transport(original, &[]),
+        None => HeaderMap::new(),
+    };
     map.insert(
-        headers::NATS_MSG_ID,
-        format!(
-            "dlq:{}:{}:{}",
-            letter.function, letter.stream, letter.stream_sequence
-        ),
+        header::NATS_MSG_ID,
+        msg_id::dead_letter(letter.function, letter.stream, letter.stream_sequence),
     );
     map.insert(DLQ_FUNCTION, letter.function);
     map.insert(DLQ_REASON, letter.reason.as_str());
@@ -158,137 +133,6 @@ pub(crate) async fn publish(
         .await?;
     ack.await?;
     Ok(())
-}
-
-/// The JSON of a MAX_DELIVERIES advisory (the fields the sweeper needs).
-#[derive(Debug, serde::Deserialize)]
-struct MaxDeliveriesAdvisory {
-    stream: String,
-    consumer: String,
-    stream_seq: u64,
-    deliveries: u64,
-}
-
-/// The advisory sweeper: dead-letters events that ran out of deliveries while no worker
-/// could (protocol section 6). Runs until `stop` is cancelled.
-pub(crate) async fn sweep(client: Client, stop: tokio_util::sync::CancellationToken) {
-    use futures::StreamExt;
-    let namespace = client.namespace().clone();
-    let stream_name = namespace.advisories_stream();
-    let events_stream = namespace.events_stream();
-    let config = jetstream::consumer::pull::Config {
-        durable_name: Some("herald-sweeper".to_owned()),
-        ack_policy: jetstream::consumer::AckPolicy::Explicit,
-        ack_wait: std::time::Duration::from_secs(30),
-        ..Default::default()
-    };
-    let mut failures: u32 = 0;
-    while !stop.is_cancelled() {
-        let round = async {
-            let consumer = client
-                .jetstream()
-                .create_consumer_on_stream(config.clone(), &stream_name)
-                .await?;
-            let mut batch = consumer
-                .batch()
-                .max_messages(16)
-                .expires(std::time::Duration::from_secs(5))
-                .messages()
-                .await?;
-            while let Some(advisory) = batch.next().await {
-                let advisory = advisory?;
-                handle_advisory(&client, &events_stream, &advisory).await;
-            }
-            Ok::<(), async_nats::Error>(())
-        };
-        let outcome = tokio::select! {
-            outcome = round => outcome,
-            () = stop.cancelled() => return,
-        };
-        match outcome {
-            Ok(()) => failures = 0,
-            Err(error) => {
-                failures += 1;
-                tracing::warn!(%error, "dead-letter sweeper: pulling advisories failed; retrying");
-                let pause = crate::backoff::Backoff {
-                    initial: std::time::Duration::from_millis(100),
-                    max: std::time::Duration::from_secs(5),
-                    jitter: 0.2,
-                }
-                .delay(failures);
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = stop.cancelled() => return,
-                }
-            }
-        }
-    }
-}
-
-async fn handle_advisory(client: &Client, events_stream: &str, message: &jetstream::Message) {
-    use jetstream::AckKind;
-    let advisory: MaxDeliveriesAdvisory = match serde_json::from_slice(&message.payload) {
-        Ok(advisory) => advisory,
-        Err(error) => {
-            tracing::warn!(%error, "dead-letter sweeper: an advisory that is not JSON; dropped");
-            let _ = message.ack().await;
-            return;
-        }
-    };
-    if advisory.stream != events_stream {
-        let _ = message.ack().await;
-        return;
-    }
-    let stream = match client.jetstream().get_stream(events_stream).await {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%error, "dead-letter sweeper: cannot open the events stream");
-            let _ = message
-                .ack_with(AckKind::Nak(Some(std::time::Duration::from_secs(5))))
-                .await;
-            return;
-        }
-    };
-    let original = match stream.get_raw_message(advisory.stream_seq).await {
-        Ok(original) => original,
-        Err(error) => {
-            // Gone from the log (max age): there is nothing left to dead-letter.
-            tracing::warn!(%error, seq = advisory.stream_seq, function = %advisory.consumer,
-                "dead-letter sweeper: the event that ran out of deliveries is no longer in the log");
-            let _ = message.ack().await;
-            return;
-        }
-    };
-    let letter = DeadLetter {
-        function: &advisory.consumer,
-        reason: DeadLetterReason::MaxDeliveries,
-        error: "ran out of deliveries (max_deliver) with no worker left to dead-letter it",
-        attempts: advisory.deliveries.min(u64::from(u32::MAX)) as u32,
-        stream: events_stream,
-        stream_sequence: advisory.stream_seq,
-        subject: original.subject.as_str(),
-        step: None,
-    };
-    match publish(
-        client,
-        Some(&original.headers),
-        original.payload.clone(),
-        &letter,
-    )
-    .await
-    {
-        Ok(()) => {
-            tracing::warn!(function = %advisory.consumer, seq = advisory.stream_seq,
-                reason = "max_deliveries", "dead-lettered by the sweeper");
-            let _ = message.ack().await;
-        }
-        Err(error) => {
-            tracing::warn!(%error, "dead-letter sweeper: publishing the dead letter failed; will retry");
-            let _ = message
-                .ack_with(AckKind::Nak(Some(std::time::Duration::from_secs(5))))
-                .await;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use herald::Client;
 
-use crate::dead_letter::{DLQ_ATTEMPTS, DLQ_ERROR, DLQ_FUNCTION, DLQ_REASON, DLQ_STEP, DLQ_TIME};
+use herald::protocol::header::{
+    DLQ_ATTEMPTS, DLQ_ERROR, DLQ_FUNCTION, DLQ_REASON, DLQ_STEP, DLQ_TIME,
+};
 
 /// One dead letter as stored in `NS_DLQ`.
 #[derive(Debug, Clone)]

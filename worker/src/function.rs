@@ -13,7 +13,9 @@ use herald::{Event, EventType};
 
 use crate::backoff::Backoff;
 use crate::envelope::Envelope;
+use crate::run_store::Lifetime;
 use crate::steps::{RunState, StepRecord};
+use herald::protocol::runs;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -86,9 +88,15 @@ impl fmt::Display for HandlerError {
     }
 }
 
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
+impl<E> From<E> for HandlerError
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Any error (`std::error::Error`, `anyhow::Error`, a `String`) is retryable; its whole
+    /// chain of causes goes into the message, so the dead letter says what went wrong
+    /// underneath.
     fn from(error: E) -> Self {
-        // The whole chain, so that the dead letter says what went wrong underneath.
+        let error: Box<dyn std::error::Error + Send + Sync> = error.into();
         let mut message = error.to_string();
         let mut source = error.source();
         while let Some(cause) = source {
@@ -182,11 +190,16 @@ impl Ctx {
     }
 
     fn run(&self) -> Result<&Arc<RunState>, HandlerError> {
-        self.run.as_ref().ok_or_else(|| {
+        let run = self.run.as_ref().ok_or_else(|| {
             HandlerError::retry(
                 "durable steps need the runs bucket; provision the namespace (Client::provision)",
             )
-        })
+        })?;
+        // A durable sleep whose error was swallowed: no step runs before the run wakes.
+        if run.is_suspending() {
+            return Err(suspended("a durable sleep is pending"));
+        }
+        Ok(run)
     }
 
     /// A memoized step: runs `work` once per run and stores its output before returning it;
@@ -204,16 +217,20 @@ impl Ctx {
         let (key, _) = run.next_step_key(name);
         let stored = run
             .store
-            .get::<StepRecord>(&key)
+            .get_until::<StepRecord>(&key, run.deadline())
             .await
             .map_err(HandlerError::from)?;
-        if let Some(StepRecord::Ok { output, .. }) = stored {
-            run.step_done();
-            return serde_json::from_value(output).map_err(|error| {
+        if let Some(record) = stored
+            && let StepRecord::Ok { output, .. } = &record
+        {
+            let value = serde_json::from_value(output.clone()).map_err(|error| {
                 HandlerError::terminal(format!(
                     "step `{name}`: the stored output does not decode into the step's type: {error}"
                 ))
             });
+            run.records.lock().push((key, record));
+            run.step_done();
+            return value;
         }
         let started = std::time::Instant::now();
         let value = {
@@ -246,9 +263,10 @@ impl Ctx {
             finished_at: herald::headers::format_time(SystemTime::now()),
         };
         run.store
-            .put(&key, &record)
+            .put_until(&key, &record, Lifetime::Retention, run.deadline())
             .await
             .map_err(HandlerError::from)?;
+        run.records.lock().push((key, record));
         run.step_done();
         Ok(value)
     }
@@ -263,21 +281,11 @@ impl Ctx {
         let run = Arc::clone(self.run()?);
         let step_key = {
             let counters = run.counters.lock();
-            let base = crate::steps::step_key_base(name);
+            let base = runs::step_key_base(name);
             let next = counters.get(&base).copied().unwrap_or(0) + 1;
-            if next == 1 {
-                base
-            } else {
-                format!("{base}.{next}")
-            }
+            runs::numbered_step_key(&base, next)
         };
-        let mut id = format!("{}.{step_key}", run.run_key);
-        if id.len() > 256 {
-            id = format!(
-                "h-{}",
-                herald::schema::digest(&serde_json::Value::String(id))
-            );
-        }
+        let id = runs::send_event_id(&run.run_key, &step_key);
         self.step(name, || async move {
             let options = herald::PublishOptions {
                 id: Some(id),
@@ -304,7 +312,7 @@ impl Ctx {
         let now = crate::steps::now_ms();
         let wake_at_ms = match run
             .store
-            .get::<StepRecord>(&key)
+            .get_until::<StepRecord>(&key, run.deadline())
             .await
             .map_err(HandlerError::from)?
         {
@@ -319,7 +327,12 @@ impl Ctx {
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0);
                 run.store
-                    .put(&key, &StepRecord::Sleeping { wake_at_ms })
+                    .put_until(
+                        &key,
+                        &StepRecord::Sleeping { wake_at_ms },
+                        Lifetime::Beyond(wake_at_ms),
+                        run.deadline(),
+                    )
                     .await
                     .map_err(HandlerError::from)?;
                 wake_at_ms
@@ -334,17 +347,24 @@ impl Ctx {
                 finished_at: herald::headers::format_time(SystemTime::now()),
             };
             run.store
-                .put(&key, &done)
+                .put_until(&key, &done, Lifetime::Retention, run.deadline())
                 .await
                 .map_err(HandlerError::from)?;
+            run.records.lock().push((key, done));
             run.step_done();
             return Ok(());
         }
         *run.suspend_until.lock() = Some((wake_at_ms, step_key));
-        Err(HandlerError {
-            kind: ErrorKind::Suspend,
-            message: format!("sleeping in step `{name}`"),
-        })
+        Err(suspended(&format!("sleeping in step `{name}`")))
+    }
+}
+
+/// The error a durable sleep returns: the run stops here and continues when it wakes. The
+/// worker suspends the run whatever the handler returns after it (it cannot be swallowed).
+fn suspended(message: &str) -> HandlerError {
+    HandlerError {
+        kind: ErrorKind::Suspend,
+        message: message.to_owned(),
     }
 }
 
@@ -533,6 +553,8 @@ where
 /// ```
 #[derive(Clone)]
 pub struct Function {
+    /// Why the description cannot work, reported by `WorkerBuilder::start`.
+    pub(crate) error: Option<FunctionError>,
     pub(crate) id: Arc<str>,
     pub(crate) triggers: Vec<String>,
     pub(crate) settings: Settings,
@@ -577,6 +599,16 @@ impl Function {
     /// The attempts budget.
     pub fn attempts(&self) -> u32 {
         self.settings.attempts
+    }
+
+    /// Whether the description can work: a valid id, at least one valid trigger, sane
+    /// settings. [`WorkerBuilder::start`](crate::WorkerBuilder::start) checks this too and
+    /// refuses to start otherwise; call it to fail earlier.
+    pub fn check(&self) -> Result<(), FunctionError> {
+        match &self.error {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -806,54 +838,62 @@ impl<E: Event> FunctionBuilder<E> {
     /// Sets the handler: `async fn(E, Ctx) -> Result<T, HandlerError>`. The payload is
     /// validated against `E`'s schema before it is decoded; an invalid one is dead-lettered
     /// without calling the handler.
-    pub fn handler<F, Fut, T>(self, handler: F) -> Result<Function, FunctionError>
+    pub fn handler<F, Fut, T>(self, handler: F) -> Function
     where
         F: Fn(E, Ctx) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, HandlerError>> + Send + 'static,
         T: Send + 'static,
     {
-        self.check()?;
         let schema = CompiledSchema::of::<E>().map_err(|error| FunctionError::Schema {
             function: self.id.clone(),
             reason: error.to_string(),
-        })?;
-        Ok(Function {
+        });
+        let error = self
+            .check()
+            .err()
+            .or_else(|| schema.as_ref().err().cloned());
+        Function {
+            error,
             id: self.id.into(),
             triggers: self.triggers,
             settings: self.settings,
             on_failure: self.on_failure,
             handler: Arc::new(TypedHandler::<E, F> {
-                schema: Some(Arc::new(schema)),
+                schema: schema.ok().map(Arc::new),
                 handler,
                 _event: PhantomData,
             }),
-        })
+        }
     }
 }
 
 impl FunctionBuilder<Envelope> {
     /// Sets the handler of an untyped function: `async fn(Envelope, Ctx) -> Result<T, HandlerError>`.
-    pub fn handler<F, Fut, T>(self, handler: F) -> Result<Function, FunctionError>
+    pub fn handler<F, Fut, T>(self, handler: F) -> Function
     where
         F: Fn(Envelope, Ctx) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, HandlerError>> + Send + 'static,
         T: Send + 'static,
     {
-        self.check()?;
-        for pattern in &self.triggers {
-            check_pattern(pattern).map_err(|reason| FunctionError::InvalidTrigger {
-                function: self.id.clone(),
-                pattern: pattern.clone(),
-                reason,
-            })?;
-        }
-        Ok(Function {
+        let error = self.check().err().or_else(|| {
+            self.triggers.iter().find_map(|pattern| {
+                check_pattern(pattern)
+                    .err()
+                    .map(|reason| FunctionError::InvalidTrigger {
+                        function: self.id.clone(),
+                        pattern: pattern.clone(),
+                        reason,
+                    })
+            })
+        });
+        Function {
+            error,
             id: self.id.into(),
             triggers: self.triggers,
             settings: self.settings,
             on_failure: self.on_failure,
             handler: Arc::new(RawHandler { handler }),
-        })
+        }
     }
 }
 

@@ -9,25 +9,25 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::FunctionRuntime;
+use crate::runtime::Readiness;
 
 #[derive(Clone)]
 struct Health {
     client: herald::Client,
-    functions: Vec<Arc<FunctionRuntime>>,
+    readiness: Arc<Readiness>,
     prometheus: Option<prometheus::Registry>,
 }
 
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     client: herald::Client,
-    functions: Vec<Arc<FunctionRuntime>>,
+    readiness: Arc<Readiness>,
     prometheus: Option<prometheus::Registry>,
     stop: CancellationToken,
 ) {
     let state = Health {
         client,
-        functions,
+        readiness,
         prometheus,
     };
     let app = Router::new()
@@ -49,16 +49,10 @@ async fn readyz(State(health): State<Health>) -> impl IntoResponse {
             "not ready: not connected to NATS\n".to_owned(),
         );
     }
-    let unbound: Vec<&str> = health
-        .functions
-        .iter()
-        .filter(|f| !f.is_bound())
-        .map(|f| f.id())
-        .collect();
-    if !unbound.is_empty() {
+    if let Some(reason) = health.readiness.not_ready() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: consumers not bound: {}\n", unbound.join(", ")),
+            format!("not ready: {reason}\n"),
         );
     }
     (StatusCode::OK, "ready\n".to_owned())

@@ -42,7 +42,7 @@
 //!         Function::new("backfill-user-data")
 //!             .on::<SourceConnected>()
 //!             .attempts(5)
-//!             .handler(backfill)?,
+//!             .handler(backfill),
 //!     )
 //!     .run() // until SIGTERM or ctrl-c, then a graceful shutdown
 //!     .await?;
@@ -56,27 +56,28 @@ mod envelope;
 mod function;
 mod health;
 mod replay;
+mod run_store;
 mod runtime;
 mod steps;
 pub mod telemetry;
 
 pub use backoff::Backoff;
-pub use dead_letter::{
-    DLQ_ATTEMPTS, DLQ_ERROR, DLQ_FUNCTION, DLQ_REASON, DLQ_STEP, DLQ_STREAM, DLQ_STREAM_SEQ,
-    DLQ_SUBJECT, DLQ_TIME, DeadLetterReason, MAX_ERROR_BYTES,
-};
+pub use dead_letter::{DeadLetterReason, MAX_ERROR_BYTES};
 pub use dlq::{DeadLetterEntry, DeadLetterError, DeadLetterFilter, DeadLetters};
-pub use replay::{Replay, ReplayError, ReplayOutcome, ReplayProgress};
 pub use envelope::Envelope;
 pub use function::{
     Ctx, FailedRun, Function, FunctionBuilder, FunctionError, HandlerError, StartFrom,
     check_function_id,
 };
+pub use herald::protocol::header::{
+    DLQ_ATTEMPTS, DLQ_ERROR, DLQ_FUNCTION, DLQ_REASON, DLQ_STEP, DLQ_STREAM, DLQ_STREAM_SEQ,
+    DLQ_SUBJECT, DLQ_TIME,
+};
+pub use herald::protocol::runs::{event_key, step_key_base};
+pub use replay::{Replay, ReplayError, ReplayOutcome, ReplayProgress};
+pub use run_store::{RunReport, RunStore, RunStoreError};
 pub use runtime::{
     RunningWorker, ShutdownReport, Worker, WorkerBuilder, WorkerError, shutdown_signal,
 };
-pub use steps::{
-    FailureRecord, RunRecord, RunReport, RunStore, RunStoreError, StepRecord, event_key,
-    step_key_base,
-};
+pub use steps::{FailureRecord, RunRecord, RunStatus, StepRecord};
 pub use telemetry::TraceMode;

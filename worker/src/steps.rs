@@ -8,41 +8,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::kv;
-use bytes::Bytes;
+pub(crate) use crate::run_store::RunStore;
+
+use herald::protocol::runs::{numbered_step_key, step_key_base, step_record_key};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
-/// The event key of a run: `ce-id` when it is key-safe, else `h-` and its SHA-256.
-pub fn event_key(event_id: &str) -> String {
-    let safe = !event_id.is_empty()
-        && event_id.len() <= 128
-        && event_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if safe {
-        event_id.to_owned()
-    } else {
-        let hash = Sha256::digest(event_id.as_bytes());
-        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-        format!("h-{hex}")
-    }
-}
-
-/// A step name made key-safe: every character outside `[A-Za-z0-9_-]` becomes `_`.
-pub fn step_key_base(name: &str) -> String {
-    let key: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if key.is_empty() { "_".to_owned() } else { key }
-}
 
 /// What is stored for one step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,11 +54,38 @@ pub struct FailureRecord {
     pub epoch: String,
 }
 
+/// How a run finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunStatus {
+    /// The handler succeeded.
+    Ok,
+    /// The run was dead-lettered.
+    DeadLettered,
+}
+
+impl RunStatus {
+    /// The protocol's name: `ok` or `dead_lettered`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Ok => "ok",
+            RunStatus::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A run's outcome (`F.<event-key>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
-    /// `ok` or `dead_lettered`.
-    pub status: String,
+    /// How it finished.
+    pub status: RunStatus,
     /// When (RFC 3339).
     pub finished_at: String,
     /// For dead letters: the reason and the step.
@@ -97,167 +93,14 @@ pub struct RunRecord {
     pub detail: Option<String>,
 }
 
-/// Reads and writes a namespace's runs bucket.
-#[derive(Debug, Clone)]
-pub struct RunStore {
-    kv: kv::Store,
-}
-
-/// A runs-bucket operation failed.
-#[derive(Debug, thiserror::Error)]
-#[error("runs bucket {action} of {key} failed: {source}")]
-pub struct RunStoreError {
-    action: &'static str,
-    key: String,
-    #[source]
-    source: async_nats::Error,
-}
-
-fn store_error<E: Into<async_nats::Error>>(
-    action: &'static str,
-    key: &str,
-) -> impl FnOnce(E) -> RunStoreError {
-    let key = key.to_owned();
-    move |error| RunStoreError {
-        action,
-        key,
-        source: error.into(),
-    }
-}
-
-impl RunStore {
-    /// Opens the runs bucket of `client`'s namespace.
-    pub async fn open(client: &herald::Client) -> Result<RunStore, RunStoreError> {
-        let bucket = client.namespace().runs_bucket();
-        let kv = client
-            .jetstream()
-            .get_key_value(&bucket)
-            .await
-            .map_err(store_error("open", &bucket))?;
-        Ok(RunStore { kv })
-    }
-
-    pub(crate) async fn get<T: for<'de> Deserialize<'de>>(
-        &self,
-        key: &str,
-    ) -> Result<Option<T>, RunStoreError> {
-        match self.kv.get(key).await.map_err(store_error("read", key))? {
-            Some(bytes) if !bytes.is_empty() => Ok(serde_json::from_slice(&bytes).ok()),
-            _ => Ok(None),
+impl RunRecord {
+    /// A run that finished now with `status`.
+    pub(crate) fn now(status: RunStatus, detail: Option<String>) -> RunRecord {
+        RunRecord {
+            status,
+            finished_at: herald::headers::format_time(SystemTime::now()),
+            detail,
         }
-    }
-
-    pub(crate) async fn put<T: Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-    ) -> Result<(), RunStoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| RunStoreError {
-            action: "encode",
-            key: key.to_owned(),
-            source: e.into(),
-        })?;
-        self.kv
-            .put(key, Bytes::from(bytes))
-            .await
-            .map_err(store_error("write", key))?;
-        Ok(())
-    }
-
-    /// Creates `key` only if it does not exist; true when this call created it.
-    pub(crate) async fn create_marker(&self, key: &str) -> Result<bool, RunStoreError> {
-        match self.kv.create(key, Bytes::from_static(b"{}")).await {
-            Ok(_) => Ok(true),
-            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
-            Err(error) => Err(store_error("create", key)(error)),
-        }
-    }
-
-    /// Stores a step record, as `ctx.step` does after the step succeeded.
-    pub async fn put_record(&self, key: &str, record: &StepRecord) -> Result<(), RunStoreError> {
-        self.put(key, record).await
-    }
-
-    /// Reads a step record, as `ctx.step` does before running the step.
-    pub async fn get_record(&self, key: &str) -> Result<Option<StepRecord>, RunStoreError> {
-        self.get(key).await
-    }
-
-    /// Every stored entry of a run, by key: the outcome, the failure record and the steps.
-    pub async fn entries(
-        &self,
-        run_key: &str,
-    ) -> Result<Vec<(String, serde_json::Value)>, RunStoreError> {
-        use futures::StreamExt;
-        let mut entries = Vec::new();
-        if let Some(outcome) = self.get::<serde_json::Value>(run_key).await? {
-            entries.push((run_key.to_owned(), outcome));
-        }
-        let pattern = format!("{run_key}.>");
-        let mut watch = self
-            .kv
-            .watch_with_history(&pattern)
-            .await
-            .map_err(store_error("watch", &pattern))?;
-        // The history ends at the entry marked `seen_current`, or at once when there is none.
-        loop {
-            let next = tokio::time::timeout(Duration::from_millis(500), watch.next()).await;
-            let Ok(Some(Ok(entry))) = next else { break };
-            if entry.operation == kv::Operation::Put
-                && let Ok(value) = serde_json::from_slice(&entry.value)
-            {
-                entries.push((entry.key.clone(), value));
-            }
-            if entry.seen_current || entry.delta == 0 {
-                break;
-            }
-        }
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(entries)
-    }
-}
-
-/// What the runs bucket says about one run: "which steps ran, with what outcome, how
-/// long, how many attempts".
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunReport {
-    /// The run key (`F.<event-key>`).
-    pub run_key: String,
-    /// The outcome, once the run finished.
-    pub outcome: Option<RunRecord>,
-    /// Where it failed last, if it failed.
-    pub failure: Option<FailureRecord>,
-    /// The stored steps, by step key, in key order.
-    pub steps: Vec<(String, StepRecord)>,
-}
-
-impl RunStore {
-    /// The stored state of the run of `function` for the event `event_id`.
-    pub async fn inspect(
-        &self,
-        function: &str,
-        event_id: &str,
-    ) -> Result<RunReport, RunStoreError> {
-        let run_key = format!("{function}.{}", event_key(event_id));
-        let mut report = RunReport {
-            run_key: run_key.clone(),
-            outcome: None,
-            failure: None,
-            steps: Vec::new(),
-        };
-        let step_prefix = format!("{run_key}.s.");
-        for (key, value) in self.entries(&run_key).await? {
-            if key == run_key {
-                report.outcome = serde_json::from_value(value).ok();
-            } else if key == format!("{run_key}.p") {
-                report.failure = serde_json::from_value(value).ok();
-            } else if let Some(step) = key.strip_prefix(&step_prefix)
-                && let Ok(record) = serde_json::from_value(value)
-            {
-                report.steps.push((step.to_owned(), record));
-            }
-        }
-        Ok(report)
     }
 }
 
@@ -267,6 +110,8 @@ pub(crate) struct RunState {
     pub(crate) store: RunStore,
     pub(crate) run_key: String,
     pub(crate) max_step_output: usize,
+    /// How long a record write may keep retrying (a leader election, a node restart).
+    pub(crate) patience: Duration,
     pub(crate) counters: parking_lot::Mutex<HashMap<String, u32>>,
     /// Steps reached in this attempt, and the one that failed.
     pub(crate) position: parking_lot::Mutex<(u32, Option<String>)>,
@@ -276,12 +121,24 @@ pub(crate) struct RunState {
     pub(crate) woken_for: Option<String>,
     /// The failure record read at the start of the attempt: (position, failures).
     pub(crate) failures_before: parking_lot::Mutex<Option<(u32, u32)>>,
+    /// The step records this attempt read or wrote, so that a sleep can extend their lives.
+    pub(crate) records: parking_lot::Mutex<Vec<(String, StepRecord)>>,
 }
 
 impl RunState {
+    /// The deadline of a record operation started now.
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.patience
+    }
+
+    /// Whether the run asked for a durable sleep in this attempt.
+    pub(crate) fn is_suspending(&self) -> bool {
+        self.suspend_until.lock().is_some()
+    }
+
     /// `F.<event-key>.p`: where the run failed last.
     pub(crate) fn failure_key(&self) -> String {
-        format!("{}.p", self.run_key)
+        herald::protocol::runs::failure_key(&self.run_key)
     }
 
     /// The step that was reached last completed.
@@ -308,15 +165,11 @@ impl RunState {
         let mut counters = self.counters.lock();
         let count = counters.entry(base.clone()).or_insert(0);
         *count += 1;
-        let step_key = if *count == 1 {
-            base
-        } else {
-            format!("{base}.{count}")
-        };
+        let step_key = numbered_step_key(&base, *count);
         let mut position = self.position.lock();
         position.0 += 1;
         position.1 = Some(name.to_owned());
-        (format!("{}.s.{step_key}", self.run_key), step_key)
+        (step_record_key(&self.run_key, &step_key), step_key)
     }
 }
 
@@ -330,25 +183,6 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn event_keys() {
-        assert_eq!(event_key("signup-42_a"), "signup-42_a");
-        let hashed = event_key("has space");
-        assert!(hashed.starts_with("h-") && hashed.len() == 66, "{hashed}");
-        assert_eq!(event_key(&"x".repeat(129)).len(), 66);
-        assert_eq!(
-            event_key("01936f2b-7c2e-7a1c-9f0e-2b3c4d5e6f70"),
-            "01936f2b-7c2e-7a1c-9f0e-2b3c4d5e6f70"
-        );
-    }
-
-    #[test]
-    fn step_keys() {
-        assert_eq!(step_key_base("charge card"), "charge_card");
-        assert_eq!(step_key_base("a.b/c"), "a_b_c");
-        assert_eq!(step_key_base(""), "_");
-    }
 
     #[test]
     fn records_serialise_as_the_protocol_says() {

@@ -294,6 +294,41 @@ impl FunctionCounts {
     }
 }
 
+/// Polls every function's consumer info for the gauges.
+pub(crate) async fn poll_stats(
+    functions: Vec<String>,
+    client: herald::Client,
+    stats: SharedStats,
+    interval: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let events_stream = client.namespace().events_stream();
+    loop {
+        for function in &functions {
+            let consumer: Result<async_nats::jetstream::consumer::PullConsumer, _> = client
+                .jetstream()
+                .get_consumer_from_stream(function.as_str(), &events_stream)
+                .await;
+            if let Ok(mut consumer) = consumer
+                && let Ok(info) = consumer.info().await
+            {
+                stats.write().insert(
+                    function.clone(),
+                    ConsumerStats {
+                        pending: info.num_pending,
+                        ack_pending: info.num_ack_pending as u64,
+                        redelivered: info.num_redelivered as u64,
+                    },
+                );
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
 /// The outcomes `herald.runs` counts.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum RunOutcome {
@@ -308,6 +343,8 @@ type Counts = Arc<parking_lot::RwLock<BTreeMap<String, Arc<FunctionCounts>>>>;
 #[derive(Debug, Clone)]
 pub(crate) struct Metrics {
     pub(crate) dead_letters: Counter<u64>,
+    /// Run, step or failure records that could not be written within the patience.
+    pub(crate) record_failures: Counter<u64>,
     pub(crate) duration: Histogram<f64>,
     pub(crate) latency: Histogram<f64>,
     counts: Counts,
@@ -397,6 +434,10 @@ impl Metrics {
             dead_letters: meter
                 .u64_counter("herald.dead_letters")
                 .with_description("Events dead-lettered, by reason")
+                .build(),
+            record_failures: meter
+                .u64_counter("herald.run_records.failed")
+                .with_description("Run records that could not be stored in time, by kind (the delivery was NAKed, or for a dead letter terminated without it)")
                 .build(),
             duration: meter
                 .f64_histogram("herald.handler.duration")

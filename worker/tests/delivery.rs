@@ -43,8 +43,7 @@ async fn a_handler_failing_twice_runs_three_times_with_backoff_delays() {
                 }
                 Ok(())
             }
-        })
-        .unwrap();
+        });
     let worker = Worker::builder(client.clone())
         .function(function)
         .start()
@@ -91,8 +90,7 @@ async fn a_handler_that_always_fails_is_dead_lettered_after_its_attempts() {
                     job.n
                 )))
             }
-        })
-        .unwrap();
+        });
     let mut dead = DeadLetters::watch(&client, "always-fails").await;
     let worker = Worker::builder(client.clone())
         .function(function)
@@ -156,14 +154,14 @@ async fn terminal_errors_and_bad_payloads_are_dead_lettered_after_one_attempt() 
     let (_nats, client) = server_and_client().await;
     let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
-    let function = Function::new("strict")
-        .on::<Job>()
-        .attempts(5)
-        .handler(move |job: Job, _ctx: Ctx| {
-            log.lock().push(job.n);
-            async move { Err::<(), _>(HandlerError::terminal("job is malformed")) }
-        })
-        .unwrap();
+    let function =
+        Function::new("strict")
+            .on::<Job>()
+            .attempts(5)
+            .handler(move |job: Job, _ctx: Ctx| {
+                log.lock().push(job.n);
+                async move { Err::<(), _>(HandlerError::terminal("job is malformed")) }
+            });
     let mut dead = DeadLetters::watch(&client, "strict").await;
     let worker = Worker::builder(client.clone())
         .function(function)
@@ -231,8 +229,7 @@ async fn a_panic_is_a_failed_attempt_and_a_timeout_too() {
                 }
                 Ok(())
             }
-        })
-        .unwrap();
+        });
     let slow = Function::new("too-slow")
         .on::<Job>()
         .attempts(2)
@@ -241,8 +238,7 @@ async fn a_panic_is_a_failed_attempt_and_a_timeout_too() {
         .handler(|_job: Job, _ctx: Ctx| async move {
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok(())
-        })
-        .unwrap();
+        });
     let mut dead = DeadLetters::watch(&client, "too-slow").await;
     let worker = Worker::builder(client.clone())
         .function(panics)
@@ -285,8 +281,7 @@ async fn a_handler_longer_than_ack_wait_is_not_redelivered() {
                 tx.send(()).unwrap();
                 Ok(())
             }
-        })
-        .unwrap();
+        });
     let worker = Worker::builder(client.clone())
         .function(function)
         .start()
@@ -326,7 +321,6 @@ fn a_worker_killed_on_the_last_attempt_still_dead_letters_exactly_once() {
                     Ok(())
                 }
             })
-            .unwrap()
     };
 
     // Worker A in its own runtime, dropped mid-handler as if the process died.
@@ -388,7 +382,6 @@ async fn two_functions_on_one_type_each_get_every_event() {
                     Ok(())
                 }
             })
-            .unwrap()
     };
     let worker = Worker::builder(client.clone())
         .function(make("index-search", tx.clone()))
@@ -426,8 +419,7 @@ async fn three_replicas_split_ten_thousand_events_with_none_lost_or_repeated() {
                     tx.send((replica, job.n)).unwrap();
                     Ok(())
                 }
-            })
-            .unwrap();
+            });
         let replica_client = connect(&nats).await;
         workers.push(
             Worker::builder(replica_client)
@@ -472,8 +464,7 @@ async fn shutdown_hands_fifty_in_flight_events_to_another_replica() {
                 tokio::time::sleep(Duration::from_secs(120)).await;
                 Ok(())
             }
-        })
-        .unwrap();
+        });
     let worker_a = Worker::builder(connect(&nats).await)
         .function(stuck)
         .shutdown_grace(Duration::from_millis(300))
@@ -495,8 +486,7 @@ async fn shutdown_hands_fifty_in_flight_events_to_another_replica() {
                 done_tx.send(job.n).unwrap();
                 Ok(())
             }
-        })
-        .unwrap();
+        });
     let worker_b = Worker::builder(connect(&nats).await)
         .function(quick)
         .start()
@@ -537,8 +527,7 @@ async fn shutdown_lets_running_handlers_finish_within_the_grace_period() {
                 counter.fetch_add(1, Ordering::SeqCst);
                 Ok(())
             }
-        })
-        .unwrap();
+        });
     let worker = Worker::builder(client.clone())
         .function(function)
         .shutdown_grace(Duration::from_secs(10))
@@ -573,8 +562,7 @@ async fn a_server_restart_mid_run_loses_nothing() {
                 tx.send(job.n).unwrap();
                 Ok(())
             }
-        })
-        .unwrap();
+        });
     let worker = Worker::builder(client.clone())
         .function(function)
         .start()
@@ -626,8 +614,7 @@ async fn a_deleted_consumer_is_recreated_and_work_continues() {
                 tx.send(job.n).unwrap();
                 Ok(())
             }
-        })
-        .unwrap();
+        });
     let worker = Worker::builder(client.clone())
         .function(function)
         .start()
@@ -660,9 +647,8 @@ async fn a_deleted_consumer_is_recreated_and_work_continues() {
 async fn an_untyped_function_receives_the_envelope_for_a_wildcard() {
     let (_nats, client) = server_and_client().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let function = Function::new("audit-log")
-        .on_types(["test.*"])
-        .handler(move |event: Envelope, ctx: Ctx| {
+    let function = Function::new("audit-log").on_types(["test.*"]).handler(
+        move |event: Envelope, ctx: Ctx| {
             let tx = tx.clone();
             async move {
                 let data: serde_json::Value = event.json()?;
@@ -674,8 +660,8 @@ async fn an_untyped_function_receives_the_envelope_for_a_wildcard() {
                 .unwrap();
                 Ok(())
             }
-        })
-        .unwrap();
+        },
+    );
     let worker = Worker::builder(client.clone())
         .function(function)
         .start()
@@ -706,30 +692,43 @@ async fn an_untyped_function_receives_the_envelope_for_a_wildcard() {
 }
 
 #[tokio::test]
-async fn bad_function_definitions_are_refused_when_built() {
+async fn bad_function_definitions_are_refused_when_checked_and_at_start() {
     let error = Function::new("Bad Id")
         .on::<Job>()
         .handler(|_: Job, _: Ctx| async { Ok(()) })
+        .check()
         .unwrap_err();
     assert!(error.to_string().contains("invalid function id"), "{error}");
     let error = Function::new("ok")
         .on::<Job>()
         .attempts(0)
         .handler(|_: Job, _: Ctx| async { Ok(()) })
+        .check()
         .unwrap_err();
     assert!(error.to_string().contains("attempts"), "{error}");
     let error = Function::new("ok")
         .on_types(["a.>.b"])
         .handler(|_: Envelope, _: Ctx| async { Ok(()) })
+        .check()
         .unwrap_err();
     assert!(error.to_string().contains("invalid trigger"), "{error}");
 
     let (_nats, client) = server_and_client().await;
+    // Refused by start() before anything is provisioned, with the function's own message.
+    let error = Worker::builder(client.clone())
+        .function(
+            Function::new("Bad Id")
+                .on::<Job>()
+                .handler(|_: Job, _: Ctx| async { Ok(()) }),
+        )
+        .start()
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("invalid function id"), "{error}");
     let f = || {
         Function::new("twice")
             .on::<Job>()
             .handler(|_: Job, _: Ctx| async { Ok(()) })
-            .unwrap()
     };
     let error = Worker::builder(client)
         .function(f())
@@ -752,7 +751,6 @@ async fn the_sweeper_dead_letters_events_that_ran_out_of_deliveries_without_a_wo
             .on::<Job>()
             .attempts(1)
             .handler(|_job: Job, _ctx: Ctx| async { Ok(()) })
-            .unwrap()
     };
     // Create the function's consumer, then stop its worker.
     Worker::builder(client.clone())

@@ -60,8 +60,7 @@ async fn a_third_step_failing_twice_reruns_only_itself() {
                 done_tx.send((a, b)).unwrap();
                 Ok(())
             }
-        })
-        .unwrap();
+        });
     let worker = Worker::builder(client.clone())
         .function(function)
         .start()
@@ -91,7 +90,7 @@ async fn a_third_step_failing_twice_reruns_only_itself() {
         message.headers.get("ce-id").unwrap().to_string()
     };
     let report = store.inspect("three-steps", &event_id).await.unwrap();
-    assert_eq!(report.outcome.unwrap().status, "ok");
+    assert_eq!(report.outcome.unwrap().status, herald_worker::RunStatus::Ok);
     let steps: Vec<(&str, u32)> = report
         .steps
         .iter()
@@ -151,8 +150,7 @@ async fn a_dead_lettered_step_is_named_and_a_redrive_resumes_after_the_steps_tha
                 done_tx.send(()).unwrap();
                 Ok(())
             }
-        })
-        .unwrap();
+        });
     let mut dead = DeadLetters::watch(&client, "charge").await;
     let worker = Worker::builder(client.clone())
         .function(function)
@@ -246,8 +244,7 @@ async fn each_step_has_its_own_attempts_budget() {
                 done_tx.send(ctx.attempt()).unwrap();
                 Ok(())
             }
-        })
-        .unwrap();
+        });
     let worker = Worker::builder(client.clone())
         .function(function)
         .start()
@@ -283,8 +280,7 @@ async fn send_event_in_a_retried_run_publishes_exactly_one_event() {
                 done_tx.send(()).unwrap();
                 Ok(())
             }
-        })
-        .unwrap();
+        });
     let worker = Worker::builder(client.clone())
         .function(function)
         .start()
@@ -358,7 +354,6 @@ async fn a_durable_sleep_holds_nothing_and_survives_a_worker_restart() {
                     outcome
                 }
             })
-            .unwrap()
     };
     let worker_a = Worker::builder(client.clone())
         .function(build(done_tx.clone(), slept_tx.clone()))
@@ -404,8 +399,7 @@ async fn a_finished_runs_event_redelivered_by_hand_does_not_run_again() {
         .handler(move |_job: Job, _ctx: Ctx| {
             counter.fetch_add(1, Ordering::SeqCst);
             async { Ok(()) }
-        })
-        .unwrap();
+        });
     let worker = Worker::builder(client.clone())
         .function(function)
         .start()
@@ -498,8 +492,7 @@ async fn on_failure_runs_once_per_dead_lettered_run() {
             } else {
                 Err(HandlerError::retry("flaky"))
             }
-        })
-        .unwrap();
+        });
     let mut dead = DeadLetters::watch(&client, "alerts").await;
     let worker = Worker::builder(client.clone())
         .function(function)

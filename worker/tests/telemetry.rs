@@ -83,8 +83,7 @@ async fn each_attempt_is_a_child_of_the_producer_span_and_steps_are_children_of_
                 done_tx.send(()).unwrap();
                 Ok(())
             }
-        })
-        .unwrap();
+        });
     let worker = Worker::builder(client.clone())
         .function(function)
         .tracer_provider(&provider)
@@ -180,20 +179,20 @@ async fn a_dead_letter_and_its_redrive_stay_in_the_producers_trace() {
     let fixed = Arc::new(AtomicU32::new(0));
     let f = Arc::clone(&fixed);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let function = Function::new("redriven")
-        .on::<Job>()
-        .attempts(1)
-        .handler(move |_job: Job, _ctx: Ctx| {
-            let (f, done_tx) = (Arc::clone(&f), done_tx.clone());
-            async move {
-                if f.load(Ordering::SeqCst) == 0 {
-                    return Err(HandlerError::retry("broken"));
+    let function =
+        Function::new("redriven")
+            .on::<Job>()
+            .attempts(1)
+            .handler(move |_job: Job, _ctx: Ctx| {
+                let (f, done_tx) = (Arc::clone(&f), done_tx.clone());
+                async move {
+                    if f.load(Ordering::SeqCst) == 0 {
+                        return Err(HandlerError::retry("broken"));
+                    }
+                    done_tx.send(()).unwrap();
+                    Ok(())
                 }
-                done_tx.send(()).unwrap();
-                Ok(())
-            }
-        })
-        .unwrap();
+            });
     let mut dead = DeadLetters::watch(&client, "redriven").await;
     let worker = Worker::builder(client.clone())
         .function(function)
@@ -259,8 +258,7 @@ async fn an_event_a_handler_publishes_continues_the_attempts_trace() {
         .handler(|job: Job, ctx: Ctx| async move {
             ctx.send_event("notify", &Other { n: job.n }).await?;
             Ok(())
-        })
-        .unwrap();
+        });
     let worker = Worker::builder(client.clone())
         .function(function)
         .tracer_provider(&provider)
@@ -315,8 +313,7 @@ async fn in_link_mode_an_attempt_starts_its_own_trace_linked_to_the_producer() {
                 done_tx.send(()).unwrap();
                 Ok(())
             }
-        })
-        .unwrap();
+        });
     let worker = Worker::builder(client.clone())
         .function(function)
         .tracer_provider(&provider)
@@ -417,8 +414,7 @@ async fn metrics_count_a_known_scenario_and_health_follows_the_server() {
                     _ => Err(HandlerError::terminal("never")),
                 }
             }
-        })
-        .unwrap();
+        });
     let worker = Worker::builder(client.clone())
         .function(function)
         .meter(meter)

@@ -84,17 +84,17 @@ async fn events_are_validated_against_the_writers_version_and_decoded_into_the_r
     assert_eq!((v1.version, v2.version), (1, 2));
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let function = Function::new("profiles")
-        .on::<Profile>()
-        .handler(move |profile: Profile, ctx: Ctx| {
-            let tx = tx.clone();
-            async move {
-                tx.send((ctx.event_id().to_owned(), profile.name, profile.nickname))
-                    .unwrap();
-                Ok(())
-            }
-        })
-        .unwrap();
+    let function =
+        Function::new("profiles")
+            .on::<Profile>()
+            .handler(move |profile: Profile, ctx: Ctx| {
+                let tx = tx.clone();
+                async move {
+                    tx.send((ctx.event_id().to_owned(), profile.name, profile.nickname))
+                        .unwrap();
+                    Ok(())
+                }
+            });
     let mut dead = DeadLetters::watch(&client, "profiles").await;
     let worker = Worker::builder(client.clone())
         .function(function)

@@ -338,7 +338,7 @@ impl ConsumeBench {
                     notify.notify_one();
                 }
                 async { Ok::<(), HandlerError>(()) }
-            })?;
+            });
         let started = Instant::now();
         let worker = Worker::builder(client.clone())
             .function(function)

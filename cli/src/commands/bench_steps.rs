@@ -151,7 +151,7 @@ impl StepsBench {
                         }
                         Ok(())
                     }
-                })?;
+                });
             let started = Instant::now();
             let worker = Worker::builder(client.clone())
                 .function(function)

@@ -80,7 +80,7 @@ async fn connect_source(
 pub fn backfill_function(
     processed: Arc<AtomicU32>,
     retries: Arc<AtomicU32>,
-) -> Result<Function, herald_worker::FunctionError> {
+) -> Function {
     Function::new("backfill-user-data")
         .on::<SourceConnected>()
         .attempts(3)
@@ -149,7 +149,7 @@ pub async fn run(url: &str, namespace: &str) -> anyhow::Result<Summary> {
         .function(backfill_function(
             Arc::clone(&processed),
             Arc::clone(&retries),
-        )?)
+        ))
         .start()
         .await?;
     let mut dead_letters = herald

@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
                 done_tx.send(()).ok();
                 Ok(())
             }
-        })?;
+        });
     let worker = Worker::builder(client.clone())
         .function(function)
         .start()

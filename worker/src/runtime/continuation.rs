@@ -1,0 +1,78 @@
+//! Continuations: a run goes on in a scheduled copy of its event (protocol section 7), for a
+//! durable sleep's wake-up or a step retry beyond one delivery's budget.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use herald::protocol::{self, header, runs};
+
+use super::FunctionLoop;
+use super::delivery::Delivery;
+use crate::run_store::{Lifetime, RunStoreError};
+use crate::steps::RunState;
+
+impl FunctionLoop {
+    /// Publishes a scheduled copy of the event to `ns.redrive.F` at `at_ms`, with a fresh
+    /// delivery count (`Nats-Schedule`, nats-server 2.12+). With `Nats-TTL: never` the
+    /// schedule outlives the stream's `max_age`, however long the sleep.
+    pub(super) async fn schedule_continuation(
+        &self,
+        delivery: &Delivery,
+        at_ms: u64,
+        wake_step: Option<&str>,
+    ) -> Result<(), async_nats::Error> {
+        let mut headers = match &delivery.headers {
+            Some(original) => protocol::copy_headers_except_transport(original, &[header::WAKE]),
+            None => async_nats::HeaderMap::new(),
+        };
+        // Whole seconds, rounded up, in RFC 3339.
+        let seconds = at_ms.div_ceil(1000).max(crate::steps::now_ms() / 1000 + 1);
+        let time =
+            herald::headers::format_time(std::time::UNIX_EPOCH + Duration::from_secs(seconds));
+        let at = format!("{}Z", &time[..19]);
+        let namespace = self.shared.client.namespace();
+        let target = namespace.redrive_subject(&self.function.id);
+        headers.insert(header::NATS_SCHEDULE, protocol::schedule_at(&at));
+        headers.insert(header::NATS_SCHEDULE_TARGET, target.as_str());
+        if self.shared.schedules_ttl {
+            headers.insert(header::NATS_TTL, header::TTL_NEVER);
+        }
+        headers.insert(header::CONTINUATION, header::CONTINUATION_VALUE);
+        if let Some(step) = wake_step {
+            headers.insert(header::WAKE, step);
+        }
+        let subject = protocol::schedule_subject(
+            namespace,
+            &self.function.id,
+            &runs::event_key(delivery.event_id()),
+        );
+        self.shared
+            .client
+            .jetstream()
+            .send_publish(
+                subject,
+                jetstream::message::PublishMessage::build()
+                    .payload(delivery.payload.clone())
+                    .headers(headers),
+            )
+            .await?
+            .await?;
+        Ok(())
+    }
+
+    /// Writes the step records this attempt saw again, to live until `at_ms` and then the
+    /// retention: a run sleeping longer than the retention keeps its steps.
+    pub(super) async fn extend_records(
+        &self,
+        run: &RunState,
+        at_ms: u64,
+    ) -> Result<(), RunStoreError> {
+        let records = run.records.lock().clone();
+        for (key, record) in records {
+            run.store
+                .put_until(&key, &record, Lifetime::Beyond(at_ms), run.deadline())
+                .await?;
+        }
+        Ok(())
+    }
+}

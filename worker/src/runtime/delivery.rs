@@ -1,0 +1,229 @@
+//! [`Delivery`]: one delivered message, read once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
+
+use crate::envelope;
+use crate::function::EnvelopeMeta;
+
+/// Where a delivery came from, which decides how it is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// An event delivered by the function's consumer.
+    Consumer,
+    /// An event read back by the sweeper for a MAX_DELIVERIES advisory: settling it settles
+    /// the advisory.
+    Sweeper,
+}
+
+/// Logs an event in the delivery's span, which names the function, the event id and the
+/// stream sequence: `log!(delivery, warn, %error, "what happened")`.
+macro_rules! log {
+    ($delivery:expr, $level:ident, $($arg:tt)+) => {
+        $delivery.span().in_scope(|| tracing::$level!($($arg)+))
+    };
+}
+pub(crate) use log;
+
+/// One delivery: the message that settles it and the facts read from it once.
+pub(crate) struct Delivery {
+    /// The function it is delivered to.
+    function: Arc<str>,
+    /// Its `delivery` span, made when something is first logged (nothing to pay otherwise).
+    span: std::sync::OnceLock<tracing::Span>,
+    /// The message whose ack settles the delivery (the event, or the sweeper's advisory).
+    message: jetstream::Message,
+    pub(crate) source: Source,
+    /// The event's subject, headers and body.
+    pub(crate) subject: String,
+    pub(crate) headers: Option<HeaderMap>,
+    pub(crate) payload: Bytes,
+    /// The event's sequence in `NS_EVENTS`.
+    pub(crate) stream_sequence: u64,
+    /// The delivery count (1 for the first).
+    pub(crate) delivered: u32,
+    /// The envelope's attributes and data, when readable.
+    pub(crate) meta: Arc<EnvelopeMeta>,
+    pub(crate) data: Bytes,
+}
+
+/// A delivery whose envelope cannot be read; it is dead-lettered as a `decode_error`.
+#[allow(clippy::large_enum_variant)] // always boxed: `Result<Delivery, Box<Unreadable>>`
+pub(crate) enum Unreadable {
+    /// No JetStream metadata (not from a consumer): terminated.
+    NoMetadata(jetstream::Message, String),
+    /// The envelope is broken.
+    Envelope(Delivery, String),
+}
+
+impl Delivery {
+    /// Reads a message delivered by a function's consumer.
+    pub(crate) fn read(
+        function: &Arc<str>,
+        message: jetstream::Message,
+        events_prefix: &str,
+    ) -> Result<Delivery, Box<Unreadable>> {
+        let (stream_sequence, delivered) = match message.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX),
+            ),
+            Err(error) => {
+                let error = error.to_string();
+                return Err(Box::new(Unreadable::NoMetadata(message, error)));
+            }
+        };
+        let subject = message.subject.to_string();
+        let headers = message.headers.clone();
+        let payload = message.payload.clone();
+        Delivery::build(
+            function,
+            message,
+            Source::Consumer,
+            subject,
+            headers,
+            payload,
+            stream_sequence,
+            delivered,
+            events_prefix,
+        )
+    }
+
+    /// A stored event the sweeper dead-letters; settling it settles `advisory`.
+    pub(crate) fn swept(
+        function: &Arc<str>,
+        advisory: jetstream::Message,
+        original: async_nats::jetstream::message::StreamMessage,
+        deliveries: u32,
+        events_prefix: &str,
+    ) -> Result<Delivery, Box<Unreadable>> {
+        Delivery::build(
+            function,
+            advisory,
+            Source::Sweeper,
+            original.subject.to_string(),
+            Some(original.headers),
+            original.payload,
+            original.sequence,
+            deliveries,
+            events_prefix,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        function: &Arc<str>,
+        message: jetstream::Message,
+        source: Source,
+        subject: String,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+        stream_sequence: u64,
+        delivered: u32,
+        events_prefix: &str,
+    ) -> Result<Delivery, Box<Unreadable>> {
+        let read = envelope::read(
+            headers.as_ref(),
+            &payload,
+            &subject,
+            events_prefix,
+            stream_sequence,
+        );
+        let mut delivery = Delivery {
+            function: Arc::clone(function),
+            span: std::sync::OnceLock::new(),
+            message,
+            source,
+            subject,
+            headers,
+            payload,
+            stream_sequence,
+            delivered,
+            meta: Arc::new(EnvelopeMeta::default()),
+            data: Bytes::new(),
+        };
+        match read {
+            Ok((meta, data)) => {
+                delivery.meta = Arc::new(meta);
+                delivery.data = data;
+                Ok(delivery)
+            }
+            Err(error) => Err(Box::new(Unreadable::Envelope(delivery, error))),
+        }
+    }
+
+    /// The delivery's span: `delivery{function, event_id, stream_seq}`.
+    pub(crate) fn span(&self) -> &tracing::Span {
+        self.span.get_or_init(|| {
+            tracing::info_span!("delivery", function = %self.function,
+                event_id = %self.meta.id, stream_seq = self.stream_sequence)
+        })
+    }
+
+    /// The event id (`ce-id`), empty when unreadable.
+    pub(crate) fn event_id(&self) -> &str {
+        &self.meta.id
+    }
+
+    /// The first value of a header.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str())
+    }
+
+    /// The message a handler's span and progress acks refer to.
+    pub(crate) fn message(&self) -> &jetstream::Message {
+        &self.message
+    }
+
+    /// Acknowledges.
+    pub(crate) async fn ack(&self) {
+        if let Err(error) = self.message.ack().await {
+            log!(self, warn, %error, "ack failed; the event will be redelivered (and acked as finished)");
+        }
+    }
+
+    /// NAKs, with a delay or at once.
+    pub(crate) async fn nak(&self, delay: Option<Duration>) {
+        if let Err(error) = self.message.ack_with(AckKind::Nak(delay)).await {
+            log!(self, warn, %error, "NAK failed; the event comes back after ack_wait");
+        }
+    }
+
+    /// Tells the server the delivery is still being worked on.
+    pub(crate) async fn progress(&self) {
+        if let Err(error) = self.message.ack_with(AckKind::Progress).await {
+            log!(self, debug, %error, "progress ack failed");
+        }
+    }
+
+    /// Terminates the delivery with a reason (`+TERM <reason>`); for the sweeper, acks the
+    /// advisory.
+    pub(crate) async fn term(&self, reason: &str) {
+        let result = match (self.source, &self.message.reply) {
+            (Source::Consumer, Some(reply)) => {
+                let client = self.message.context.client();
+                client
+                    .publish(reply.clone(), format!("+TERM {reason}").into())
+                    .await
+                    .map_err(async_nats::Error::from)
+            }
+            _ => self.message.ack().await,
+        };
+        if let Err(error) = result {
+            log!(self, warn, %error, "terminating the original failed; a later delivery dead-letters it again (deduplicated)");
+        }
+    }
+}
+
+/// Terminates a message that no function consumer delivered.
+pub(crate) async fn terminate_foreign(message: &jetstream::Message, error: &str) {
+    tracing::warn!(%error, "a message without JetStream metadata; terminated");
+    let _ = message.ack_with(AckKind::Term).await;
+}

@@ -1,0 +1,116 @@
+//! The worker runtime: per function, a pull loop feeds deliveries to [`FunctionLoop::handle`],
+//! which reads each message once, decides its fate as a value and settles it in one place.
+//!
+//! ```text
+//! pull.rs      take permits -> pull at most that many -> drain the batch, a permit each
+//! delivery.rs  Delivery::read: delivery count, stream sequence, envelope (once)
+//! attempt.rs   prepare: budget, finished run, run state, decode -> Outcome before the handler
+//!              run: handler under its timeout, progress acks, shutdown -> Outcome
+//!              count_failure: a failure inside steps is counted per step (runs bucket)
+//! decide.rs    decide(Outcome, Facts) -> Settlement        (pure, table-tested)
+//! settle.rs    settle(Delivery, Settlement): the only code that acks, NAKs, terms or
+//!              dead-letters; the sweeper settles through it too
+//! ```
+//!
+//! `worker.rs` starts everything (and waits out outages at start-up), `consumer.rs` keeps
+//! each function's consumer as configured, `shutdown.rs` stops it, `continuation.rs`
+//! schedules continuations and wake-ups, `sweeper.rs` dead-letters what ran out of
+//! deliveries with no worker alive, `writer_schemas.rs` caches the registry's schemas.
+
+mod attempt;
+mod consumer;
+mod continuation;
+mod decide;
+mod delivery;
+mod pull;
+mod settle;
+mod shutdown;
+mod start;
+mod sweeper;
+mod worker;
+mod writer_schemas;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::Client;
+use opentelemetry::KeyValue;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::function::Function;
+use crate::steps::RunStore;
+use crate::telemetry::{FunctionCounts, Metrics, Spans};
+
+pub(crate) use consumer::Binding;
+pub use shutdown::{RunningWorker, ShutdownReport, shutdown_signal};
+pub(crate) use start::Readiness;
+pub use worker::{Worker, WorkerBuilder, WorkerError};
+
+/// What every function of a worker shares.
+pub(crate) struct Shared {
+    client: Client,
+    events_stream: String,
+    events_prefix: String,
+    stop: CancellationToken,
+    abandon: CancellationToken,
+    tracker: TaskTracker,
+    writer_schemas: Arc<writer_schemas::WriterSchemas>,
+    runs: Option<RunStore>,
+    metrics: Metrics,
+    spans: Spans,
+    log_payloads: bool,
+    /// The server has scheduled messages (2.12+).
+    schedules: bool,
+    /// `NS_EVENTS` accepts `Nats-TTL`, so schedules can outlive its `max_age`.
+    schedules_ttl: bool,
+}
+
+/// One function's runtime: its consumer binding, permits and counters.
+pub(crate) struct FunctionLoop {
+    shared: Arc<Shared>,
+    function: Function,
+    binding: Arc<Binding>,
+    permits: Arc<Semaphore>,
+    max_batch: usize,
+    /// The `function` attribute of the histograms.
+    function_attribute: [KeyValue; 1],
+    counts: Arc<FunctionCounts>,
+}
+
+/// The most messages asked for in one pull request.
+const MAX_BATCH: usize = 256;
+
+impl FunctionLoop {
+    fn new(shared: Arc<Shared>, function: Function) -> FunctionLoop {
+        let max_batch = function.settings.concurrency.clamp(1, MAX_BATCH);
+        let counts = shared.metrics.counts(&function.id);
+        FunctionLoop {
+            binding: Arc::new(Binding::new(&function.id)),
+            permits: Arc::new(Semaphore::new(function.settings.concurrency)),
+            max_batch,
+            function_attribute: crate::telemetry::function_attribute(&function.id),
+            counts,
+            function,
+            shared,
+        }
+    }
+
+    /// How long a record write or read may keep retrying while the delivery is kept alive
+    /// with progress acks: twice `ack_wait`, at least 10 s (a leader election takes a few).
+    fn patience(&self) -> Duration {
+        (self.function.settings.ack_wait * 2).max(Duration::from_secs(10))
+    }
+}
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}

@@ -1,0 +1,167 @@
+//! The pull loop: permits first, then at most that many messages; each batch drained as
+//! futures of one task.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use futures::{FutureExt, StreamExt};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{FunctionLoop, panic_message};
+
+/// How long one pull request waits for messages before it is renewed.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+impl FunctionLoop {
+    /// Takes permits, then pulls at most that many messages; never more than free permits.
+    pub(crate) async fn pull_loop(
+        self: Arc<Self>,
+        mut consumer: jetstream::consumer::PullConsumer,
+    ) {
+        let mut failures: u32 = 0;
+        let stop = self.shared.stop.clone();
+        loop {
+            // Pull again once half a batch of permits is free (as nats.go's consumers do):
+            // fewer, larger pull requests, while the open ones keep delivering.
+            let threshold = u32::try_from((self.max_batch / 2).max(1)).unwrap_or(1);
+            let mut permit = tokio::select! {
+                permit = Arc::clone(&self.permits).acquire_many_owned(threshold) => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                () = stop.cancelled() => return,
+            };
+            let extra = self
+                .permits
+                .available_permits()
+                .min(self.max_batch - permit.num_permits());
+            if extra > 0
+                && let Ok(more) = Arc::clone(&self.permits)
+                    .try_acquire_many_owned(u32::try_from(extra).unwrap_or(0))
+            {
+                permit.merge(more);
+            }
+            if self.binding.take_lost() {
+                match self.converge().await {
+                    Ok(fresh) => {
+                        tracing::info!(function = %self.function.id, "consumer re-created or re-bound");
+                        consumer = fresh;
+                    }
+                    Err(error) => {
+                        drop(permit);
+                        self.binding.lost();
+                        failures += 1;
+                        tracing::warn!(function = %self.function.id, %error, "consumer not available; retrying");
+                        if self.pause(failures).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let batch = consumer
+                .batch()
+                .max_messages(permit.num_permits())
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await;
+            match batch {
+                Ok(batch) => {
+                    failures = 0;
+                    let function = Arc::clone(&self);
+                    self.shared
+                        .tracker
+                        .spawn(async move { function.drain(batch, permit).await });
+                }
+                Err(error) => {
+                    drop(permit);
+                    failures += 1;
+                    self.binding.lost();
+                    tracing::warn!(function = %self.function.id, %error, "pull failed; retrying");
+                    if self.pause(failures).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits before a retry; true if the worker is stopping.
+    async fn pause(&self, failures: u32) -> bool {
+        let pause = crate::backoff::Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(2),
+            jitter: 0.2,
+        }
+        .delay(failures);
+        tokio::select! {
+            () = tokio::time::sleep(pause) => false,
+            () = self.shared.stop.cancelled() => true,
+        }
+    }
+
+    /// Runs the messages of one pull request concurrently, each holding one permit. They
+    /// run as futures of this one task rather than a task each: no spawn and no cross-thread
+    /// wake-up per message.
+    ///
+    /// At shutdown the pull request stays open at the server until it expires (at most
+    /// `PULL_EXPIRES`), and the server may still deliver to it. Messages that arrive after
+    /// the stop are held and handed back together when the request has ended: handed back
+    /// earlier, the server could deliver them to the same open request again (each time
+    /// spending a delivery); dropped with the subscription, they would wait out `ack_wait`.
+    async fn drain(self: Arc<Self>, mut batch: pull::Batch, permits: OwnedSemaphorePermit) {
+        let mut permits = Some(permits);
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut pulling = true;
+        let mut stopping = false;
+        let mut held = Vec::new();
+        let stop = self.shared.stop.clone();
+        loop {
+            tokio::select! {
+                biased;
+                Some(()) = running.next(), if !running.is_empty() => {}
+                () = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    // Permits of messages that did not start go back now.
+                    permits = None;
+                }
+                next = batch.next(), if pulling => match next {
+                    Some(Ok(message)) if stopping => held.push(message),
+                    Some(Ok(message)) => {
+                        let permit = permits.as_mut().and_then(|p| p.split(1));
+                        let function = Arc::clone(&self);
+                        running.push(async move {
+                            // A panic outside the handler (a Deserialize impl, say) must not
+                            // take the other messages of the batch down with it.
+                            let handled = AssertUnwindSafe(function.handle(message)).catch_unwind().await;
+                            if let Err(panic) = handled {
+                                tracing::error!(function = %function.function.id, panic = %panic_message(&panic),
+                                    "panic while handling a delivery; it comes back after ack_wait");
+                            }
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(function = %self.function.id, %error, "pull request ended with an error");
+                        self.binding.lost();
+                        pulling = false;
+                    }
+                    None => pulling = false,
+                },
+            }
+            if !pulling {
+                // The request has ended: another replica takes what arrived after the stop.
+                for message in held.drain(..) {
+                    let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
+                }
+                // Permits of messages that never came go back now, not when the rest finish.
+                permits = None;
+                if running.is_empty() {
+                    return;
+                }
+            }
+        }
+    }
+}

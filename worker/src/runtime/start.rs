@@ -1,0 +1,270 @@
+//! [`WorkerBuilder::start`]: check the description, then provision, open the runs bucket and
+//! bind every consumer, waiting out a cluster that is down or electing a leader.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::consumer::Binding;
+use super::shutdown::RunningWorker;
+use super::worker::{WorkerBuilder, WorkerError};
+use super::writer_schemas::WriterSchemas;
+use super::{FunctionLoop, Shared};
+use crate::steps::RunStore;
+use crate::telemetry::{Metrics, Spans};
+
+/// What `/readyz` reports: what start-up waits for, and each function's binding.
+#[derive(Debug, Default)]
+pub(crate) struct Readiness {
+    waiting_for: parking_lot::RwLock<Option<String>>,
+    bindings: parking_lot::RwLock<Vec<Arc<Binding>>>,
+}
+
+impl Readiness {
+    /// Why the worker is not ready, or `None` when it is.
+    pub(crate) fn not_ready(&self) -> Option<String> {
+        if let Some(waiting) = self.waiting_for.read().as_ref() {
+            return Some(format!("starting: waiting for {waiting}"));
+        }
+        let bindings = self.bindings.read();
+        if bindings.is_empty() {
+            return Some("starting".to_owned());
+        }
+        let unbound: Vec<&str> = bindings
+            .iter()
+            .filter(|b| !b.is_bound())
+            .map(|b| b.id())
+            .collect();
+        (!unbound.is_empty()).then(|| format!("consumers not bound: {}", unbound.join(", ")))
+    }
+}
+
+/// Pauses between start-up tries: 200 ms doubling to 5 s.
+const START_RETRY: crate::Backoff = crate::Backoff {
+    initial: Duration::from_millis(200),
+    max: Duration::from_secs(5),
+    jitter: 0.2,
+};
+
+/// Runs `operation` until it succeeds, returns an error that `retry` says is not transient,
+/// or the worker stops; says what it waits for in the log and in `/readyz`.
+async fn patiently<T, E, F, Fut>(
+    readiness: &Readiness,
+    what: &str,
+    stop: &CancellationToken,
+    retry: impl Fn(&E) -> bool,
+    mut operation: F,
+) -> Result<Option<T>, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut failures = 0;
+    loop {
+        match operation().await {
+            Ok(value) => {
+                if failures > 0 {
+                    tracing::info!(what, "start-up: done after {failures} failed tries");
+                }
+                *readiness.waiting_for.write() = None;
+                return Ok(Some(value));
+            }
+            Err(error) if retry(&error) => {
+                failures += 1;
+                let pause = START_RETRY.delay(failures);
+                tracing::warn!(%error, retry_in = ?pause, "start-up: waiting for {what}");
+                *readiness.waiting_for.write() = Some(format!("{what}: {error}"));
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stop.cancelled() => return Ok(None),
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+impl WorkerBuilder {
+    /// Provisions the namespace, converges every function's consumer, and starts pulling.
+    /// Returns once the consumers exist, so events published afterwards are seen.
+    ///
+    /// Mistakes in the description (no function, a duplicate or invalid id) fail at once.
+    /// A cluster that is down, has a node missing or is electing a leader is waited for,
+    /// with backoff: each try is logged, and `/readyz` (with [`http`](Self::http)) answers
+    /// 503 saying what the worker waits for.
+    pub async fn start(self) -> Result<RunningWorker, WorkerError> {
+        if self.functions.is_empty() {
+            return Err(WorkerError::NoFunction);
+        }
+        let mut seen = HashSet::new();
+        for function in &self.functions {
+            if let Some(error) = &function.error {
+                return Err(WorkerError::Function(error.clone()));
+            }
+            if !seen.insert(function.id.clone()) {
+                return Err(WorkerError::DuplicateFunction {
+                    id: function.id.to_string(),
+                });
+            }
+        }
+        let stop = CancellationToken::new();
+        // A start that is dropped half-way (run_until's signal) stops what it spawned.
+        let guard = stop.clone().drop_guard();
+        let readiness = Arc::new(Readiness::default());
+        let mut loops = Vec::new();
+        let mut http_address = None;
+        if let Some(address) = self.http {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| WorkerError::Http { address, source })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| WorkerError::Http { address, source })?;
+            http_address = Some(local);
+            tracing::info!(address = %local, "serving /healthz, /readyz and /metrics");
+            loops.push(tokio::spawn(crate::health::serve(
+                listener,
+                self.client.clone(),
+                Arc::clone(&readiness),
+                self.prometheus.clone(),
+                stop.clone(),
+            )));
+        }
+        let client = self.client.clone();
+        let Some(report) = patiently(
+            &readiness,
+            "provisioning the namespace",
+            &stop,
+            herald::ProvisionError::is_transient,
+            || client.provision(),
+        )
+        .await?
+        else {
+            return Err(WorkerError::Stopped);
+        };
+        for (name, drift) in report.drifted() {
+            let list: Vec<String> = drift.iter().map(ToString::to_string).collect();
+            tracing::warn!(resource = name, drift = %list.join("; "),
+                "stream config differs from Herald's; run `herald provision --apply` to update it");
+        }
+        let Some(runs) = patiently(
+            &readiness,
+            "the runs bucket",
+            &stop,
+            |_: &crate::RunStoreError| true,
+            || RunStore::open(&client),
+        )
+        .await?
+        else {
+            return Err(WorkerError::Stopped);
+        };
+        let namespace = client.namespace();
+        let events_stream = namespace.events_stream();
+        let Some(schedules_ttl) = patiently(
+            &readiness,
+            "the events stream",
+            &stop,
+            |_: &async_nats::Error| true,
+            || async {
+                let mut stream = client.jetstream().get_stream(&events_stream).await?;
+                let info = stream.info().await?;
+                Ok::<bool, async_nats::Error>(info.config.allow_message_ttl)
+            },
+        )
+        .await
+        .unwrap_or(Some(false)) else {
+            return Err(WorkerError::Stopped);
+        };
+        let schedules = client.supports_schedules();
+        if !schedules {
+            tracing::warn!(
+                server = %client.nats().server_info().version,
+                "this nats-server has no scheduled messages (2.12+): ctx.sleep dead-letters the run and step retries stay within one delivery's budget"
+            );
+        } else if !schedules_ttl {
+            tracing::warn!(stream = %events_stream, "the events stream does not allow per-message TTLs: a durable sleep longer than its max age never wakes; run `herald provision --apply`");
+        }
+        let meter = self
+            .meter
+            .clone()
+            .unwrap_or_else(|| opentelemetry::global::meter("herald"));
+        let metrics = Metrics::new(&meter);
+        let tracker = TaskTracker::new();
+        let abandon = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            events_prefix: herald::protocol::events_prefix(namespace),
+            events_stream,
+            writer_schemas: Arc::new(WriterSchemas::new(client.clone())),
+            runs: Some(runs),
+            metrics: metrics.clone(),
+            spans: Spans::new(
+                self.tracer
+                    .unwrap_or_else(|| opentelemetry::global::tracer("herald")),
+                self.trace_mode,
+            ),
+            log_payloads: self.log_payloads,
+            schedules,
+            schedules_ttl,
+            stop: stop.clone(),
+            abandon: abandon.clone(),
+            tracker: tracker.clone(),
+            client: client.clone(),
+        });
+        let functions: Vec<Arc<FunctionLoop>> = self
+            .functions
+            .into_iter()
+            .map(|function| Arc::new(FunctionLoop::new(Arc::clone(&shared), function)))
+            .collect();
+        *readiness.bindings.write() = functions.iter().map(|f| Arc::clone(&f.binding)).collect();
+        let mut consumers = Vec::new();
+        for function in &functions {
+            let what = format!("the consumer of function {}", function.function.id);
+            let Some(consumer) = patiently(
+                &readiness,
+                &what,
+                &stop,
+                |_: &WorkerError| true,
+                || function.converge(),
+            )
+            .await?
+            else {
+                return Err(WorkerError::Stopped);
+            };
+            consumers.push(consumer);
+        }
+        loops.push(tokio::spawn(crate::telemetry::poll_stats(
+            functions
+                .iter()
+                .map(|f| f.function.id.to_string())
+                .collect(),
+            client.clone(),
+            metrics.stats.clone(),
+            self.stats_interval,
+            stop.clone(),
+        )));
+        loops.push(tokio::spawn(
+            Arc::clone(&shared.writer_schemas).watch(stop.clone()),
+        ));
+        for (function, consumer) in functions.iter().zip(consumers) {
+            loops.push(tokio::spawn(Arc::clone(function).pull_loop(consumer)));
+            if self.sweeper {
+                loops.push(tokio::spawn(Arc::clone(function).sweep()));
+            }
+        }
+        tracing::info!(functions = functions.len(), "worker started");
+        guard.disarm();
+        Ok(RunningWorker {
+            http_address,
+            client,
+            stop,
+            abandon,
+            tracker,
+            loops,
+            grace: self.shutdown_grace,
+        })
+    }
+}
