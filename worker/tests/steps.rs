@@ -511,3 +511,58 @@ async fn on_failure_runs_once_per_dead_lettered_run() {
     worker.shutdown().await;
     assert!(failed_rx.try_recv().is_err(), "exactly once each");
 }
+
+/// Regression: a durable sleep longer than the events stream's `max_age` never woke (its
+/// schedule was removed like any old message), and the run's step records expired with the
+/// bucket's age.
+#[tokio::test]
+async fn a_sleep_longer_than_the_events_max_age_wakes_with_its_steps_intact() {
+    let nats = herald_local_nats::LocalNats::start().unwrap();
+    let client = herald::Client::builder()
+        .streams(herald::StreamSettings {
+            events_max_age: Duration::from_secs(2),
+            events_duplicate_window: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .connect(&nats.url())
+        .await
+        .unwrap();
+    client.provision().await.unwrap();
+    let before = Arc::new(AtomicU32::new(0));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let counter = Arc::clone(&before);
+    let function = Function::new("long-sleep")
+        .on::<Job>()
+        .handler(move |_job: Job, ctx: Ctx| {
+            let (counter, done_tx) = (Arc::clone(&counter), done_tx.clone());
+            async move {
+                let first: u32 = ctx
+                    .step("before", || async {
+                        Ok::<_, HandlerError>(counter.fetch_add(1, Ordering::SeqCst))
+                    })
+                    .await?;
+                ctx.sleep("past max age", Duration::from_secs(5)).await?;
+                done_tx.send(first).unwrap();
+                Ok(())
+            }
+        });
+    let worker = Worker::builder(client.clone())
+        .function(function)
+        .start()
+        .await
+        .unwrap();
+    let published = Instant::now();
+    publish_jobs(&client, 0..1).await;
+    let first = recv(&mut done_rx).await;
+    assert!(
+        published.elapsed() >= Duration::from_secs(4),
+        "woke after the sleep, not before"
+    );
+    assert_eq!(first, 0, "the step's stored output came back");
+    assert_eq!(
+        before.load(Ordering::SeqCst),
+        1,
+        "the step before the sleep ran once: its record outlived the 2 s max age"
+    );
+    worker.shutdown().await;
+}
