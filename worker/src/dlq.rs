@@ -223,21 +223,18 @@ impl DeadLetters {
         letter: &DeadLetterEntry,
         replacement: Option<Bytes>,
     ) -> Result<(), DeadLetterError> {
-        let mut headers = HeaderMap::new();
-        for (name, values) in letter.headers.iter() {
-            let text = name.to_string();
-            if text.starts_with("herald-dlq-") || text.to_ascii_lowercase().starts_with("nats-") {
-                continue;
-            }
-            for value in values {
-                headers.append(name.clone(), value.clone());
-            }
-        }
-        headers.insert(
-            herald::headers::NATS_MSG_ID,
-            format!("redrive:{}:{}", letter.function, letter.sequence),
+        let mut headers = herald::protocol::copy_headers_except_transport(
+            &letter.headers,
+            &herald::protocol::header::DLQ_HEADERS,
         );
-        headers.insert("herald-redrive-of", letter.sequence.to_string());
+        headers.insert(
+            herald::protocol::header::NATS_MSG_ID,
+            herald::protocol::msg_id::redrive(&letter.function, letter.sequence),
+        );
+        headers.insert(
+            herald::protocol::header::REDRIVE_OF,
+            letter.sequence.to_string(),
+        );
         let subject = self.client.namespace().redrive_subject(&letter.function);
         let payload = replacement.unwrap_or_else(|| letter.payload.clone());
         self.client
