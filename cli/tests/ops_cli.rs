@@ -108,15 +108,12 @@ async fn functions_events_and_a_replay_that_only_one_function_sees() {
     let mut worker = Worker::builder(client.clone());
     for (index, id) in ["billing", "shipping"].into_iter().enumerate() {
         let counter = Arc::clone(&counters[index]);
-        worker = worker.function(
-            Function::new(id)
-                .on::<Order>()
-                .handler(move |_order: Order, _ctx: Ctx| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    async { Ok(()) }
-                })
-                .unwrap(),
-        );
+        worker = worker.function(Function::new(id).on::<Order>().handler(
+            move |_order: Order, _ctx: Ctx| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { Ok(()) }
+            },
+        ));
     }
     let worker = worker.start().await.unwrap();
     let since = herald::headers::format_time(std::time::SystemTime::now() - Duration::from_secs(1));
@@ -234,24 +231,24 @@ async fn runs_show_prints_the_steps_of_a_run() {
     let client = Client::connect(&url).await.unwrap();
     client.provision().await.unwrap();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let function = Function::new("stepped")
-        .on::<Order>()
-        .handler(move |_order: Order, ctx: Ctx| {
-            let done_tx = done_tx.clone();
-            async move {
-                ctx.step("reserve", || async {
-                    Ok::<_, herald_worker::HandlerError>(1)
-                })
-                .await?;
-                ctx.step("charge", || async {
-                    Ok::<_, herald_worker::HandlerError>(2)
-                })
-                .await?;
-                done_tx.send(()).unwrap();
-                Ok(())
-            }
-        })
-        .unwrap();
+    let function =
+        Function::new("stepped")
+            .on::<Order>()
+            .handler(move |_order: Order, ctx: Ctx| {
+                let done_tx = done_tx.clone();
+                async move {
+                    ctx.step("reserve", || async {
+                        Ok::<_, herald_worker::HandlerError>(1)
+                    })
+                    .await?;
+                    ctx.step("charge", || async {
+                        Ok::<_, herald_worker::HandlerError>(2)
+                    })
+                    .await?;
+                    done_tx.send(()).unwrap();
+                    Ok(())
+                }
+            });
     let worker = Worker::builder(client.clone())
         .function(function)
         .start()

@@ -77,10 +77,7 @@ async fn connect_source(
 
 /// The slow part: backfill the user's data from the source. GitHub answers "busy" on the
 /// first attempt (a retry); Postgres rejects the credentials (a terminal error).
-pub fn backfill_function(
-    processed: Arc<AtomicU32>,
-    retries: Arc<AtomicU32>,
-) -> Function {
+pub fn backfill_function(processed: Arc<AtomicU32>, retries: Arc<AtomicU32>) -> Function {
     Function::new("backfill-user-data")
         .on::<SourceConnected>()
         .attempts(3)
