@@ -4,7 +4,8 @@
 //! cargo run -p herald-chaos --release --bin chaos -- --events 20000 --duration 120
 //! ```
 //!
-//! Exits 0 when every check passed, 1 when one failed, 2 when the harness could not run.
+//! Exits 0 when every check passed, 1 when one failed, 2 when the harness could not run or
+//! was interrupted (ctrl-c stops every process it started).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,7 +101,11 @@ async fn main_with(args: Args) -> anyhow::Result<bool> {
     config.ack_wait = Duration::from_secs(args.ack_wait);
     config.namespace = args.namespace;
     config.log_dir = args.log_dir;
-    let report = run(config).await?;
+    // On ctrl-c the run is dropped, which kills every replica and node it started.
+    let report = tokio::select! {
+        report = run(config) => report?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; every process it started is stopped"),
+    };
     println!("{report}");
     Ok(report.failures().is_empty())
 }
