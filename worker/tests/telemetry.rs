@@ -11,7 +11,6 @@ use common::*;
 use herald_worker::{Backoff, Ctx, Function, HandlerError, TraceMode, Worker};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -349,26 +348,6 @@ async fn in_link_mode_an_attempt_starts_its_own_trace_linked_to_the_producer() {
         "linked to the producer span"
     );
     assert_eq!(attribute(attempt, "herald.outcome").as_deref(), Some("ok"));
-}
-
-async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    (status, body)
 }
 
 /// The value of the first sample of `metric` whose labels contain every `label`.

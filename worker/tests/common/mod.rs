@@ -8,6 +8,7 @@ use futures::StreamExt;
 use herald::{Client, Event, PublishOptions};
 use herald_local_nats::LocalNats;
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A test event.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Event)]
@@ -145,4 +146,25 @@ pub async fn wait_consumer_drained(client: &Client, function: &str) {
         // Polling interval of a condition with a deadline.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A plain HTTP/1.1 GET: the status and the body.
+pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
 }
