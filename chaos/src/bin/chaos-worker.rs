@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use herald::Client;
 use herald_chaos::event::{ChaosJob, Effect, FUNCTION_ID, effects_subject};
-use herald_worker::{Ctx, Function, FunctionError, HandlerError, Worker, shutdown_signal};
+use herald_worker::{Ctx, Function, HandlerError, Worker, shutdown_signal};
 
 /// One replica of the chaos test's worker.
 #[derive(Debug, Parser)]
@@ -106,9 +106,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     })?;
                 Ok(())
             }
-        })
-        .into_function()
-        .context("defining the function")?;
+        });
+    function.check().context("defining the function")?;
     let exit_with_parent = args.exit_with_parent;
     let stop = async move {
         tokio::select! {
@@ -125,24 +124,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("the worker stopped")?;
     Ok(())
-}
-
-/// `.handler(f)` returns a `Function` in this herald-worker and a `Result` in earlier ones;
-/// this builds against both while the worker API settles.
-trait IntoFunction {
-    fn into_function(self) -> Result<Function, FunctionError>;
-}
-
-impl IntoFunction for Function {
-    fn into_function(self) -> Result<Function, FunctionError> {
-        Ok(self)
-    }
-}
-
-impl IntoFunction for Result<Function, FunctionError> {
-    fn into_function(self) -> Result<Function, FunctionError> {
-        self
-    }
 }
 
 /// Completes when standard input reaches its end (or fails).
