@@ -264,7 +264,8 @@ pub mod msg_id {
 /// Keys of the runs bucket `ns-runs` (protocol section 7).
 ///
 /// A run is one function handling one event; its key is `F.<event-key>`
-/// ([`run_key`]), and its steps, failure position and failure-handler markers live under it.
+/// ([`run_key`](runs::run_key)), and its steps, failure position and failure-handler
+/// markers live under it.
 pub mod runs {
     use super::{Digest, Sha256};
 

@@ -50,7 +50,8 @@ pub struct ShutdownReport {
 }
 
 impl RunningWorker {
-    /// Where `/healthz`, `/readyz` and `/metrics` are served, with [`WorkerBuilder::http`].
+    /// Where `/healthz`, `/readyz` and `/metrics` are served, with
+    /// [`WorkerBuilder::http`](crate::WorkerBuilder::http).
     pub fn http_address(&self) -> Option<std::net::SocketAddr> {
         self.http_address
     }
