@@ -547,8 +547,8 @@ where
 ///     .on::<SourceConnected>()
 ///     .attempts(5)
 ///     .concurrency(32)
-///     .handler(backfill)
-///     .unwrap();
+///     .handler(backfill);
+/// assert!(function.check().is_ok()); // start() checks it too
 /// assert_eq!(function.id(), "backfill-user-data");
 /// ```
 #[derive(Clone)]
