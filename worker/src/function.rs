@@ -119,7 +119,14 @@ pub struct Ctx {
     pub(crate) trace: opentelemetry::Context,
     pub(crate) spans: crate::telemetry::Spans,
     pub(crate) run: Option<Arc<RunState>>,
-    pub(crate) client: Option<herald::Client>,
+    pub(crate) publisher: Publisher,
+}
+
+/// Where `ctx.send_event` sends: the bus, or a [`crate::TestWorker`]'s list.
+#[derive(Debug, Clone)]
+pub(crate) enum Publisher {
+    Client(herald::Client),
+    Test(Arc<parking_lot::Mutex<Vec<crate::SentEvent>>>),
 }
 
 /// The envelope attributes shared by [`Ctx`] and [`Envelope`].
@@ -274,10 +281,7 @@ impl Ctx {
     /// A step that publishes `event` with an id derived from the run and the step, so a
     /// retried run never publishes it twice. Returns the event's stream sequence.
     pub async fn send_event<E: Event>(&self, name: &str, event: &E) -> Result<u64, HandlerError> {
-        let client = self
-            .client
-            .clone()
-            .ok_or_else(|| HandlerError::retry("send_event needs the worker's client"))?;
+        let publisher = self.publisher.clone();
         let run = Arc::clone(self.run()?);
         let step_key = {
             let counters = run.counters.lock();
@@ -287,12 +291,26 @@ impl Ctx {
         };
         let id = runs::send_event_id(&run.run_key, &step_key);
         self.step(name, || async move {
-            let options = herald::PublishOptions {
-                id: Some(id),
-                ..Default::default()
-            };
-            let ack = client.publish_with(event, options).await?.await?;
-            Ok::<u64, herald::PublishError>(ack.sequence)
+            match publisher {
+                Publisher::Client(client) => {
+                    let options = herald::PublishOptions {
+                        id: Some(id),
+                        ..Default::default()
+                    };
+                    let ack = client.publish_with(event, options).await?.await?;
+                    Ok::<u64, HandlerError>(ack.sequence)
+                }
+                Publisher::Test(sent) => {
+                    let data = serde_json::to_value(event)?;
+                    let mut sent = sent.lock();
+                    sent.push(crate::SentEvent {
+                        event_type: E::TYPE.to_owned(),
+                        id,
+                        data,
+                    });
+                    Ok(sent.len() as u64)
+                }
+            }
         })
         .await
     }

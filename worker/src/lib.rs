@@ -58,8 +58,10 @@ mod health;
 mod replay;
 mod run_store;
 mod runtime;
+mod state;
 mod steps;
 pub mod telemetry;
+mod test_worker;
 
 pub use backoff::Backoff;
 pub use dead_letter::{DeadLetterReason, MAX_ERROR_BYTES};
@@ -79,5 +81,7 @@ pub use run_store::{RunReport, RunStore, RunStoreError};
 pub use runtime::{
     RunningWorker, ShutdownReport, Worker, WorkerBuilder, WorkerError, shutdown_signal,
 };
+pub use state::{State, StatefulBuilder};
 pub use steps::{FailureRecord, RunRecord, RunStatus, StepRecord};
 pub use telemetry::TraceMode;
+pub use test_worker::{SentEvent, TestOutcome, TestRun, TestWorker};

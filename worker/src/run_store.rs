@@ -1,6 +1,8 @@
 //! [`RunStore`]: the runs bucket (`ns-runs`, protocol section 7), with per-record TTLs and
 //! writes that outlast a leader election.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -14,13 +16,26 @@ use herald::protocol::runs;
 /// Reads and writes a namespace's runs bucket.
 #[derive(Debug, Clone)]
 pub struct RunStore {
-    kv: kv::Store,
-    js: async_nats::jetstream::Context,
+    backend: Backend,
     /// How long a finished run's records are kept: the events stream's `max_age` (records
     /// must outlive every redelivery of their event). `None`: kept until deleted.
     retention: Option<Duration>,
     /// The bucket accepts per-record TTLs (`allow_msg_ttl`).
     ttl: bool,
+}
+
+/// Where the records are: the runs bucket, or memory (for [`crate::TestWorker`]).
+#[derive(Debug, Clone)]
+enum Backend {
+    /// Behind an `Arc`: a run's state holds a clone of the store, one per delivery.
+    Bucket(Arc<Bucket>),
+    Memory(Arc<parking_lot::Mutex<BTreeMap<String, Bytes>>>),
+}
+
+#[derive(Debug)]
+struct Bucket {
+    kv: kv::Store,
+    js: async_nats::jetstream::Context,
 }
 
 /// A runs-bucket operation failed.
@@ -124,18 +139,35 @@ impl RunStore {
             );
         }
         Ok(RunStore {
-            kv,
-            js: client.jetstream().clone(),
+            backend: Backend::Bucket(Arc::new(Bucket {
+                kv,
+                js: client.jetstream().clone(),
+            })),
             retention,
             ttl,
         })
+    }
+
+    /// A store in memory, for running handlers without a server.
+    pub(crate) fn in_memory() -> RunStore {
+        RunStore {
+            backend: Backend::Memory(Arc::default()),
+            retention: None,
+            ttl: false,
+        }
     }
 
     pub(crate) async fn get<T: for<'de> Deserialize<'de>>(
         &self,
         key: &str,
     ) -> Result<Option<T>, RunStoreError> {
-        match self.kv.get(key).await.map_err(store_error("read", key))? {
+        let stored = match &self.backend {
+            Backend::Bucket(bucket) => {
+                bucket.kv.get(key).await.map_err(store_error("read", key))?
+            }
+            Backend::Memory(map) => map.lock().get(key).cloned(),
+        };
+        match stored {
             Some(bytes) if !bytes.is_empty() => Ok(serde_json::from_slice(&bytes).ok()),
             _ => Ok(None),
         }
@@ -202,22 +234,24 @@ impl RunStore {
         bytes: Bytes,
         lifetime: Lifetime,
     ) -> Result<(), RunStoreError> {
+        let (kv, js) = match &self.backend {
+            Backend::Bucket(bucket) => (&bucket.kv, &bucket.js),
+            Backend::Memory(map) => {
+                map.lock().insert(key.to_owned(), bytes);
+                return Ok(());
+            }
+        };
         let Some(ttl) = self.ttl_seconds(lifetime) else {
-            self.kv
-                .put(key, bytes)
+            kv.put(key, bytes)
                 .await
                 .map_err(store_error("write", key))?;
             return Ok(());
         };
         // A put with `Nats-TTL` (the KV API has it for create only): the same subject.
-        let subject = format!(
-            "{}{key}",
-            self.kv.put_prefix.as_ref().unwrap_or(&self.kv.prefix)
-        );
+        let subject = format!("{}{key}", kv.put_prefix.as_ref().unwrap_or(&kv.prefix));
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(herald::protocol::header::NATS_TTL, ttl.to_string());
-        self.js
-            .publish_with_headers(subject, headers, bytes)
+        js.publish_with_headers(subject, headers, bytes)
             .await
             .map_err(store_error("write", key))?
             .await
@@ -228,13 +262,23 @@ impl RunStore {
     /// Creates `key` only if it does not exist; true when this call created it.
     pub(crate) async fn create_marker(&self, key: &str) -> Result<bool, RunStoreError> {
         let value = Bytes::from_static(b"{}");
+        let kv = match &self.backend {
+            Backend::Bucket(bucket) => &bucket.kv,
+            Backend::Memory(map) => {
+                let mut map = map.lock();
+                if map.contains_key(key) {
+                    return Ok(false);
+                }
+                map.insert(key.to_owned(), value);
+                return Ok(true);
+            }
+        };
         let created = match self.ttl_seconds(Lifetime::Retention) {
             Some(ttl) => {
-                self.kv
-                    .create_with_ttl(key, value, Duration::from_secs(ttl))
+                kv.create_with_ttl(key, value, Duration::from_secs(ttl))
                     .await
             }
-            None => self.kv.create(key, value).await,
+            None => kv.create(key, value).await,
         };
         match created {
             Ok(_) => Ok(true),
@@ -263,9 +307,23 @@ impl RunStore {
         if let Some(outcome) = self.get::<serde_json::Value>(run_key).await? {
             entries.push((run_key.to_owned(), outcome));
         }
+        let kv = match &self.backend {
+            Backend::Bucket(bucket) => &bucket.kv,
+            Backend::Memory(map) => {
+                let prefix = format!("{run_key}.");
+                for (key, value) in map.lock().iter() {
+                    if key.starts_with(&prefix)
+                        && let Ok(value) = serde_json::from_slice(value)
+                    {
+                        entries.push((key.clone(), value));
+                    }
+                }
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(entries);
+            }
+        };
         let pattern = format!("{run_key}.>");
-        let mut watch = self
-            .kv
+        let mut watch = kv
             .watch_with_history(&pattern)
             .await
             .map_err(store_error("watch", &pattern))?;

@@ -10,10 +10,10 @@ use opentelemetry::trace::{FutureExt as _, TraceContextExt as _};
 
 use super::decide::{Facts, Outcome, decide};
 use super::delivery::{Delivery, Unreadable, log, terminate_foreign};
+use super::failures::{count_step_failure, with_suspension};
 use super::{FunctionLoop, panic_message};
-use crate::dead_letter::{self, DeadLetterReason};
-use crate::function::{BoxFuture, Ctx, Decoded, ErrorKind, HandlerError};
-use crate::run_store::Lifetime;
+use crate::dead_letter::DeadLetterReason;
+use crate::function::{BoxFuture, Ctx, Decoded, HandlerError, Publisher};
 use crate::steps::{FailureRecord, RunRecord, RunState, RunStatus};
 use herald::protocol::{header, runs};
 
@@ -169,7 +169,7 @@ impl FunctionLoop {
             trace: trace.clone(),
             spans: self.shared.spans.clone(),
             run: run.cloned(),
-            client: Some(self.shared.client.clone()),
+            publisher: Publisher::Client(self.shared.client.clone()),
         };
         let writer_schema = self
             .shared
@@ -251,16 +251,7 @@ impl FunctionLoop {
             .metrics
             .duration
             .record(started.elapsed().as_secs_f64(), &self.function_attribute);
-        // A durable sleep suspends the run whatever the handler made of its error.
-        match (outcome, run.and_then(|r| r.suspend_until.lock().clone())) {
-            (Outcome::Done | Outcome::Failed(_), Some((wake_at_ms, step_key))) => {
-                Outcome::Suspended {
-                    wake_at_ms,
-                    step_key,
-                }
-            }
-            (outcome, _) => outcome,
-        }
+        with_suspension(outcome, run)
     }
 
     /// A retryable failure after the run reached steps is counted for that position in
@@ -271,48 +262,9 @@ impl FunctionLoop {
         outcome: &Outcome,
         run: Option<&RunState>,
     ) -> Option<u32> {
-        let error = match outcome {
-            Outcome::Failed(error) if matches!(error.kind, ErrorKind::Retry(_)) => {
-                error.message.clone()
-            }
-            Outcome::Panicked(panic) => format!("the handler panicked: {panic}"),
-            Outcome::TimedOut => "the attempt timed out".to_owned(),
-            _ => return None,
-        };
-        let run = run?;
-        let (position, step) = run.position.lock().clone();
-        if position == 0 {
-            return None;
-        }
-        let epoch = delivery
-            .header(header::REDRIVE_OF)
-            .unwrap_or_default()
-            .to_owned();
-        let count = async {
-            let previous = run
-                .store
-                .get_until::<FailureRecord>(&run.failure_key(), run.deadline())
-                .await?
-                .filter(|r| r.position == position && r.epoch == epoch);
-            let failures = previous.map_or(1, |r| r.failures + 1);
-            let record = FailureRecord {
-                position,
-                step,
-                failures,
-                error: dead_letter::one_line(&error),
-                epoch,
-            };
-            run.store
-                .put_until(
-                    &run.failure_key(),
-                    &record,
-                    Lifetime::Retention,
-                    run.deadline(),
-                )
-                .await?;
-            Ok::<u32, crate::RunStoreError>(failures)
-        };
-        match self.keep_alive(delivery, count).await {
+        let epoch = delivery.header(header::REDRIVE_OF).unwrap_or_default();
+        let count = count_step_failure(run?, epoch, outcome);
+        match self.keep_alive(delivery, count).await? {
             Ok(failures) => Some(failures),
             Err(error) => {
                 // Without the count, the delivery count decides.

@@ -20,8 +20,9 @@
 mod attempt;
 mod consumer;
 mod continuation;
-mod decide;
+pub(crate) mod decide;
 mod delivery;
+pub(crate) mod failures;
 mod pull;
 mod settle;
 mod shutdown;
