@@ -178,7 +178,7 @@ impl FunctionLoop {
             .await;
         match self.function.handler.prepare(
             delivery.data.clone(),
-            delivery.headers.as_ref(),
+            delivery.headers(),
             ctx,
             writer_schema,
         ) {

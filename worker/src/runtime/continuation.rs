@@ -21,7 +21,7 @@ impl FunctionLoop {
         at_ms: u64,
         wake_step: Option<&str>,
     ) -> Result<(), async_nats::Error> {
-        let mut headers = match &delivery.headers {
+        let mut headers = match delivery.headers() {
             Some(original) => protocol::copy_headers_except_transport(original, &[header::WAKE]),
             None => async_nats::HeaderMap::new(),
         };
@@ -52,7 +52,7 @@ impl FunctionLoop {
             .send_publish(
                 subject,
                 jetstream::message::PublishMessage::build()
-                    .payload(delivery.payload.clone())
+                    .payload(delivery.payload().clone())
                     .headers(headers),
             )
             .await?

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 
@@ -38,10 +39,8 @@ pub(crate) struct Delivery {
     /// The message whose ack settles the delivery (the event, or the sweeper's advisory).
     message: jetstream::Message,
     pub(crate) source: Source,
-    /// The event's subject, headers and body.
-    pub(crate) subject: String,
-    pub(crate) headers: Option<HeaderMap>,
-    pub(crate) payload: Bytes,
+    /// For the sweeper: the stored event (for a consumer, the event is `message`).
+    original: Option<Box<StreamMessage>>,
     /// The event's sequence in `NS_EVENTS`.
     pub(crate) stream_sequence: u64,
     /// The delivery count (1 for the first).
@@ -77,16 +76,10 @@ impl Delivery {
                 return Err(Box::new(Unreadable::NoMetadata(message, error)));
             }
         };
-        let subject = message.subject.to_string();
-        let headers = message.headers.clone();
-        let payload = message.payload.clone();
         Delivery::build(
             function,
             message,
-            Source::Consumer,
-            subject,
-            headers,
-            payload,
+            None,
             stream_sequence,
             delivered,
             events_prefix,
@@ -97,55 +90,51 @@ impl Delivery {
     pub(crate) fn swept(
         function: &Arc<str>,
         advisory: jetstream::Message,
-        original: async_nats::jetstream::message::StreamMessage,
+        original: StreamMessage,
         deliveries: u32,
         events_prefix: &str,
     ) -> Result<Delivery, Box<Unreadable>> {
+        let stream_sequence = original.sequence;
         Delivery::build(
             function,
             advisory,
-            Source::Sweeper,
-            original.subject.to_string(),
-            Some(original.headers),
-            original.payload,
-            original.sequence,
+            Some(Box::new(original)),
+            stream_sequence,
             deliveries,
             events_prefix,
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn build(
         function: &Arc<str>,
         message: jetstream::Message,
-        source: Source,
-        subject: String,
-        headers: Option<HeaderMap>,
-        payload: Bytes,
+        original: Option<Box<StreamMessage>>,
         stream_sequence: u64,
         delivered: u32,
         events_prefix: &str,
     ) -> Result<Delivery, Box<Unreadable>> {
-        let read = envelope::read(
-            headers.as_ref(),
-            &payload,
-            &subject,
-            events_prefix,
-            stream_sequence,
-        );
         let mut delivery = Delivery {
             function: Arc::clone(function),
             span: std::sync::OnceLock::new(),
             message,
-            source,
-            subject,
-            headers,
-            payload,
+            source: if original.is_some() {
+                Source::Sweeper
+            } else {
+                Source::Consumer
+            },
+            original,
             stream_sequence,
             delivered,
             meta: Arc::new(EnvelopeMeta::default()),
             data: Bytes::new(),
         };
+        let read = envelope::read(
+            delivery.headers(),
+            delivery.payload(),
+            delivery.subject(),
+            events_prefix,
+            stream_sequence,
+        );
         match read {
             Ok((meta, data)) => {
                 delivery.meta = Arc::new(meta);
@@ -169,12 +158,33 @@ impl Delivery {
         &self.meta.id
     }
 
+    /// The event's headers.
+    pub(crate) fn headers(&self) -> Option<&HeaderMap> {
+        match &self.original {
+            Some(original) => Some(&original.headers),
+            None => self.message.headers.as_ref(),
+        }
+    }
+
+    /// The event's body.
+    pub(crate) fn payload(&self) -> &Bytes {
+        match &self.original {
+            Some(original) => &original.payload,
+            None => &self.message.payload,
+        }
+    }
+
+    /// The event's subject.
+    pub(crate) fn subject(&self) -> &str {
+        match &self.original {
+            Some(original) => original.subject.as_str(),
+            None => self.message.subject.as_str(),
+        }
+    }
+
     /// The first value of a header.
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str())
+        self.headers().and_then(|h| h.get(name)).map(|v| v.as_str())
     }
 
     /// The message a handler's span and progress acks refer to.

@@ -164,13 +164,13 @@ impl FunctionLoop {
             attempts,
             stream: &self.shared.events_stream,
             stream_sequence: delivery.stream_sequence,
-            subject: &delivery.subject,
+            subject: delivery.subject(),
             step: step.as_deref(),
         };
         let publish = dead_letter::publish(
             &self.shared.client,
-            delivery.headers.as_ref(),
-            delivery.payload.clone(),
+            delivery.headers(),
+            delivery.payload().clone(),
             &letter,
         );
         if let Err(publish_error) = self.keep_alive(delivery, publish).await {
@@ -252,7 +252,7 @@ impl FunctionLoop {
             event: Envelope {
                 meta: Arc::clone(&delivery.meta),
                 data: delivery.data.clone(),
-                headers: delivery.headers.clone().unwrap_or_default(),
+                headers: delivery.headers().cloned().unwrap_or_default(),
             },
             reason,
             error: error.to_owned(),
@@ -275,7 +275,7 @@ impl FunctionLoop {
     /// With `log_payloads`, the payload of a failed event at debug level.
     fn log_payload(&self, delivery: &Delivery) {
         if self.shared.log_payloads {
-            log!(delivery, debug, payload = %String::from_utf8_lossy(&delivery.payload), "payload of the failed event");
+            log!(delivery, debug, payload = %String::from_utf8_lossy(delivery.payload()), "payload of the failed event");
         }
     }
 }
