@@ -258,7 +258,9 @@ impl ProvisionError {
 /// Whether a "no suitable peers for placement" answer is about a peer being offline (or
 /// not heard from yet) rather than about tags or storage.
 fn placement_is_transient(detail: &str) -> bool {
-    detail.contains("peer offline") || detail.contains("miscellaneous issue")
+    detail.contains("peer offline")
+        || detail.contains("miscellaneous issue")
+        || detail.contains("fewer take part in JetStream")
 }
 
 /// JetStream API error codes that describe a passing state of the cluster.
@@ -691,6 +693,12 @@ async fn choose_replicas(
     let probe = namespace.replicas_probe_stream();
     let mut replicas = MOST;
     let mut cleared = false;
+    // The servers this one knows of (its INFO's client URLs, its own included). A cluster
+    // that was just started may not have every server in its JetStream group yet: placement
+    // then fails with no reason given, which must not be read as "fewer servers".
+    let known = js.client().server_info().connect_urls.len();
+    let forming_since = std::time::Instant::now();
+    let mut forming_tries = 0;
     while replicas > 1 {
         let config = stream::Config {
             name: probe.clone(),
@@ -726,6 +734,21 @@ async fn choose_replicas(
         if code == jetstream::ErrorCode::CLUSTER_NO_PEERS
             && !detail.contains("no suitable peers for placement,")
         {
+            if replicas <= known {
+                // As many servers are known: the group is still forming. Wait for it.
+                if forming_since.elapsed() < CLUSTER_FORMING {
+                    forming_tries += 1;
+                    let pause = Duration::from_millis(100 * (1 << forming_tries.min(4)));
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                return Err(ProvisionError::NoPlacement {
+                    replicas,
+                    detail: format!(
+                        "{detail}; {known} servers are known to the cluster but fewer take                          part in JetStream (set StreamSettings::replicas to choose)"
+                    ),
+                });
+            }
             // Nothing offline, no tag or storage issue: the cluster has fewer servers.
             replicas -= 1;
             continue;
@@ -737,6 +760,10 @@ async fn choose_replicas(
     }
     Ok((1, ReplicasSource::Cluster))
 }
+
+/// How long a probe waits for a just-started cluster's JetStream group to take in every
+/// server it knows of.
+const CLUSTER_FORMING: Duration = Duration::from_secs(10);
 
 /// Creates `want`, or compares it with what exists and updates it as allowed. Returns the
 /// outcome and the replicas the resource has now.
