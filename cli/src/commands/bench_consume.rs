@@ -28,6 +28,9 @@ pub(crate) struct ConsumeBench {
     /// Rounds; each runs every mode once in rotating order. The median is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Only these modes (comma-separated; the first is the reference of the ratio).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    modes: Vec<Mode>,
     /// Instead: measure the Herald worker with tracing and metrics off, then on (an SDK
     /// tracer provider installed globally, sampling every span into a batch exporter that
     /// drops them, a tracing-opentelemetry layer, and an SDK meter provider), and print the
@@ -53,7 +56,7 @@ impl opentelemetry_sdk::trace::SpanExporter for DropSpans {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
     Raw,
     RawDecode,
@@ -119,11 +122,15 @@ impl ConsumeBench {
         if bench.telemetry_overhead {
             return bench.telemetry_overhead(&client).await;
         }
-        let mut results: Vec<(Mode, Vec<f64>)> =
-            Mode::ALL.iter().map(|m| (*m, Vec::new())).collect();
+        let modes = if bench.modes.is_empty() {
+            Mode::ALL.to_vec()
+        } else {
+            bench.modes.clone()
+        };
+        let mut results: Vec<(Mode, Vec<f64>)> = modes.iter().map(|m| (*m, Vec::new())).collect();
         for round in 0..bench.rounds {
-            for offset in 0..Mode::ALL.len() {
-                let mode = Mode::ALL[(round + offset) % Mode::ALL.len()];
+            for offset in 0..modes.len() {
+                let mode = modes[(round + offset) % modes.len()];
                 let name = format!("bench-consume-{round}-{offset}");
                 let runner = Arc::clone(&bench);
                 let (task_client, task_js, task_stream) =
