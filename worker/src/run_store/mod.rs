@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::steps::{FailureRecord, RunRecord, StepRecord};
+
+mod many;
 use herald::protocol::runs;
 
 /// Reads and writes a namespace's runs bucket.
