@@ -250,7 +250,10 @@ impl RunStore {
             return Ok(());
         };
         // A put with `Nats-TTL` (the KV API has it for create only): the same subject.
-        let subject = format!("{}{key}", kv.put_prefix.as_ref().unwrap_or(&kv.prefix));
+        let prefix = kv.put_prefix.as_ref().unwrap_or(&kv.prefix);
+        let mut subject = String::with_capacity(prefix.len() + key.len());
+        subject.push_str(prefix);
+        subject.push_str(key);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(herald::protocol::header::NATS_TTL, ttl.to_string());
         js.publish_with_headers(subject, headers, bytes)
