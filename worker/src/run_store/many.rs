@@ -3,6 +3,7 @@
 //! then an end-of-batch status.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -48,6 +49,13 @@ impl RunStore {
         if keys.is_empty() {
             return Ok(found);
         }
+        if !bucket.many_keys.load(Ordering::Relaxed) {
+            return Err(RunStoreError {
+                action: "read",
+                key: format!("{} keys from {}", keys.len(), keys[0]),
+                source: "the server does not read many keys at once (nats-server 2.11+)".into(),
+            });
+        }
         let fail = |source: async_nats::Error| RunStoreError {
             action: "read",
             key: format!("{} keys from {}", keys.len(), keys[0]),
@@ -90,6 +98,14 @@ impl RunStore {
                     204 => Ok(found),
                     // None of the keys has a record.
                     404 => Ok(found),
+                    // A server before 2.11 does not know `multi_last`: an empty request.
+                    408 => {
+                        bucket.many_keys.store(false, Ordering::Relaxed);
+                        tracing::info!(
+                            "the runs bucket's server does not read many keys at once (nats-server 2.11+); each run reads its own record"
+                        );
+                        Err(fail("multi_last not supported".into()))
+                    }
                     _ => Err(fail(
                         format!(
                             "direct get answered {status} {}",

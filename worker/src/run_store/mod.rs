@@ -38,6 +38,8 @@ enum Backend {
 struct Bucket {
     kv: kv::Store,
     js: async_nats::jetstream::Context,
+    /// Cleared when the server turns down reads of many keys at once (before 2.11).
+    many_keys: std::sync::atomic::AtomicBool,
 }
 
 /// A runs-bucket operation failed.
@@ -144,6 +146,7 @@ impl RunStore {
             backend: Backend::Bucket(Arc::new(Bucket {
                 kv,
                 js: client.jetstream().clone(),
+                many_keys: std::sync::atomic::AtomicBool::new(true),
             })),
             retention,
             ttl,
