@@ -15,9 +15,6 @@ use super::{Backend, RunStore, RunStoreError};
 /// The most subjects one request may name (the server answers 413 beyond 1,024).
 const MAX_KEYS: usize = 1024;
 
-/// How long the answer to one request may take.
-const ANSWER_WITHIN: Duration = Duration::from_secs(5);
-
 #[derive(Serialize)]
 struct MultiLast<'a> {
     multi_last: &'a [String],
@@ -28,10 +25,11 @@ const KV_OPERATION: &str = "KV-Operation";
 
 impl RunStore {
     /// The stored value of each of `keys` that has one (deleted keys have none), read in
-    /// one request. At most [`MAX_KEYS`] keys.
+    /// one request answered within `answer_within`. At most [`MAX_KEYS`] keys.
     pub(crate) async fn get_many(
         &self,
         keys: &[&str],
+        answer_within: Duration,
     ) -> Result<HashMap<String, Bytes>, RunStoreError> {
         let mut found = HashMap::new();
         let bucket = match &self.backend {
@@ -86,11 +84,11 @@ impl RunStore {
             )
             .await
             .map_err(|e| fail(e.into()))?;
-        let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
+        let deadline = tokio::time::Instant::now() + answer_within;
         loop {
             let answer = tokio::time::timeout_at(deadline, answers.next())
                 .await
-                .map_err(|_| fail(format!("no answer within {ANSWER_WITHIN:?}").into()))?
+                .map_err(|_| fail(format!("no answer within {answer_within:?}").into()))?
                 .ok_or_else(|| fail("the subscription ended".into()))?;
             if let Some(status) = answer.status {
                 return match status.as_u16() {
@@ -138,6 +136,8 @@ mod tests {
     use super::*;
     use crate::run_store::Lifetime;
 
+    const WITHIN: Duration = Duration::from_secs(5);
+
     #[tokio::test]
     async fn one_request_returns_the_stored_records_and_skips_missing_and_deleted_keys() {
         let nats = herald_local_nats::LocalNats::start().unwrap();
@@ -160,7 +160,7 @@ mod tests {
         bucket.kv.delete("f.gone").await.unwrap();
 
         let found = store
-            .get_many(&["f.a", "f.missing", "f.b", "f.gone", "g.a"])
+            .get_many(&["f.a", "f.missing", "f.b", "f.gone", "g.a"], WITHIN)
             .await
             .unwrap();
         let mut keys: Vec<_> = found.keys().cloned().collect();
@@ -168,10 +168,10 @@ mod tests {
         assert_eq!(keys, ["f.a", "f.b"]);
         assert_eq!(found["f.b"], Bytes::from_static(b"{\"k\":\"f.b\"}"));
 
-        let none = store.get_many(&["x.1", "x.2"]).await.unwrap();
+        let none = store.get_many(&["x.1", "x.2"], WITHIN).await.unwrap();
         assert!(none.is_empty());
         let too_many: Vec<String> = (0..=MAX_KEYS).map(|i| format!("k.{i}")).collect();
         let too_many: Vec<&str> = too_many.iter().map(String::as_str).collect();
-        assert!(store.get_many(&too_many).await.is_err());
+        assert!(store.get_many(&too_many, WITHIN).await.is_err());
     }
 }

@@ -19,6 +19,9 @@ use crate::function::{BoxFuture, Ctx, Decoded, HandlerError, Publisher};
 use crate::steps::{FailureRecord, RunRecord, RunState, RunStatus};
 use herald::protocol::{header, runs};
 
+/// The longest a group's read of run records may take before each delivery reads its own.
+const GROUP_READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A message's place in its function's window of messages held at once, released when the
 /// delivery is settled.
 pub(crate) type Held = Option<OwnedSemaphorePermit>;
@@ -117,7 +120,11 @@ impl FunctionLoop {
         if keys.is_empty() {
             return None;
         }
-        match store.get_many(&keys).await {
+        // No progress acks are sent meanwhile: the read gives up within a third of
+        // `ack_wait` (a cluster electing the bucket's leader, say), and each delivery then
+        // reads its own record with retries while keeping its message alive.
+        let within = (self.function.settings.ack_wait / 3).min(GROUP_READ_WITHIN);
+        match store.get_many(&keys, within).await {
             Ok(found) => Some(found),
             Err(error) => {
                 tracing::debug!(function = %self.function.id, %error, "reading a group's run records failed; reading them one by one");
@@ -301,9 +308,22 @@ impl FunctionLoop {
         }
     }
 
-    /// One of the function's handler permits; waits for one with progress acks, and gives up
-    /// (`None`) when the worker stops first.
+    /// One of the function's handler permits, once no finished run is waiting to be
+    /// recorded ([`super::stall`]); waits with progress acks, and gives up (`None`) when the
+    /// worker stops first.
     async fn handler_permit(&self, delivery: &Delivery) -> Option<OwnedSemaphorePermit> {
+        if self.stall.active() {
+            let stop = self.shared.stop.cancelled();
+            let cleared = async {
+                tokio::select! {
+                    () = self.stall.cleared() => true,
+                    () = stop => false,
+                }
+            };
+            if !self.keep_alive(delivery, cleared).await {
+                return None;
+            }
+        }
         if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
             return Some(permit);
         }

@@ -30,6 +30,7 @@ mod pace;
 mod pull;
 mod settle;
 mod shutdown;
+mod stall;
 mod start;
 mod sweeper;
 mod worker;
@@ -84,6 +85,8 @@ pub(crate) struct FunctionLoop {
     window_size: usize,
     /// How long handlers have been taking, which sets how far ahead the loop pulls.
     pace: pace::Pace,
+    /// Set while finished runs cannot be recorded: no handler starts meanwhile.
+    stall: stall::Stall,
     /// The `function` attribute of the histograms.
     function_attribute: [KeyValue; 1],
     counts: Arc<FunctionCounts>,
@@ -103,6 +106,7 @@ impl FunctionLoop {
             window: Arc::new(Semaphore::new(window_size)),
             window_size,
             pace: pace::Pace::default(),
+            stall: stall::Stall::default(),
             function_attribute: crate::telemetry::function_attribute(&function.id),
             counts,
             function,
