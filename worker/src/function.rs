@@ -575,6 +575,7 @@ pub struct Function {
     pub(crate) error: Option<FunctionError>,
     pub(crate) id: Arc<str>,
     pub(crate) triggers: Vec<String>,
+    pub(crate) crons: Vec<crate::cron::CronTrigger>,
     pub(crate) settings: Settings,
     pub(crate) handler: Arc<dyn ErasedHandler>,
     pub(crate) on_failure: Option<FailureHandler>,
@@ -598,6 +599,7 @@ impl Function {
         FunctionBuilder {
             id: id.into(),
             triggers: Vec::new(),
+            crons: Vec::new(),
             settings: Settings::default(),
             on_failure: None,
             _event: PhantomData,
@@ -612,6 +614,11 @@ impl Function {
     /// The trigger event types (patterns for untyped functions).
     pub fn triggers(&self) -> &[String] {
         &self.triggers
+    }
+
+    /// The cron triggers.
+    pub fn crons(&self) -> &[crate::cron::CronTrigger] {
+        &self.crons
     }
 
     /// The attempts budget.
@@ -634,11 +641,13 @@ impl Function {
 /// is called.
 #[must_use = "a function does nothing until it gets a handler and is added to a worker"]
 pub struct FunctionBuilder<E> {
-    id: String,
-    triggers: Vec<String>,
-    settings: Settings,
-    on_failure: Option<FailureHandler>,
-    _event: PhantomData<fn(E)>,
+    pub(crate) id: String,
+    pub(crate) triggers: Vec<String>,
+    /// Cron patterns and their time zones, checked by `check`.
+    pub(crate) crons: Vec<(String, Option<String>)>,
+    pub(crate) settings: Settings,
+    pub(crate) on_failure: Option<FailureHandler>,
+    pub(crate) _event: PhantomData<fn(E)>,
 }
 
 /// A dead-lettered run, as the failure handler sees it.
@@ -705,6 +714,14 @@ pub enum FunctionError {
     /// A setting out of range.
     #[error("function {function}: {reason}")]
     InvalidSetting {
+        /// The function.
+        function: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A cron trigger nats-server would not accept.
+    #[error("function {function}: {reason}")]
+    InvalidCron {
         /// The function.
         function: String,
         /// What is wrong.
@@ -793,12 +810,33 @@ impl<E> FunctionBuilder<E> {
         self
     }
 
-    fn check(&self) -> Result<(), FunctionError> {
+    pub(crate) fn check(&self) -> Result<Vec<crate::cron::CronTrigger>, FunctionError> {
         check_function_id(&self.id)?;
-        if self.triggers.is_empty() {
+        if self.triggers.is_empty() && self.crons.is_empty() {
             return Err(FunctionError::NoTrigger {
                 function: self.id.clone(),
             });
+        }
+        let mut crons: Vec<crate::cron::CronTrigger> = Vec::new();
+        for (pattern, zone) in &self.crons {
+            if pattern.is_empty() {
+                return Err(FunctionError::InvalidCron {
+                    function: self.id.clone(),
+                    reason: "time_zone() names the zone of the cron pattern given just before; \
+                             call cron(pattern) first"
+                        .to_owned(),
+                });
+            }
+            let trigger =
+                crate::cron::CronTrigger::new(pattern, zone.as_deref()).map_err(|error| {
+                    FunctionError::InvalidCron {
+                        function: self.id.clone(),
+                        reason: error.to_string(),
+                    }
+                })?;
+            if !crons.contains(&trigger) {
+                crons.push(trigger);
+            }
         }
         let invalid = |reason: &str| FunctionError::InvalidSetting {
             function: self.id.clone(),
@@ -821,7 +859,18 @@ impl<E> FunctionBuilder<E> {
         {
             return Err(invalid("max_ack_pending must be at least 1"));
         }
-        Ok(())
+        Ok(crons)
+    }
+
+    /// The time zone of the cron pattern given just before (an IANA name such as
+    /// `Europe/Paris`; default UTC). The nats-server host needs time-zone data for it.
+    pub fn time_zone(mut self, zone: impl Into<String>) -> Self {
+        match self.crons.last_mut() {
+            Some((_, slot)) => *slot = Some(zone.into()),
+            // Reported by `check` as a cron without a pattern.
+            None => self.crons.push((String::new(), Some(zone.into()))),
+        }
+        self
     }
 }
 
@@ -831,6 +880,7 @@ impl FunctionBuilder<()> {
         FunctionBuilder {
             id: self.id,
             triggers: vec![E::TYPE.to_owned()],
+            crons: self.crons,
             settings: self.settings,
             on_failure: self.on_failure,
             _event: PhantomData,
@@ -847,6 +897,7 @@ impl FunctionBuilder<()> {
         FunctionBuilder {
             id: self.id,
             triggers: patterns.into_iter().map(Into::into).collect(),
+            crons: self.crons,
             settings: self.settings,
             on_failure: self.on_failure,
             _event: PhantomData,
@@ -868,14 +919,17 @@ impl<E: Event> FunctionBuilder<E> {
             function: self.id.clone(),
             reason: error.to_string(),
         });
-        let error = self
-            .check()
+        let checked = self.check();
+        let error = checked
+            .as_ref()
             .err()
+            .cloned()
             .or_else(|| schema.as_ref().err().cloned());
         Function {
             error,
             id: self.id.into(),
             triggers: self.triggers,
+            crons: checked.unwrap_or_default(),
             settings: self.settings,
             on_failure: self.on_failure,
             handler: Arc::new(TypedHandler::<E, F> {
@@ -895,7 +949,8 @@ impl FunctionBuilder<Envelope> {
         Fut: Future<Output = Result<T, HandlerError>> + Send + 'static,
         T: Send + 'static,
     {
-        let error = self.check().err().or_else(|| {
+        let checked = self.check();
+        let error = checked.as_ref().err().cloned().or_else(|| {
             self.triggers.iter().find_map(|pattern| {
                 check_pattern(pattern)
                     .err()
@@ -910,6 +965,7 @@ impl FunctionBuilder<Envelope> {
             error,
             id: self.id.into(),
             triggers: self.triggers,
+            crons: checked.unwrap_or_default(),
             settings: self.settings,
             on_failure: self.on_failure,
             handler: Arc::new(RawHandler { handler }),

@@ -50,6 +50,7 @@
 //! ```
 
 mod backoff;
+pub mod cron;
 mod dead_letter;
 mod dlq;
 mod envelope;
@@ -64,6 +65,7 @@ pub mod telemetry;
 mod test_worker;
 
 pub use backoff::Backoff;
+pub use cron::{CronError, CronTrigger, Tick};
 pub use dead_letter::{DeadLetterReason, MAX_ERROR_BYTES};
 pub use dlq::{DeadLetterEntry, DeadLetterError, DeadLetterFilter, DeadLetters};
 pub use envelope::Envelope;

@@ -22,7 +22,11 @@ impl FunctionLoop {
         wake_step: Option<&str>,
     ) -> Result<(), async_nats::Error> {
         let mut headers = match delivery.headers() {
-            Some(original) => protocol::copy_headers_except_transport(original, &[header::WAKE]),
+            Some(original) => {
+                let mut copy = protocol::copy_headers_except_transport(original, &[header::WAKE]);
+                crate::cron::keep_tick(original, &mut copy);
+                copy
+            }
             None => async_nats::HeaderMap::new(),
         };
         // Whole seconds, rounded up, in RFC 3339.
