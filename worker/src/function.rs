@@ -411,6 +411,18 @@ pub(crate) struct Settings {
     pub(crate) start: StartFrom,
     pub(crate) idempotent: bool,
     pub(crate) max_step_output: usize,
+    pub(crate) overlap: Overlap,
+}
+
+/// What a cron tick does while the previous tick of the same trigger still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overlap {
+    /// The tick is skipped: recorded `skipped` (reason `overlap`) without running (default).
+    #[default]
+    Skip,
+    /// The tick runs alongside.
+    Allow,
 }
 
 impl Default for Settings {
@@ -425,6 +437,7 @@ impl Default for Settings {
             start: StartFrom::New,
             idempotent: true,
             max_step_output: 256 * 1024,
+            overlap: Overlap::Skip,
         }
     }
 }
@@ -789,6 +802,14 @@ impl<E> FunctionBuilder<E> {
     /// group of events pulled together).
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.settings.idempotent = idempotent;
+        self
+    }
+
+    /// What a cron tick does while the previous tick of its trigger still runs (default
+    /// [`Overlap::Skip`]: skipped, recorded `skipped`). A run that sleeps or waits still
+    /// runs. Needs idempotent runs (the default) to tell a finished tick from a running one.
+    pub fn overlap(mut self, overlap: Overlap) -> Self {
+        self.settings.overlap = overlap;
         self
     }
 

@@ -63,15 +63,24 @@ pub enum RunStatus {
     Ok,
     /// The run was dead-lettered.
     DeadLettered,
+    /// The run was skipped without running its handler (`detail` says why, e.g. a cron tick
+    /// while the previous tick still ran).
+    Skipped,
 }
 
 impl RunStatus {
-    /// The protocol's name: `ok` or `dead_lettered`.
+    /// The protocol's name: `ok`, `dead_lettered` or `skipped`.
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Ok => "ok",
             RunStatus::DeadLettered => "dead_lettered",
+            RunStatus::Skipped => "skipped",
         }
+    }
+
+    /// Whether a run with this status is over: a later delivery of it does nothing.
+    pub fn is_final(self) -> bool {
+        matches!(self, RunStatus::Ok | RunStatus::Skipped)
     }
 }
 

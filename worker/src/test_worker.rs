@@ -72,6 +72,11 @@ pub enum TestOutcome {
     Succeeded,
     /// The run had already finished (idempotent runs): acked without running the handler.
     AlreadyFinished,
+    /// The run was skipped without running the handler, and recorded `skipped`.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
     /// The attempt failed and another follows after `delay`.
     Retried {
         /// The backoff (or `retry_after`) delay before the next attempt.
@@ -204,7 +209,10 @@ impl TestWorker {
                     continuation: true,
                     woken_for: wake,
                 },
-                Settlement::Ack { .. } | Settlement::DeadLetter { .. } | Settlement::HandBack => {
+                Settlement::Ack { .. }
+                | Settlement::Skip(_)
+                | Settlement::DeadLetter { .. }
+                | Settlement::HandBack => {
                     return TestRun {
                         event_id: event_id.to_owned(),
                         attempts,
@@ -354,6 +362,9 @@ fn outcome_of(settlement: &Settlement) -> TestOutcome {
     let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
     match settlement {
         Settlement::Ack { .. } | Settlement::HandBack => TestOutcome::Succeeded,
+        Settlement::Skip(reason) => TestOutcome::Skipped {
+            reason: reason.clone(),
+        },
         Settlement::Retry { delay, error } => TestOutcome::Retried {
             delay: *delay,
             error: error.clone(),

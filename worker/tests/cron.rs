@@ -193,3 +193,90 @@ fn bad_patterns_and_zones_fail_the_function_check() {
     let error = function.check().unwrap_err().to_string();
     assert!(error.contains("IANA"), "{error}");
 }
+
+#[tokio::test]
+async fn a_tick_is_skipped_while_the_previous_tick_still_runs() {
+    let (_nats, client) = server_and_client().await;
+    let (started_tx, mut started) = mpsc::unbounded_channel::<String>();
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let gate = std::sync::Arc::clone(&release);
+    let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let function =
+        Function::new("slow-ticks")
+            .cron("*/1 * * * * *")
+            .handler(move |_: Tick, ctx: Ctx| {
+                let started_tx = started_tx.clone();
+                let gate = std::sync::Arc::clone(&gate);
+                let first = !held.swap(true, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    let _ = started_tx.send(ctx.event_id().to_owned());
+                    // The first tick holds on until the test lets it go.
+                    if first {
+                        gate.notified().await;
+                    }
+                    Ok::<(), HandlerError>(())
+                }
+            });
+    let worker = Worker::builder(client.clone())
+        .function(function)
+        .start()
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, started.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // Wait until at least two later ticks were recorded skipped, reading the runs bucket.
+    let store = herald_worker::RunStore::open(&client).await.unwrap();
+    let kv = client
+        .jetstream()
+        .get_key_value(client.namespace().runs_bucket())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let skipped = loop {
+        let mut keys = kv.keys().await.unwrap();
+        let mut skipped = Vec::new();
+        use futures::StreamExt;
+        while let Some(Ok(key)) = keys.next().await {
+            if key.starts_with("slow-ticks.cron-") && !key.ends_with(".lock") {
+                let run_id = key.trim_start_matches("slow-ticks.");
+                let report = store.inspect("slow-ticks", run_id).await.unwrap();
+                if report.outcome.as_ref().map(|o| o.status)
+                    == Some(herald_worker::RunStatus::Skipped)
+                {
+                    skipped.push((
+                        run_id.to_owned(),
+                        report.outcome.unwrap().detail.unwrap_or_default(),
+                    ));
+                }
+            }
+        }
+        if skipped.len() >= 2 || std::time::Instant::now() > deadline {
+            break skipped;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        skipped.len() >= 2,
+        "ticks skipped while the first ran: {skipped:?}"
+    );
+    for (_, detail) in &skipped {
+        assert!(
+            detail.contains(&first),
+            "the skip names the running tick {first}: {detail}"
+        );
+    }
+    assert!(
+        started.try_recv().is_err(),
+        "no other tick started while the first ran"
+    );
+    // Once the first tick finishes, the next tick runs.
+    release.notify_one();
+    let next = tokio::time::timeout(WAIT, started.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(next, first);
+    worker.shutdown().await;
+}

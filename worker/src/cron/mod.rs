@@ -73,6 +73,11 @@ pub(crate) fn tick_of(headers: &async_nats::HeaderMap) -> Option<(&str, &str)> {
     (next != "purge").then_some((cron_id, next))
 }
 
+/// The runs-bucket key of a trigger's overlap lock: `F.cron-<cron-id>.lock`.
+pub(crate) fn lock_key(function: &str, cron_id: &str) -> String {
+    format!("{function}.cron-{cron_id}.lock")
+}
+
 /// Copies of a tick (continuations, dead letters) lose its `Nats-*` headers: keep the
 /// tick's time in `herald-cron-next`, so the copy is the same run.
 pub(crate) fn keep_tick(original: &async_nats::HeaderMap, copy: &mut async_nats::HeaderMap) {

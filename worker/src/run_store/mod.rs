@@ -12,8 +12,10 @@ use tokio::time::Instant;
 
 use crate::steps::{FailureRecord, RunRecord, StepRecord};
 
+mod lock;
 mod many;
 use herald::protocol::runs;
+pub(crate) use lock::Locked;
 
 /// Reads and writes a namespace's runs bucket.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ use super::failures::{count_step_failure, with_suspension};
 use super::{FunctionLoop, panic_message};
 use crate::dead_letter::DeadLetterReason;
 use crate::function::{BoxFuture, Ctx, Decoded, HandlerError, Publisher};
-use crate::steps::{FailureRecord, RunRecord, RunState, RunStatus};
+use crate::steps::{FailureRecord, RunRecord, RunState};
 use herald::protocol::{header, runs};
 
 /// The longest a group's read of run records may take before each delivery reads its own.
@@ -239,7 +239,7 @@ impl FunctionLoop {
                     }
                 };
                 match stored {
-                    Ok(Some(record)) if record.status == RunStatus::Ok => {
+                    Ok(Some(record)) if record.status.is_final() => {
                         log!(
                             delivery,
                             info,
@@ -252,6 +252,9 @@ impl FunctionLoop {
                         return Prepared::Settled(Outcome::StoreUnavailable(error.to_string()));
                     }
                 }
+            }
+            if let Some(reason) = self.overlapping_tick(delivery, run).await {
+                return Prepared::Settled(reason);
             }
             // A retry or a continuation may have a failure count to continue from.
             if delivery.delivered > 1 || delivery.header(header::CONTINUATION).is_some() {

@@ -25,6 +25,9 @@ pub(crate) enum Outcome {
     OutOfDeliveries,
     /// The run is recorded as finished (idempotent runs): nothing to do.
     AlreadyFinished,
+    /// The run is not to run at all (a cron tick while the previous one still runs): it is
+    /// recorded `skipped` with this reason and acked.
+    Skipped(String),
     /// The runs bucket could not be read within the patience: whether the run finished is
     /// unknown, so the handler does not run now.
     StoreUnavailable(String),
@@ -92,6 +95,8 @@ pub(crate) enum Settlement {
         /// Store `F.<event-key>` = `ok` first (idempotent runs).
         record_run: bool,
     },
+    /// Record the run `skipped` with this reason, then acknowledge.
+    Skip(String),
     /// NAK with a delay: another attempt follows.
     Retry {
         /// The delay before the next delivery.
@@ -155,6 +160,7 @@ pub(crate) fn decide(outcome: Outcome, facts: &Facts) -> Settlement {
             facts.delivered,
         ),
         Outcome::AlreadyFinished => Settlement::Ack { record_run: false },
+        Outcome::Skipped(reason) => Settlement::Skip(reason),
         Outcome::StoreUnavailable(error) => Settlement::Retry {
             delay: facts.backoff.delay_with(facts.delivered, facts.jitter_unit),
             error: format!("the runs bucket cannot be read: {error}"),
@@ -342,6 +348,14 @@ mod tests {
                 Outcome::AlreadyFinished,
                 facts(),
                 Settlement::Ack { record_run: false },
+            ),
+            (
+                Outcome::Skipped("overlap".into()),
+                Facts {
+                    delivered: 9,
+                    ..facts()
+                },
+                Settlement::Skip("overlap".into()),
             ),
             (
                 Outcome::StoreUnavailable("timed out".into()),

@@ -26,6 +26,7 @@ mod continuation;
 pub(crate) mod decide;
 mod delivery;
 pub(crate) mod failures;
+mod overlap;
 mod pace;
 mod pull;
 mod settle;

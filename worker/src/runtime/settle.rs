@@ -41,6 +41,7 @@ impl FunctionLoop {
     ) {
         match settlement {
             Settlement::Ack { record_run } => self.finish(delivery, run, record_run).await,
+            Settlement::Skip(reason) => self.skip(delivery, run, &reason).await,
             Settlement::Retry { delay, error } => {
                 self.log_payload(delivery);
                 self.counts.count(RunOutcome::Retried);
@@ -98,9 +99,29 @@ impl FunctionLoop {
                 return;
             }
         }
+        self.release_tick(delivery, run).await;
         delivery.ack().await;
         self.counts.count(RunOutcome::Ok);
         outcome("ok", None);
+    }
+
+    /// Records a run that does not run as `skipped`, then acks.
+    async fn skip(&self, delivery: &Delivery, run: Option<&RunState>, reason: &str) {
+        if let Some(run) = run {
+            let record = RunRecord::now(RunStatus::Skipped, Some(reason.to_owned()));
+            let write =
+                run.store
+                    .put_until(&run.run_key, &record, Lifetime::Retention, run.deadline());
+            if let Err(error) = self.keep_alive(delivery, write).await {
+                // Acked all the same: a skipped run has no effect to repeat.
+                log!(delivery, warn, %error, "the skipped run cannot be recorded");
+                self.record_failed("skipped_run");
+            }
+        }
+        log!(delivery, info, reason, "skipped");
+        delivery.ack().await;
+        self.counts.count(RunOutcome::Skipped);
+        outcome("skipped", Some(reason));
     }
 
     fn record_failed(&self, kind: &'static str) {
@@ -230,6 +251,7 @@ impl FunctionLoop {
                 self.record_failed("dead_lettered_run");
             }
         }
+        self.release_tick(delivery, run).await;
         delivery.term(reason.as_str()).await;
         self.call_on_failure(delivery, run, reason, error, attempts, step)
             .await;
