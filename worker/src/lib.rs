@@ -56,6 +56,7 @@ mod dlq;
 mod envelope;
 mod function;
 mod health;
+mod pause;
 mod replay;
 mod run_store;
 mod runtime;
@@ -78,6 +79,7 @@ pub use herald::protocol::header::{
     DLQ_SUBJECT, DLQ_TIME,
 };
 pub use herald::protocol::runs::{event_key, step_key_base};
+pub use pause::{PauseError, PauseState, pause_end, pause_function, resume_function};
 pub use replay::{Replay, ReplayError, ReplayOutcome, ReplayProgress};
 pub use run_store::{RunReport, RunStore, RunStoreError};
 pub use runtime::{

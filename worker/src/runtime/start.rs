@@ -350,7 +350,7 @@ async fn schedule(
     };
     match stale.await {
         Ok(stale) if !stale.is_empty() => tracing::warn!(function = %id, schedules = ?stale,
-            "cron schedules of an earlier version of this function still fire; remove them with `herald schedules delete {id} --stale` once no replica runs that version"),
+            "cron schedules of an earlier version of this function still fire; remove each with `herald schedules delete {id} <cron-id>` once no replica runs that version"),
         Ok(_) => {}
         Err(error) => tracing::debug!(%error, "could not list the function's cron schedules"),
     }
