@@ -412,6 +412,9 @@ pub(crate) struct Settings {
     pub(crate) idempotent: bool,
     pub(crate) max_step_output: usize,
     pub(crate) overlap: Overlap,
+    pub(crate) debounce: Option<crate::flow::debounce::Debounce>,
+    /// Set by `debounce_timeout`, checked against `debounce`.
+    pub(crate) debounce_timeout: Option<Duration>,
 }
 
 /// What a cron tick does while the previous tick of the same trigger still runs.
@@ -438,6 +441,8 @@ impl Default for Settings {
             idempotent: true,
             max_step_output: 256 * 1024,
             overlap: Overlap::Skip,
+            debounce: None,
+            debounce_timeout: None,
         }
     }
 }
@@ -805,6 +810,13 @@ impl<E> FunctionBuilder<E> {
         self
     }
 
+    /// Caps how long a debounce window stays open: its run starts at most this long after
+    /// the window's first event, however many events follow (default: no cap).
+    pub fn debounce_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.debounce_timeout = Some(timeout);
+        self
+    }
+
     /// What a cron tick does while the previous tick of its trigger still runs (default
     /// [`Overlap::Skip`]: skipped, recorded `skipped`). A run that sleeps or waits still
     /// runs. Needs idempotent runs (the default) to tell a finished tick from a running one.
@@ -880,6 +892,24 @@ impl<E> FunctionBuilder<E> {
         {
             return Err(invalid("max_ack_pending must be at least 1"));
         }
+        match (&self.settings.debounce, self.settings.debounce_timeout) {
+            (None, Some(_)) => {
+                return Err(invalid("debounce_timeout needs debounce(key, period)"));
+            }
+            (Some(debounce), timeout) => {
+                if debounce.period < Duration::from_secs(1) {
+                    return Err(invalid(
+                        "the debounce period must be at least 1 s (the server fires schedules in whole seconds)",
+                    ));
+                }
+                if timeout.is_some_and(|t| t < debounce.period) {
+                    return Err(invalid(
+                        "debounce_timeout must be at least the debounce period",
+                    ));
+                }
+            }
+            (None, None) => {}
+        }
         Ok(crons)
     }
 
@@ -927,6 +957,48 @@ impl FunctionBuilder<()> {
 }
 
 impl<E: Event> FunctionBuilder<E> {
+    /// Debounces the function per key: an event opens or extends its key's window, and
+    /// once `period` passes without another event of that key (or the
+    /// [`debounce_timeout`](Self::debounce_timeout) after the window's first event) the
+    /// handler runs once, with the window's **last** event. The events folded into a window
+    /// are acked; the window lives in the server (a scheduled message replaced by
+    /// compare-and-set), so it survives worker restarts and no worker keeps a timer. Needs
+    /// nats-server 2.12+. Periods are whole seconds, at least 1 s.
+    ///
+    /// ```
+    /// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, herald::Event)]
+    /// # #[event(type = "profile.updated")]
+    /// # struct ProfileUpdated { user_id: String }
+    /// use std::time::Duration;
+    /// use herald_worker::{Ctx, Function, HandlerError};
+    ///
+    /// let reindex = Function::new("reindex-profile")
+    ///     .on::<ProfileUpdated>()
+    ///     .debounce(|e: &ProfileUpdated| e.user_id.clone(), Duration::from_secs(5))
+    ///     .debounce_timeout(Duration::from_secs(60))
+    ///     .handler(|e: ProfileUpdated, _ctx: Ctx| async move {
+    ///         tracing::info!(user = %e.user_id, "reindexing once for a burst of updates");
+    ///         Ok::<(), HandlerError>(())
+    ///     });
+    /// assert!(reindex.check().is_ok());
+    /// ```
+    pub fn debounce<K, F>(mut self, key: F, period: Duration) -> Self
+    where
+        F: Fn(&E) -> K + Send + Sync + 'static,
+        K: AsRef<str>,
+    {
+        let key_of = move |payload: &[u8]| {
+            serde_json::from_slice::<E>(payload)
+                .map(|event| key(&event).as_ref().to_owned())
+                .map_err(|error| error.to_string())
+        };
+        self.settings.debounce = Some(crate::flow::debounce::Debounce {
+            key: std::sync::Arc::new(key_of),
+            period,
+        });
+        self
+    }
+
     /// Sets the handler: `async fn(E, Ctx) -> Result<T, HandlerError>`. The payload is
     /// validated against `E`'s schema before it is decoded; an invalid one is dead-lettered
     /// without calling the handler.

@@ -54,6 +54,7 @@ pub mod cron;
 mod dead_letter;
 mod dlq;
 mod envelope;
+pub mod flow;
 mod function;
 mod health;
 mod pause;

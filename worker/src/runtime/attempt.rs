@@ -256,6 +256,9 @@ impl FunctionLoop {
             if let Some(reason) = self.overlapping_tick(delivery, run).await {
                 return Prepared::Settled(reason);
             }
+            if let Some(folded) = self.debounced(delivery).await {
+                return Prepared::Settled(folded);
+            }
             // A retry or a continuation may have a failure count to continue from.
             if delivery.delivered > 1 || delivery.header(header::CONTINUATION).is_some() {
                 let epoch = delivery.header(header::REDRIVE_OF).unwrap_or_default();

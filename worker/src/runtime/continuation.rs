@@ -11,6 +11,14 @@ use super::delivery::Delivery;
 use crate::run_store::{Lifetime, RunStoreError};
 use crate::steps::RunState;
 
+/// The `@at` time of a schedule due at `at_ms`: whole seconds, rounded up, at least a second
+/// from now, RFC 3339 UTC.
+pub(super) fn schedule_time(at_ms: u64) -> String {
+    let seconds = at_ms.div_ceil(1000).max(crate::steps::now_ms() / 1000 + 1);
+    let time = herald::headers::format_time(std::time::UNIX_EPOCH + Duration::from_secs(seconds));
+    format!("{}Z", &time[..19])
+}
+
 impl FunctionLoop {
     /// Publishes a scheduled copy of the event to `ns.redrive.F` at `at_ms`, with a fresh
     /// delivery count (`Nats-Schedule`, nats-server 2.12+). With `Nats-TTL: never` the
@@ -29,11 +37,7 @@ impl FunctionLoop {
             }
             None => async_nats::HeaderMap::new(),
         };
-        // Whole seconds, rounded up, in RFC 3339.
-        let seconds = at_ms.div_ceil(1000).max(crate::steps::now_ms() / 1000 + 1);
-        let time =
-            herald::headers::format_time(std::time::UNIX_EPOCH + Duration::from_secs(seconds));
-        let at = format!("{}Z", &time[..19]);
+        let at = schedule_time(at_ms);
         let namespace = self.shared.client.namespace();
         let target = namespace.redrive_subject(&self.function.id);
         headers.insert(header::NATS_SCHEDULE, protocol::schedule_at(&at));

@@ -25,6 +25,8 @@ pub(crate) enum Outcome {
     OutOfDeliveries,
     /// The run is recorded as finished (idempotent runs): nothing to do.
     AlreadyFinished,
+    /// The event was folded into its key's debounce window: the window's run handles it.
+    Debounced,
     /// The run is not to run at all (a cron tick while the previous one still runs): it is
     /// recorded `skipped` with this reason and acked.
     Skipped(String),
@@ -159,7 +161,7 @@ pub(crate) fn decide(outcome: Outcome, facts: &Facts) -> Settlement {
             ),
             facts.delivered,
         ),
-        Outcome::AlreadyFinished => Settlement::Ack { record_run: false },
+        Outcome::AlreadyFinished | Outcome::Debounced => Settlement::Ack { record_run: false },
         Outcome::Skipped(reason) => Settlement::Skip(reason),
         Outcome::StoreUnavailable(error) => Settlement::Retry {
             delay: facts.backoff.delay_with(facts.delivered, facts.jitter_unit),
@@ -347,6 +349,14 @@ mod tests {
             (
                 Outcome::AlreadyFinished,
                 facts(),
+                Settlement::Ack { record_run: false },
+            ),
+            (
+                Outcome::Debounced,
+                Facts {
+                    delivered: 3,
+                    ..facts()
+                },
                 Settlement::Ack { record_run: false },
             ),
             (

@@ -23,6 +23,7 @@
 mod attempt;
 mod consumer;
 mod continuation;
+mod debounce;
 pub(crate) mod decide;
 mod delivery;
 pub(crate) mod failures;
