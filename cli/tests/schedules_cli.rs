@@ -84,3 +84,111 @@ async fn schedules_list_delete_and_functions_pause_and_resume() {
     );
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_cancel_one_and_in_bulk_with_a_dry_run() {
+    #[derive(Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema, herald::Event)]
+    #[event(type = "test.nap")]
+    struct Nap {
+        n: u32,
+    }
+    let nats = herald_local_nats::LocalNats::start().unwrap();
+    let url = nats.url();
+    let client = Client::connect(&url).await.unwrap();
+    client.provision().await.unwrap();
+    let function = Function::new("napper")
+        .on::<Nap>()
+        .handler(|_: Nap, ctx: Ctx| async move {
+            ctx.sleep("nap", std::time::Duration::from_secs(3600))
+                .await?;
+            Ok::<(), HandlerError>(())
+        });
+    let worker = Worker::builder(client.clone())
+        .function(function)
+        .start()
+        .await
+        .unwrap();
+    let since = herald::headers::format_time(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(5),
+    );
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let options = herald::PublishOptions {
+            id: Some(format!("nap-{n}")),
+            ..Default::default()
+        };
+        client
+            .publish_with(&Nap { n }, options)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        ids.push(format!("nap-{n}"));
+    }
+    let store = herald_worker::RunStore::open(&client).await.unwrap();
+    common::eventually(
+        std::time::Duration::from_secs(30),
+        "all three sleep",
+        || async {
+            let mut sleeping = 0;
+            for id in &ids {
+                let report = store.inspect("napper", id).await.unwrap();
+                sleeping += usize::from(!report.steps.is_empty());
+            }
+            sleeping == 3
+        },
+    )
+    .await;
+    let one = herald(
+        &url,
+        &[
+            "runs",
+            "cancel",
+            "napper",
+            "nap-0",
+            "--reason",
+            "not needed",
+        ],
+    );
+    assert!(
+        text(&one).contains("cancelled; the run was waiting and ends now"),
+        "{}",
+        text(&one)
+    );
+    let dry = herald(
+        &url,
+        &["runs", "cancel", "napper", "--since", &since, "--dry-run"],
+    );
+    assert!(
+        text(&dry).contains("2 unfinished runs would be cancelled"),
+        "{}",
+        text(&dry)
+    );
+    let bulk = herald(&url, &["runs", "cancel", "napper", "--all"]);
+    assert!(
+        text(&bulk).contains("cancelled 2 runs (2 were waiting"),
+        "{}",
+        text(&bulk)
+    );
+    let vague = herald(&url, &["runs", "cancel", "napper"]);
+    assert_eq!(vague.status.code(), Some(1));
+    assert!(text(&vague).contains("say which runs"), "{}", text(&vague));
+    common::eventually(
+        std::time::Duration::from_secs(30),
+        "all three cancelled",
+        || async {
+            let mut done = 0;
+            for id in &ids {
+                let report = store.inspect("napper", id).await.unwrap();
+                done += usize::from(
+                    report
+                        .outcome
+                        .is_some_and(|o| o.status == herald_worker::RunStatus::Cancelled),
+                );
+            }
+            done == 3
+        },
+    )
+    .await;
+    worker.shutdown().await;
+}

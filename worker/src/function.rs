@@ -35,6 +35,8 @@ pub(crate) enum ErrorKind {
     Terminal,
     /// A durable sleep: the run continues later; not a failure.
     Suspend,
+    /// The run was cancelled: it stops here.
+    Cancelled,
 }
 
 impl HandlerError {
@@ -206,6 +208,12 @@ impl Ctx {
         if run.is_suspending() {
             return Err(suspended("a durable sleep is pending"));
         }
+        if let Some(reason) = run.cancelled() {
+            return Err(HandlerError {
+                kind: ErrorKind::Cancelled,
+                message: reason,
+            });
+        }
         Ok(run)
     }
 
@@ -222,11 +230,7 @@ impl Ctx {
     {
         let run = self.run()?;
         let (key, _) = run.next_step_key(name);
-        let stored = run
-            .store
-            .get_until::<StepRecord>(&key, run.deadline())
-            .await
-            .map_err(HandlerError::from)?;
+        let stored = run.read_step(&key).await.map_err(HandlerError::from)?;
         if let Some(record) = stored
             && let StepRecord::Ok { output, .. } = &record
         {
@@ -239,6 +243,8 @@ impl Ctx {
             run.step_done();
             return value;
         }
+        // A cancel stored since the attempt started: the step does not run.
+        self.run()?;
         let started = std::time::Instant::now();
         let value = {
             use opentelemetry::trace::{FutureExt as _, TraceContextExt as _};
@@ -328,12 +334,7 @@ impl Ctx {
         let run = self.run()?;
         let (key, step_key) = run.next_step_key(name);
         let now = crate::steps::now_ms();
-        let wake_at_ms = match run
-            .store
-            .get_until::<StepRecord>(&key, run.deadline())
-            .await
-            .map_err(HandlerError::from)?
-        {
+        let wake_at_ms = match run.read_step(&key).await.map_err(HandlerError::from)? {
             Some(StepRecord::Ok { .. }) => {
                 run.step_done();
                 return Ok(());

@@ -50,6 +50,7 @@
 //! ```
 
 mod backoff;
+pub mod cancel;
 pub mod cron;
 mod dead_letter;
 mod dlq;
@@ -67,6 +68,7 @@ pub mod telemetry;
 mod test_worker;
 
 pub use backoff::Backoff;
+pub use cancel::{BulkCancel, BulkCancelReport, CancelError, CancelOutcome, cancel_run};
 pub use cron::{CronError, CronTrigger, Tick};
 pub use dead_letter::{DeadLetterReason, MAX_ERROR_BYTES};
 pub use dlq::{DeadLetterEntry, DeadLetterError, DeadLetterFilter, DeadLetters};

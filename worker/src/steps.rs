@@ -66,21 +66,27 @@ pub enum RunStatus {
     /// The run was skipped without running its handler (`detail` says why, e.g. a cron tick
     /// while the previous tick still ran).
     Skipped,
+    /// The run was cancelled (`detail` says why): it ran no step after the cancel.
+    Cancelled,
 }
 
 impl RunStatus {
-    /// The protocol's name: `ok`, `dead_lettered` or `skipped`.
+    /// The protocol's name: `ok`, `dead_lettered`, `skipped` or `cancelled`.
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Ok => "ok",
             RunStatus::DeadLettered => "dead_lettered",
             RunStatus::Skipped => "skipped",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 
     /// Whether a run with this status is over: a later delivery of it does nothing.
     pub fn is_final(self) -> bool {
-        matches!(self, RunStatus::Ok | RunStatus::Skipped)
+        matches!(
+            self,
+            RunStatus::Ok | RunStatus::Skipped | RunStatus::Cancelled
+        )
     }
 }
 
@@ -132,12 +138,43 @@ pub(crate) struct RunState {
     pub(crate) failures_before: parking_lot::Mutex<Option<(u32, u32)>>,
     /// The step records this attempt read or wrote, so that a sleep can extend their lives.
     pub(crate) records: parking_lot::Mutex<Vec<(String, StepRecord)>>,
+    /// The function's cancelled runs, checked at each step boundary.
+    pub(crate) cancelled: Option<std::sync::Arc<crate::cancel::watch::Cancelled>>,
 }
 
 impl RunState {
     /// The deadline of a record operation started now.
     pub(crate) fn deadline(&self) -> tokio::time::Instant {
         tokio::time::Instant::now() + self.patience
+    }
+
+    /// Why the run was cancelled, if it was.
+    pub(crate) fn cancelled(&self) -> Option<String> {
+        self.cancelled.as_ref()?.reason(&self.run_key)
+    }
+
+    /// Reads a step's record and, in the same request, the run's cancel record (a cancel
+    /// found is remembered, so [`cancelled`](Self::cancelled) reports it).
+    pub(crate) async fn read_step(
+        &self,
+        key: &str,
+    ) -> Result<Option<StepRecord>, crate::RunStoreError> {
+        let cancel_key = crate::cancel::cancel_record_key(&self.run_key);
+        let read = self
+            .store
+            .get_many(&[key, &cancel_key], std::time::Duration::from_secs(2))
+            .await;
+        let Ok(found) = read else {
+            return self.store.get_until(key, self.deadline()).await;
+        };
+        if let (Some(bytes), Some(cancelled)) = (found.get(&cancel_key), &self.cancelled) {
+            let reason = serde_json::from_slice::<crate::cancel::CancelRecord>(bytes)
+                .map_or_else(|_| "cancelled".to_owned(), |r| r.reason);
+            cancelled.insert(&self.run_key, reason);
+        }
+        Ok(found
+            .get(key)
+            .and_then(|bytes| serde_json::from_slice(bytes).ok()))
     }
 
     /// Whether the run asked for a durable sleep in this attempt.

@@ -6,7 +6,7 @@
 //! `messaging.destination.name`, `messaging.operation.name = process`,
 //! `messaging.message.id` (the event id), `messaging.consumer.group.name` (the function),
 //! and Herald's `herald.event_type`, `herald.attempt`, `herald.stream_sequence`,
-//! `herald.outcome` (`ok`, `retried`, `dead_lettered`, `skipped`, `sleeping`, `handed_back`); a failed
+//! `herald.outcome` (`ok`, `retried`, `dead_lettered`, `skipped`, `cancelled`, `sleeping`, `handed_back`); a failed
 //! attempt has status error with the error's text. Steps are `step <name>` child spans.
 //!
 //! The worker makes these spans with the OpenTelemetry API directly, from the tracer provider
@@ -25,7 +25,7 @@
 //!
 //! | instrument | kind | attributes |
 //! | --- | --- | --- |
-//! | `herald.runs` | counter (observed) | `function`, `outcome` = ok, retried, dead_lettered, skipped |
+//! | `herald.runs` | counter (observed) | `function`, `outcome` = ok, retried, dead_lettered, skipped, cancelled |
 //! | `herald.dead_letters` | counter | `function`, `reason` |
 //! | `herald.handler.duration` | histogram (s) | `function` |
 //! | `herald.event.latency` | histogram (s), event time to handler start | `function` |
@@ -281,6 +281,7 @@ pub(crate) struct FunctionCounts {
     pub(crate) retried: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) skipped: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
 }
 
 impl FunctionCounts {
@@ -291,6 +292,7 @@ impl FunctionCounts {
             RunOutcome::Retried => &self.retried,
             RunOutcome::DeadLettered => &self.dead_lettered,
             RunOutcome::Skipped => &self.skipped,
+            RunOutcome::Cancelled => &self.cancelled,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -338,6 +340,7 @@ pub(crate) enum RunOutcome {
     Retried,
     DeadLettered,
     Skipped,
+    Cancelled,
 }
 
 type Counts = Arc<parking_lot::RwLock<BTreeMap<String, Arc<FunctionCounts>>>>;
@@ -406,6 +409,7 @@ impl Metrics {
                             ("retried", &counts.retried),
                             ("dead_lettered", &counts.dead_lettered),
                             ("skipped", &counts.skipped),
+                            ("cancelled", &counts.cancelled),
                         ] {
                             observer.observe(
                                 counter.load(Ordering::Relaxed),

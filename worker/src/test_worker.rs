@@ -77,6 +77,11 @@ pub enum TestOutcome {
         /// Why.
         reason: String,
     },
+    /// The run was cancelled, and recorded `cancelled`.
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
     /// The attempt failed and another follows after `delay`.
     Retried {
         /// The backoff (or `retry_after`) delay before the next attempt.
@@ -211,6 +216,7 @@ impl TestWorker {
                 },
                 Settlement::Ack { .. }
                 | Settlement::Skip(_)
+                | Settlement::Cancel(_)
                 | Settlement::DeadLetter { .. }
                 | Settlement::HandBack => {
                     return TestRun {
@@ -256,6 +262,7 @@ impl TestWorker {
             woken_for: delivery.woken_for.clone(),
             failures_before: parking_lot::Mutex::new(None),
             records: parking_lot::Mutex::default(),
+            cancelled: None,
         });
         if settings.idempotent
             && let Ok(Some(record)) = run.store.get::<RunRecord>(&run.run_key).await
@@ -363,6 +370,9 @@ fn outcome_of(settlement: &Settlement) -> TestOutcome {
     match settlement {
         Settlement::Ack { .. } | Settlement::HandBack => TestOutcome::Succeeded,
         Settlement::Skip(reason) => TestOutcome::Skipped {
+            reason: reason.clone(),
+        },
+        Settlement::Cancel(reason) => TestOutcome::Cancelled {
             reason: reason.clone(),
         },
         Settlement::Retry { delay, error } => TestOutcome::Retried {

@@ -155,6 +155,14 @@ impl RunStore {
         })
     }
 
+    /// The bucket, when the store is one.
+    pub(crate) fn kv(&self) -> Option<kv::Store> {
+        match &self.backend {
+            Backend::Bucket(bucket) => Some(bucket.kv.clone()),
+            Backend::Memory(_) => None,
+        }
+    }
+
     /// A store in memory, for running handlers without a server.
     pub(crate) fn in_memory() -> RunStore {
         RunStore {

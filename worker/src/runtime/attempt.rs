@@ -211,6 +211,7 @@ impl FunctionLoop {
             woken_for: delivery.header(header::WAKE).map(str::to_owned),
             failures_before: parking_lot::Mutex::new(None),
             records: parking_lot::Mutex::default(),
+            cancelled: Some(std::sync::Arc::clone(&self.cancelled)),
         }))
     }
 
@@ -252,6 +253,13 @@ impl FunctionLoop {
                         return Prepared::Settled(Outcome::StoreUnavailable(error.to_string()));
                     }
                 }
+            }
+            let cancelled = delivery
+                .header(crate::cancel::HEADER_CANCELLED)
+                .map(str::to_owned)
+                .or_else(|| run.cancelled());
+            if let Some(reason) = cancelled {
+                return Prepared::Settled(Outcome::Cancelled(reason));
             }
             if let Some(reason) = self.overlapping_tick(delivery, run).await {
                 return Prepared::Settled(reason);

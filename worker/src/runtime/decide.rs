@@ -25,6 +25,9 @@ pub(crate) enum Outcome {
     OutOfDeliveries,
     /// The run is recorded as finished (idempotent runs): nothing to do.
     AlreadyFinished,
+    /// The run was cancelled (a cancel record, or a step refused after it): recorded
+    /// `cancelled` with this reason and acked.
+    Cancelled(String),
     /// The event was folded into its key's debounce window: the window's run handles it.
     Debounced,
     /// The run is not to run at all (a cron tick while the previous one still runs): it is
@@ -99,6 +102,8 @@ pub(crate) enum Settlement {
     },
     /// Record the run `skipped` with this reason, then acknowledge.
     Skip(String),
+    /// Record the run `cancelled` with this reason, then acknowledge.
+    Cancel(String),
     /// NAK with a delay: another attempt follows.
     Retry {
         /// The delay before the next delivery.
@@ -163,6 +168,7 @@ pub(crate) fn decide(outcome: Outcome, facts: &Facts) -> Settlement {
         ),
         Outcome::AlreadyFinished | Outcome::Debounced => Settlement::Ack { record_run: false },
         Outcome::Skipped(reason) => Settlement::Skip(reason),
+        Outcome::Cancelled(reason) => Settlement::Cancel(reason),
         Outcome::StoreUnavailable(error) => Settlement::Retry {
             delay: facts.backoff.delay_with(facts.delivered, facts.jitter_unit),
             error: format!("the runs bucket cannot be read: {error}"),
@@ -215,6 +221,7 @@ pub(crate) fn decide(outcome: Outcome, facts: &Facts) -> Settlement {
                 };
                 dead_letter(DeadLetterReason::TerminalError, text, facts.delivered)
             }
+            ErrorKind::Cancelled => Settlement::Cancel(error.message),
             // A sleep that left no wake time (no run state): try again shortly.
             ErrorKind::Suspend => Settlement::Retry {
                 delay: SUSPEND_RETRY,
@@ -350,6 +357,26 @@ mod tests {
                 Outcome::AlreadyFinished,
                 facts(),
                 Settlement::Ack { record_run: false },
+            ),
+            (
+                Outcome::Cancelled("by hand".into()),
+                Facts {
+                    delivered: 2,
+                    ..facts()
+                },
+                Settlement::Cancel("by hand".into()),
+            ),
+            (
+                Outcome::Failed(crate::function::HandlerError {
+                    kind: ErrorKind::Cancelled,
+                    message: "by hand".into(),
+                }),
+                Facts {
+                    delivered: 5,
+                    step: Some("charge".into()),
+                    ..facts()
+                },
+                Settlement::Cancel("by hand".into()),
             ),
             (
                 Outcome::Debounced,

@@ -92,6 +92,8 @@ pub(crate) struct FunctionLoop {
     /// The `function` attribute of the histograms.
     function_attribute: [KeyValue; 1],
     counts: Arc<FunctionCounts>,
+    /// The function's cancelled runs (followed from their cancel records).
+    cancelled: Arc<crate::cancel::watch::Cancelled>,
 }
 
 /// The fewest messages a function's worker may hold at once; more with a higher concurrency.
@@ -111,6 +113,7 @@ impl FunctionLoop {
             stall: stall::Stall::default(),
             function_attribute: crate::telemetry::function_attribute(&function.id),
             counts,
+            cancelled: Arc::default(),
             function,
             shared,
         }

@@ -41,7 +41,14 @@ impl FunctionLoop {
     ) {
         match settlement {
             Settlement::Ack { record_run } => self.finish(delivery, run, record_run).await,
-            Settlement::Skip(reason) => self.skip(delivery, run, &reason).await,
+            Settlement::Skip(reason) => {
+                self.record_and_ack(delivery, run, RunStatus::Skipped, &reason)
+                    .await;
+            }
+            Settlement::Cancel(reason) => {
+                self.record_and_ack(delivery, run, RunStatus::Cancelled, &reason)
+                    .await;
+            }
             Settlement::Retry { delay, error } => {
                 self.log_payload(delivery);
                 self.counts.count(RunOutcome::Retried);
@@ -105,23 +112,45 @@ impl FunctionLoop {
         outcome("ok", None);
     }
 
-    /// Records a run that does not run as `skipped`, then acks.
-    async fn skip(&self, delivery: &Delivery, run: Option<&RunState>, reason: &str) {
+    /// Records a run that does not run (any further) as `skipped` or `cancelled`, then acks.
+    async fn record_and_ack(
+        &self,
+        delivery: &Delivery,
+        run: Option<&RunState>,
+        status: RunStatus,
+        reason: &str,
+    ) {
         if let Some(run) = run {
-            let record = RunRecord::now(RunStatus::Skipped, Some(reason.to_owned()));
+            let record = RunRecord::now(status, Some(reason.to_owned()));
             let write =
                 run.store
                     .put_until(&run.run_key, &record, Lifetime::Retention, run.deadline());
             if let Err(error) = self.keep_alive(delivery, write).await {
-                // Acked all the same: a skipped run has no effect to repeat.
-                log!(delivery, warn, %error, "the skipped run cannot be recorded");
-                self.record_failed("skipped_run");
+                // Acked all the same: the run has no effect left to repeat.
+                log!(delivery, warn, %error, status = status.as_str(), "the run's record cannot be stored");
+                self.record_failed(if status == RunStatus::Skipped {
+                    "skipped_run"
+                } else {
+                    "cancelled_run"
+                });
             }
         }
-        log!(delivery, info, reason, "skipped");
+        log!(
+            delivery,
+            info,
+            reason,
+            status = status.as_str(),
+            "the run ends without running further"
+        );
+        self.release_tick(delivery, run).await;
         delivery.ack().await;
-        self.counts.count(RunOutcome::Skipped);
-        outcome("skipped", Some(reason));
+        if status == RunStatus::Skipped {
+            self.counts.count(RunOutcome::Skipped);
+            outcome("skipped", Some(reason));
+        } else {
+            self.counts.count(RunOutcome::Cancelled);
+            outcome("cancelled", Some(reason));
+        }
     }
 
     fn record_failed(&self, kind: &'static str) {

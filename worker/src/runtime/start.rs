@@ -236,6 +236,16 @@ impl WorkerBuilder {
             };
             consumers.push(consumer);
         }
+        if let Some(kv) = shared.runs.as_ref().and_then(RunStore::kv) {
+            for function in &functions {
+                let follow = Arc::clone(&function.cancelled).follow(
+                    kv.clone(),
+                    Arc::clone(&function.function.id),
+                    stop.clone(),
+                );
+                loops.push(follow.await);
+            }
+        }
         for function in &functions {
             let Some(()) = schedule(
                 &client,
