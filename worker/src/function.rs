@@ -198,7 +198,7 @@ impl Ctx {
         &self.trace
     }
 
-    fn run(&self) -> Result<&Arc<RunState>, HandlerError> {
+    pub(crate) fn run(&self) -> Result<&Arc<RunState>, HandlerError> {
         let run = self.run.as_ref().ok_or_else(|| {
             HandlerError::retry(
                 "durable steps need the runs bucket; provision the namespace (Client::provision)",

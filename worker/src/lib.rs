@@ -66,6 +66,7 @@ mod state;
 mod steps;
 pub mod telemetry;
 mod test_worker;
+pub mod wait;
 
 pub use backoff::Backoff;
 pub use cancel::{BulkCancel, BulkCancelReport, CancelError, CancelOutcome, cancel_run};
@@ -92,3 +93,4 @@ pub use state::{State, StatefulBuilder};
 pub use steps::{FailureRecord, RunRecord, RunStatus, StepRecord};
 pub use telemetry::TraceMode;
 pub use test_worker::{SentEvent, TestOutcome, TestRun, TestWorker};
+pub use wait::Match;

@@ -140,6 +140,12 @@ pub(crate) struct RunState {
     pub(crate) records: parking_lot::Mutex<Vec<(String, StepRecord)>>,
     /// The function's cancelled runs, checked at each step boundary.
     pub(crate) cancelled: Option<std::sync::Arc<crate::cancel::watch::Cancelled>>,
+    /// `NS_EVENTS` accepts `Nats-TTL`, so continuations can outlive its `max_age`.
+    pub(crate) schedules_ttl: bool,
+    /// The stream sequence of the event that started the run.
+    pub(crate) trigger_sequence: u64,
+    /// Set when the run parked waiting (for an event): the step key.
+    pub(crate) parked: parking_lot::Mutex<Option<String>>,
 }
 
 impl RunState {
@@ -177,9 +183,16 @@ impl RunState {
             .and_then(|bytes| serde_json::from_slice(bytes).ok()))
     }
 
-    /// Whether the run asked for a durable sleep in this attempt.
+    /// Whether the run asked for a durable sleep, or parked, in this attempt.
     pub(crate) fn is_suspending(&self) -> bool {
-        self.suspend_until.lock().is_some()
+        self.suspend_until.lock().is_some() || self.parked.lock().is_some()
+    }
+
+    /// The event key of the run (`F.<event-key>` without `F.`).
+    pub(crate) fn event_key(&self) -> &str {
+        self.run_key
+            .split_once('.')
+            .map_or(self.run_key.as_str(), |(_, key)| key)
     }
 
     /// `F.<event-key>.p`: where the run failed last.

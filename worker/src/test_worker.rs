@@ -77,6 +77,11 @@ pub enum TestOutcome {
         /// Why.
         reason: String,
     },
+    /// The run waits for an event (`ctx.wait_for_event`) in this step.
+    Waiting {
+        /// The step key.
+        step: String,
+    },
     /// The run was cancelled, and recorded `cancelled`.
     Cancelled {
         /// Why.
@@ -215,6 +220,7 @@ impl TestWorker {
                     woken_for: wake,
                 },
                 Settlement::Ack { .. }
+                | Settlement::Park(_)
                 | Settlement::Skip(_)
                 | Settlement::Cancel(_)
                 | Settlement::DeadLetter { .. }
@@ -263,6 +269,9 @@ impl TestWorker {
             failures_before: parking_lot::Mutex::new(None),
             records: parking_lot::Mutex::default(),
             cancelled: None,
+            schedules_ttl: false,
+            trigger_sequence: 0,
+            parked: parking_lot::Mutex::new(None),
         });
         if settings.idempotent
             && let Ok(Some(record)) = run.store.get::<RunRecord>(&run.run_key).await
@@ -369,6 +378,7 @@ fn outcome_of(settlement: &Settlement) -> TestOutcome {
     let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
     match settlement {
         Settlement::Ack { .. } | Settlement::HandBack => TestOutcome::Succeeded,
+        Settlement::Park(step) => TestOutcome::Waiting { step: step.clone() },
         Settlement::Skip(reason) => TestOutcome::Skipped {
             reason: reason.clone(),
         },

@@ -143,25 +143,36 @@ pub(crate) fn cancel_record_key(run_key: &str) -> String {
     format!("{run_key}.c")
 }
 
-/// Fires the run's pending continuation now, marked cancelled, removing its timer in the
-/// same message (early fire with purge); false when none is pending.
 async fn wake(
     client: &herald::Client,
     function: &str,
     event_key: &str,
     reason: &str,
 ) -> Result<bool, CancelError> {
+    fire_now(client, function, event_key, Some(reason))
+        .await
+        .map_err(nats(function))
+}
+
+/// Fires the run's pending continuation now (marked cancelled with a reason), removing its
+/// timer in the same message (early fire with purge); false when none is pending, or it
+/// fired or changed meanwhile.
+pub(crate) async fn fire_now(
+    client: &herald::Client,
+    function: &str,
+    event_key: &str,
+    cancelled: Option<&str>,
+) -> Result<bool, async_nats::Error> {
     let namespace = client.namespace();
     let subject = protocol::schedule_subject(namespace, function, event_key);
     let stream = client
         .jetstream()
         .get_stream_no_info(namespace.events_stream())
-        .await
-        .map_err(nats(function))?;
+        .await?;
     let pending = match stream.get_last_raw_message_by_subject(&subject).await {
         Ok(message) => message,
         Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(false),
-        Err(error) => return Err(nats(function)(error)),
+        Err(error) => return Err(error.into()),
     };
     let mut headers: HeaderMap = protocol::copy_headers_except_transport(&pending.headers, &[]);
     headers.insert(NATS_SCHEDULER, subject.as_str());
@@ -174,7 +185,9 @@ async fn wake(
         NATS_EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
         subject.as_str(),
     );
-    headers.insert(HEADER_CANCELLED, reason);
+    if let Some(reason) = cancelled {
+        headers.insert(HEADER_CANCELLED, reason);
+    }
     let sent = client
         .jetstream()
         .send_publish(
@@ -183,13 +196,12 @@ async fn wake(
                 .payload(pending.payload.clone())
                 .headers(headers),
         )
-        .await
-        .map_err(nats(function))?
+        .await?
         .await;
     match sent {
         Ok(_) => Ok(true),
-        // It fired (or was replaced) meanwhile: that delivery finds the cancel record.
+        // It fired (or was replaced) meanwhile: that delivery finds what was recorded.
         Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
-        Err(error) => Err(nats(function)(error)),
+        Err(error) => Err(error.into()),
     }
 }

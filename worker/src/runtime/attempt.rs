@@ -212,6 +212,12 @@ impl FunctionLoop {
             failures_before: parking_lot::Mutex::new(None),
             records: parking_lot::Mutex::default(),
             cancelled: Some(std::sync::Arc::clone(&self.cancelled)),
+            schedules_ttl: self.shared.schedules_ttl,
+            trigger_sequence: delivery
+                .header(crate::wait::TRIGGER_SEQ)
+                .and_then(|seq| seq.parse().ok())
+                .unwrap_or(delivery.stream_sequence),
+            parked: parking_lot::Mutex::new(None),
         }))
     }
 

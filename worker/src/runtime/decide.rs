@@ -28,6 +28,12 @@ pub(crate) enum Outcome {
     /// The run was cancelled (a cancel record, or a step refused after it): recorded
     /// `cancelled` with this reason and acked.
     Cancelled(String),
+    /// The run parked waiting for an event: its continuation (the timeout) is scheduled,
+    /// and a match fires it early.
+    Parked {
+        /// The waiting step.
+        step_key: String,
+    },
     /// The event was folded into its key's debounce window: the window's run handles it.
     Debounced,
     /// The run is not to run at all (a cron tick while the previous one still runs): it is
@@ -100,6 +106,8 @@ pub(crate) enum Settlement {
         /// Store `F.<event-key>` = `ok` first (idempotent runs).
         record_run: bool,
     },
+    /// Acknowledge a run that parked (its continuation is already scheduled).
+    Park(String),
     /// Record the run `skipped` with this reason, then acknowledge.
     Skip(String),
     /// Record the run `cancelled` with this reason, then acknowledge.
@@ -168,6 +176,7 @@ pub(crate) fn decide(outcome: Outcome, facts: &Facts) -> Settlement {
         ),
         Outcome::AlreadyFinished | Outcome::Debounced => Settlement::Ack { record_run: false },
         Outcome::Skipped(reason) => Settlement::Skip(reason),
+        Outcome::Parked { step_key } => Settlement::Park(step_key),
         Outcome::Cancelled(reason) => Settlement::Cancel(reason),
         Outcome::StoreUnavailable(error) => Settlement::Retry {
             delay: facts.backoff.delay_with(facts.delivered, facts.jitter_unit),
@@ -377,6 +386,16 @@ mod tests {
                     ..facts()
                 },
                 Settlement::Cancel("by hand".into()),
+            ),
+            (
+                Outcome::Parked {
+                    step_key: "wait".into(),
+                },
+                Facts {
+                    delivered: 5,
+                    ..facts()
+                },
+                Settlement::Park("wait".into()),
             ),
             (
                 Outcome::Debounced,

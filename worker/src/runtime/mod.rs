@@ -22,7 +22,7 @@
 
 mod attempt;
 mod consumer;
-mod continuation;
+pub(crate) mod continuation;
 mod debounce;
 pub(crate) mod decide;
 mod delivery;

@@ -41,6 +41,11 @@ impl FunctionLoop {
     ) {
         match settlement {
             Settlement::Ack { record_run } => self.finish(delivery, run, record_run).await,
+            Settlement::Park(step) => {
+                outcome("waiting", None);
+                log!(delivery, info, step = %step, "waiting for an event; the run continues when it comes or the wait times out");
+                delivery.ack().await;
+            }
             Settlement::Skip(reason) => {
                 self.record_and_ack(delivery, run, RunStatus::Skipped, &reason)
                     .await;

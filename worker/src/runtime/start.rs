@@ -237,6 +237,7 @@ impl WorkerBuilder {
             consumers.push(consumer);
         }
         if let Some(kv) = shared.runs.as_ref().and_then(RunStore::kv) {
+            crate::wait::matcher::Matcher::start(client.clone(), kv.clone(), stop.clone());
             for function in &functions {
                 let follow = Arc::clone(&function.cancelled).follow(
                     kv.clone(),
