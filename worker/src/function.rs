@@ -416,6 +416,7 @@ pub(crate) struct Settings {
     pub(crate) debounce: Option<crate::flow::debounce::Debounce>,
     /// Set by `debounce_timeout`, checked against `debounce`.
     pub(crate) debounce_timeout: Option<Duration>,
+    pub(crate) cancel_on: Vec<crate::wait::cancel_on::CancelOn>,
 }
 
 /// What a cron tick does while the previous tick of the same trigger still runs.
@@ -444,6 +445,7 @@ impl Default for Settings {
             overlap: Overlap::Skip,
             debounce: None,
             debounce_timeout: None,
+            cancel_on: Vec::new(),
         }
     }
 }
@@ -893,6 +895,14 @@ impl<E> FunctionBuilder<E> {
         {
             return Err(invalid("max_ack_pending must be at least 1"));
         }
+        if let Some(reason) = self
+            .settings
+            .cancel_on
+            .iter()
+            .find_map(|c| c.invalid.clone())
+        {
+            return Err(invalid(&reason));
+        }
         match (&self.settings.debounce, self.settings.debounce_timeout) {
             (None, Some(_)) => {
                 return Err(invalid("debounce_timeout needs debounce(key, period)"));
@@ -958,6 +968,50 @@ impl FunctionBuilder<()> {
 }
 
 impl<E: Event> FunctionBuilder<E> {
+    /// Cancels a run when an event of type `C` arrives whose field at `pointer` (a JSON
+    /// pointer into `C`, checked against its schema) equals `value_of(trigger)`. Several are
+    /// allowed. A cancelling event sent right after the trigger still cancels (the run looks
+    /// back from its trigger when it starts); the run stops at its next step, or at once if
+    /// it sleeps or waits, and is recorded `cancelled`.
+    ///
+    /// ```
+    /// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, herald::Event)]
+    /// # #[event(type = "signup.completed")]
+    /// # struct Signup { user_id: String }
+    /// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, herald::Event)]
+    /// # #[event(type = "account.deleted")]
+    /// # struct AccountDeleted { user_id: String }
+    /// use herald_worker::{Ctx, Function, HandlerError};
+    ///
+    /// let onboarding = Function::new("onboarding-emails")
+    ///     .on::<Signup>()
+    ///     .cancel_on::<AccountDeleted, _>("/user_id", |s: &Signup| s.user_id.clone())
+    ///     .handler(|_: Signup, _ctx: Ctx| async { Ok::<(), HandlerError>(()) });
+    /// assert!(onboarding.check().is_ok());
+    /// ```
+    pub fn cancel_on<C: Event, V: serde::Serialize>(
+        mut self,
+        pointer: &str,
+        value_of: impl Fn(&E) -> V + Send + Sync + 'static,
+    ) -> Self {
+        let invalid = crate::wait::check_pointer(&C::schema(), pointer)
+            .err()
+            .map(|reason| format!("cancel_on::<{}>: {reason}", C::TYPE));
+        let value_of = move |payload: &[u8]| {
+            let event = serde_json::from_slice::<E>(payload).map_err(|e| e.to_string())?;
+            serde_json::to_value(value_of(&event)).map_err(|e| e.to_string())
+        };
+        self.settings
+            .cancel_on
+            .push(crate::wait::cancel_on::CancelOn {
+                event_type: C::TYPE.to_owned(),
+                pointer: pointer.to_owned(),
+                value_of: std::sync::Arc::new(value_of),
+                invalid,
+            });
+        self
+    }
+
     /// Debounces the function per key: an event opens or extends its key's window, and
     /// once `period` passes without another event of that key (or the
     /// [`debounce_timeout`](Self::debounce_timeout) after the window's first event) the

@@ -267,6 +267,9 @@ impl FunctionLoop {
             if let Some(reason) = cancelled {
                 return Prepared::Settled(Outcome::Cancelled(reason));
             }
+            if let Some(cancelled) = self.register_cancels(delivery, run).await {
+                return Prepared::Settled(cancelled);
+            }
             if let Some(reason) = self.overlapping_tick(delivery, run).await {
                 return Prepared::Settled(reason);
             }

@@ -21,6 +21,7 @@
 //! deliveries with no worker alive, `writer_schemas.rs` caches the registry's schemas.
 
 mod attempt;
+mod cancel_on;
 mod consumer;
 pub(crate) mod continuation;
 mod debounce;

@@ -111,7 +111,7 @@ impl FunctionLoop {
                 return;
             }
         }
-        self.release_tick(delivery, run).await;
+        self.after_run(delivery, run).await;
         delivery.ack().await;
         self.counts.count(RunOutcome::Ok);
         outcome("ok", None);
@@ -147,7 +147,7 @@ impl FunctionLoop {
             status = status.as_str(),
             "the run ends without running further"
         );
-        self.release_tick(delivery, run).await;
+        self.after_run(delivery, run).await;
         delivery.ack().await;
         if status == RunStatus::Skipped {
             self.counts.count(RunOutcome::Skipped);
@@ -285,7 +285,7 @@ impl FunctionLoop {
                 self.record_failed("dead_lettered_run");
             }
         }
-        self.release_tick(delivery, run).await;
+        self.after_run(delivery, run).await;
         delivery.term(reason.as_str()).await;
         self.call_on_failure(delivery, run, reason, error, attempts, step)
             .await;

@@ -10,6 +10,7 @@
 //! far. Whoever finds a match creates the step's record (first wins) and fires the run's
 //! continuation early; the timeout creates the same record empty. One outcome, one wake.
 
+pub(crate) mod cancel_on;
 pub(crate) mod matcher;
 mod resolve;
 mod scan;

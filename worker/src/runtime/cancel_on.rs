@@ -1,0 +1,57 @@
+//! A function's `cancel_on` registrations: made when a run's event is delivered from the
+//! log (with a look-back from the trigger), removed when the run ends.
+
+use super::FunctionLoop;
+use super::decide::Outcome;
+use super::delivery::Delivery;
+use crate::run_store::RunStore;
+use crate::steps::RunState;
+use crate::wait::Registration;
+use crate::wait::cancel_on::{register, registrations, unregister};
+
+impl FunctionLoop {
+    fn cancel_registrations(&self, delivery: &Delivery, run: &RunState) -> Vec<Registration> {
+        registrations(
+            &self.function.settings.cancel_on,
+            &self.function.id,
+            run.event_key(),
+            &delivery.data,
+            run.trigger_sequence,
+        )
+    }
+
+    /// Registers the run's `cancel_on`s when its event comes from the log; `Some` settles
+    /// the delivery (a cancelling event is already stored, or the store cannot be reached).
+    pub(super) async fn register_cancels(
+        &self,
+        delivery: &Delivery,
+        run: &RunState,
+    ) -> Option<Outcome> {
+        if self.function.settings.cancel_on.is_empty()
+            || !delivery.subject().starts_with(&self.shared.events_prefix)
+        {
+            return None;
+        }
+        let kv = self.shared.runs.as_ref().and_then(RunStore::kv)?;
+        let registrations = self.cancel_registrations(delivery, run);
+        let done = register(&self.shared.client, &kv, &registrations);
+        match self.keep_alive(delivery, done).await {
+            Ok(None) => None,
+            Ok(Some(reason)) => Some(Outcome::Cancelled(reason)),
+            Err(error) => Some(Outcome::StoreUnavailable(format!(
+                "the run's cancel_on cannot be registered: {error}"
+            ))),
+        }
+    }
+
+    /// What a run that ended leaves behind: its cron lock, its `cancel_on` registrations.
+    pub(super) async fn after_run(&self, delivery: &Delivery, run: Option<&RunState>) {
+        self.release_tick(delivery, run).await;
+        if self.function.settings.cancel_on.is_empty() {
+            return;
+        }
+        if let (Some(run), Some(kv)) = (run, self.shared.runs.as_ref().and_then(RunStore::kv)) {
+            unregister(&kv, &self.cancel_registrations(delivery, run)).await;
+        }
+    }
+}
