@@ -267,13 +267,22 @@ impl FunctionLoop {
             if let Some(reason) = cancelled {
                 return Prepared::Settled(Outcome::Cancelled(reason));
             }
-            if let Some(cancelled) = self.register_cancels(delivery, run).await {
+            // Features a function may not use: boxed, so that a plain delivery's future stays
+            // small, and only built when configured.
+            let settings = &self.function.settings;
+            if !settings.cancel_on.is_empty()
+                && let Some(cancelled) = Box::pin(self.register_cancels(delivery, run)).await
+            {
                 return Prepared::Settled(cancelled);
             }
-            if let Some(reason) = self.overlapping_tick(delivery, run).await {
+            if !self.function.crons.is_empty()
+                && let Some(reason) = Box::pin(self.overlapping_tick(delivery, run)).await
+            {
                 return Prepared::Settled(reason);
             }
-            if let Some(folded) = self.debounced(delivery).await {
+            if settings.debounce.is_some()
+                && let Some(folded) = Box::pin(self.debounced(delivery)).await
+            {
                 return Prepared::Settled(folded);
             }
             // A retry or a continuation may have a failure count to continue from.

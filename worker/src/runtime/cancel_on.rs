@@ -34,7 +34,7 @@ impl FunctionLoop {
         }
         let kv = self.shared.runs.as_ref().and_then(RunStore::kv)?;
         let registrations = self.cancel_registrations(delivery, run);
-        let done = register(&self.shared.client, &kv, &registrations);
+        let done = Box::pin(register(&self.shared.client, &kv, &registrations));
         match self.keep_alive(delivery, done).await {
             Ok(None) => None,
             Ok(Some(reason)) => Some(Outcome::Cancelled(reason)),
@@ -46,12 +46,14 @@ impl FunctionLoop {
 
     /// What a run that ended leaves behind: its cron lock, its `cancel_on` registrations.
     pub(super) async fn after_run(&self, delivery: &Delivery, run: Option<&RunState>) {
-        self.release_tick(delivery, run).await;
+        if !self.function.crons.is_empty() {
+            Box::pin(self.release_tick(delivery, run)).await;
+        }
         if self.function.settings.cancel_on.is_empty() {
             return;
         }
         if let (Some(run), Some(kv)) = (run, self.shared.runs.as_ref().and_then(RunStore::kv)) {
-            unregister(&kv, &self.cancel_registrations(delivery, run)).await;
+            Box::pin(unregister(&kv, &self.cancel_registrations(delivery, run))).await;
         }
     }
 }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub(crate) use resolve::{Resolution, resolve};
+pub use step::WAIT_UNTIL;
 
 /// `herald-trigger-seq: <seq>`: on a continuation, the stream sequence of the event that
 /// started the run (where a wait's look-back starts).

@@ -78,68 +78,70 @@ impl Ctx {
         let nats = |error: async_nats::Error| {
             HandlerError::retry(format!("wait `{name}` for {}: {error}", E::TYPE))
         };
-        if run.woken_for.as_deref() == Some(step_key.as_str()) {
-            // Woken without an outcome: the timeout fired. Record it, unless a match won.
-            resolve(client, &kv, &registration, Resolution::Timeout)
-                .await
-                .map_err(nats)?;
-            return self.outcome_of(run, &key, name).await;
-        }
-        let at_ms = crate::steps::now_ms() + timeout.as_millis() as u64;
         let namespace = client.namespace();
         let stream = client
             .jetstream()
             .get_stream_no_info(namespace.events_stream())
             .await
             .map_err(|e| nats(e.into()))?;
-        // 1. The timeout, as the run's continuation; what wakes the run early is a fire of it.
         let delivered = stream
             .get_raw_message(self.stream_sequence)
             .await
             .map_err(|e| nats(e.into()))?;
-        let (schedule, _) = publish_continuation(
-            client,
-            &Continuation {
-                function: &self.function,
-                event_key: run.event_key(),
-                payload: delivered.payload.clone(),
-                original: Some(&delivered.headers),
-                stream_sequence: self.stream_sequence,
-                at_ms,
-                wake: Some(&step_key),
-                ttl_never: run.schedules_ttl,
-            },
-        )
-        .await
-        .map_err(nats)?;
-        // 2. The registration, then 3. the matcher consumer: both exist before the watermark.
-        let value = serde_json::to_vec(&registration).map_err(HandlerError::terminal)?;
-        kv.put(registration.key(), value.into())
+        // The wait's deadline, kept on its continuations across tries.
+        let until = delivered
+            .headers
+            .get(WAIT_UNTIL)
+            .and_then(|v| v.as_str().parse::<u64>().ok());
+        let now = crate::steps::now_ms();
+        if run.woken_for.as_deref() == Some(step_key.as_str())
+            && until.is_none_or(|until| now + 1000 >= until)
+        {
+            // Woken without an outcome at its deadline: the timeout. Record it, unless a
+            // match won.
+            resolve(client, &kv, &registration, Resolution::Timeout)
+                .await
+                .map_err(nats)?;
+            return self.outcome_of(run, &key, name).await;
+        }
+        let at_ms = until.unwrap_or(now + timeout.as_millis() as u64);
+        let mut headers = delivered.headers.clone();
+        headers.insert(WAIT_UNTIL, at_ms.to_string().as_str());
+        let continuation = |at_ms| Continuation {
+            function: &self.function,
+            event_key: run.event_key(),
+            payload: delivered.payload.clone(),
+            original: Some(&headers),
+            stream_sequence: self.stream_sequence,
+            at_ms,
+            wake: Some(&step_key),
+            ttl_never: run.schedules_ttl,
+        };
+        // 1. The timeout, as the run's continuation; what wakes the run early is a fire of it.
+        let (schedule, _) = publish_continuation(client, &continuation(at_ms))
             .await
-            .map_err(|e| nats(e.into()))?;
-        ensure_consumer(client, E::TYPE).await.map_err(nats)?;
-        let mut events = client
-            .jetstream()
-            .get_stream(namespace.events_stream())
+            .map_err(nats)?;
+        // From here the continuation is the run's one way on: a failure parks the run with
+        // a continuation that tries the wait again shortly (a retry of this delivery as
+        // well would run the rest of the run twice at once).
+        let found = match self
+            .register_and_look_back::<E>(client, &kv, &registration)
             .await
-            .map_err(|e| nats(e.into()))?;
-        let watermark = events
-            .info()
-            .await
-            .map_err(|e| nats(e.into()))?
-            .state
-            .last_sequence;
-        // 4. The look-back: events stored after the trigger, up to the watermark.
-        let found = scan(
-            client,
-            E::TYPE,
-            &registration.pointer,
-            &registration.value,
-            registration.after_seq,
-            watermark,
-        )
-        .await
-        .map_err(nats)?;
+        {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, step = %step_key, "the wait could not be set up; trying again in 2 s");
+                let retry_at = (crate::steps::now_ms() + 2000).min(at_ms);
+                publish_continuation(client, &continuation(retry_at))
+                    .await
+                    .map_err(nats)?;
+                *run.parked.lock() = Some(step_key);
+                return Err(HandlerError {
+                    kind: crate::function::ErrorKind::Suspend,
+                    message: format!("wait `{name}` for {}: {error}", E::TYPE),
+                });
+            }
+        };
         if let Some(found) = found {
             let record = super::resolve::outcome_record(Resolution::Event {
                 id: &found.id,
@@ -160,24 +162,49 @@ impl Ctx {
             // The matcher recorded it first and fired the continuation: that delivery goes
             // on from here; this attempt parks.
         }
-        // 5. Park: the records read so far live until the timeout.
+        // 5. Park: the records read so far live until the timeout (best effort: a record
+        // that expires early is only written again by a later attempt).
         let records = run.records.lock().clone();
         for (record_key, record) in records {
-            run.store
-                .put_until(
-                    &record_key,
-                    &record,
-                    Lifetime::Beyond(at_ms),
-                    run.deadline(),
-                )
-                .await
-                .map_err(HandlerError::from)?;
+            let _ = run
+                .store
+                .put(&record_key, &record, Lifetime::Beyond(at_ms))
+                .await;
         }
         *run.parked.lock() = Some(step_key);
         Err(HandlerError {
             kind: crate::function::ErrorKind::Suspend,
             message: format!("waiting in step `{name}` for {}", E::TYPE),
         })
+    }
+
+    /// Stores the registration, makes sure the matcher consumer exists, reads the
+    /// watermark, and looks back from the trigger up to it.
+    async fn register_and_look_back<E: Event>(
+        &self,
+        client: &herald::Client,
+        kv: &async_nats::jetstream::kv::Store,
+        registration: &Registration,
+    ) -> Result<Option<super::scan::Found>, async_nats::Error> {
+        // 2. The registration, then 3. the matcher consumer: both exist before the watermark.
+        kv.put(registration.key(), serde_json::to_vec(registration)?.into())
+            .await?;
+        ensure_consumer(client, E::TYPE).await?;
+        let mut events = client
+            .jetstream()
+            .get_stream(client.namespace().events_stream())
+            .await?;
+        let watermark = events.info().await?.state.last_sequence;
+        // 4. The look-back: events stored after the trigger, up to the watermark.
+        scan(
+            client,
+            E::TYPE,
+            &registration.pointer,
+            &registration.value,
+            registration.after_seq,
+            watermark,
+        )
+        .await
     }
 
     /// The recorded outcome of a wait step.
@@ -203,6 +230,9 @@ impl Ctx {
         }
     }
 }
+
+/// `herald-wait-until: <Unix ms>`: on a wait's continuation, the wait's deadline.
+pub const WAIT_UNTIL: &str = "herald-wait-until";
 
 /// A wait's stored output: `null` (timed out) or `{"id", "data"}`.
 fn decode<E: Event>(name: &str, output: &serde_json::Value) -> Result<Option<E>, HandlerError> {
