@@ -495,27 +495,72 @@ where
         ctx: Ctx,
         writer_schema: Option<Arc<CompiledSchema>>,
     ) -> Decoded {
-        let value: serde_json::Value = match serde_json::from_slice(&payload) {
-            Ok(value) => value,
-            Err(error) => return Decoded::DecodeError(format!("the payload is not JSON: {error}")),
-        };
-        // The writer's registered version when it names one, else the local schema.
-        if let Some(schema) = writer_schema.as_ref().or(self.schema.as_ref())
-            && let Err(violation) = violations(schema, &value)
-        {
-            return violation;
-        }
-        let event: E = match serde_json::from_value(value) {
+        let event = match decode_event::<E>(self.schema.as_deref(), writer_schema, &payload) {
             Ok(event) => event,
-            Err(error) => {
-                return Decoded::DecodeError(format!(
-                    "the payload does not decode as {}: {error}",
-                    std::any::type_name::<E>()
-                ));
-            }
+            Err(refused) => return refused,
         };
         let future = (self.handler)(event, ctx);
         Decoded::Ready(Box::pin(async move { future.await.map(drop) }))
+    }
+}
+
+/// Validates (against the writer's registered version when it names one, else the local
+/// schema) and decodes a typed event.
+fn decode_event<E: Event>(
+    local: Option<&CompiledSchema>,
+    writer_schema: Option<Arc<CompiledSchema>>,
+    payload: &[u8],
+) -> Result<E, Decoded> {
+    let value: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|error| Decoded::DecodeError(format!("the payload is not JSON: {error}")))?;
+    if let Some(schema) = writer_schema.as_deref().or(local) {
+        violations(schema, &value)?;
+    }
+    serde_json::from_value(value).map_err(|error| {
+        Decoded::DecodeError(format!(
+            "the payload does not decode as {}: {error}",
+            std::any::type_name::<E>()
+        ))
+    })
+}
+
+/// A typed handler whose output is kept for a function that invoked it.
+struct ReturningHandler<E, F> {
+    schema: Option<Arc<CompiledSchema>>,
+    handler: F,
+    _event: PhantomData<fn(E)>,
+}
+
+impl<E, F, Fut, O> ErasedHandler for ReturningHandler<E, F>
+where
+    E: Event,
+    F: Fn(E, Ctx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+    O: Serialize + Send + 'static,
+{
+    fn prepare(
+        &self,
+        payload: Bytes,
+        _headers: Option<&async_nats::HeaderMap>,
+        ctx: Ctx,
+        writer_schema: Option<Arc<CompiledSchema>>,
+    ) -> Decoded {
+        let event = match decode_event::<E>(self.schema.as_deref(), writer_schema, &payload) {
+            Ok(event) => event,
+            Err(refused) => return refused,
+        };
+        let run = ctx.run.clone();
+        let future = (self.handler)(event, ctx);
+        Decoded::Ready(Box::pin(async move {
+            let output = future.await?;
+            if let Some(run) = run {
+                let value = serde_json::to_value(&output).map_err(|error| {
+                    HandlerError::terminal(format!("the output cannot be stored as JSON: {error}"))
+                })?;
+                *run.output.lock() = Some(value);
+            }
+            Ok(())
+        }))
     }
 }
 
@@ -1081,6 +1126,42 @@ impl<E: Event> FunctionBuilder<E> {
             settings: self.settings,
             on_failure: self.on_failure,
             handler: Arc::new(TypedHandler::<E, F> {
+                schema: schema.ok().map(Arc::new),
+                handler,
+                _event: PhantomData,
+            }),
+        }
+    }
+}
+
+impl<E: Event> FunctionBuilder<E> {
+    /// Sets a handler whose output a function that [invokes](Ctx::invoke) this one receives:
+    /// `async fn(E, Ctx) -> Result<O, HandlerError>` with `O: Serialize`. Otherwise as
+    /// [`handler`](Self::handler).
+    pub fn returning<F, Fut, O>(self, handler: F) -> Function
+    where
+        F: Fn(E, Ctx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+        O: Serialize + Send + 'static,
+    {
+        let schema = CompiledSchema::of::<E>().map_err(|error| FunctionError::Schema {
+            function: self.id.clone(),
+            reason: error.to_string(),
+        });
+        let checked = self.check();
+        let error = checked
+            .as_ref()
+            .err()
+            .cloned()
+            .or_else(|| schema.as_ref().err().cloned());
+        Function {
+            error,
+            id: self.id.into(),
+            triggers: self.triggers,
+            crons: checked.unwrap_or_default(),
+            settings: self.settings,
+            on_failure: self.on_failure,
+            handler: Arc::new(ReturningHandler::<E, F> {
                 schema: schema.ok().map(Arc::new),
                 handler,
                 _event: PhantomData,

@@ -146,6 +146,8 @@ pub(crate) struct RunState {
     pub(crate) trigger_sequence: u64,
     /// Set when the run parked waiting (for an event): the step key.
     pub(crate) parked: parking_lot::Mutex<Option<String>>,
+    /// The handler's output, once it succeeded in this attempt (for an invoking caller).
+    pub(crate) output: parking_lot::Mutex<Option<serde_json::Value>>,
 }
 
 impl RunState {

@@ -272,6 +272,7 @@ impl TestWorker {
             schedules_ttl: false,
             trigger_sequence: 0,
             parked: parking_lot::Mutex::new(None),
+            output: parking_lot::Mutex::new(None),
         });
         if settings.idempotent
             && let Ok(Some(record)) = run.store.get::<RunRecord>(&run.run_key).await

@@ -158,6 +158,12 @@ impl FunctionLoop {
             Prepared::Ready(future, permit) => {
                 let outcome = self.run(delivery, future, run.as_deref()).await;
                 drop(permit);
+                // The run's output (for an invoking caller): `null` unless the handler gave one.
+                if matches!(outcome, Outcome::Done)
+                    && let Some(run) = &run
+                {
+                    run.output.lock().get_or_insert(serde_json::Value::Null);
+                }
                 outcome
             }
         };
@@ -218,6 +224,7 @@ impl FunctionLoop {
                 .and_then(|seq| seq.parse().ok())
                 .unwrap_or(delivery.stream_sequence),
             parked: parking_lot::Mutex::new(None),
+            output: parking_lot::Mutex::new(None),
         }))
     }
 

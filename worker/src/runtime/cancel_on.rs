@@ -10,6 +10,31 @@ use crate::wait::Registration;
 use crate::wait::cancel_on::{register, registrations, unregister};
 
 impl FunctionLoop {
+    /// Answers the function that invoked this run: its output, or why it failed.
+    async fn answer_caller(
+        &self,
+        delivery: &Delivery,
+        headers: &async_nats::HeaderMap,
+        run: Option<&RunState>,
+        failed: Option<&str>,
+    ) {
+        let result = match failed {
+            Some(reason) => Err(reason.to_owned()),
+            // Acked without running (its run had finished): the first answer stands.
+            None => match run.and_then(|r| r.output.lock().take()) {
+                Some(output) => Ok(output),
+                None => return,
+            },
+        };
+        let Some(kv) = self.shared.runs.as_ref().and_then(RunStore::kv) else {
+            return;
+        };
+        let answer = crate::wait::invoke::answer(&self.shared.client, &kv, headers, result);
+        if let Err(error) = self.keep_alive(delivery, answer).await {
+            super::delivery::log!(delivery, warn, %error, "the invoking function cannot be answered; it wakes at its deadline");
+        }
+    }
+
     fn cancel_registrations(&self, delivery: &Delivery, run: &RunState) -> Vec<Registration> {
         registrations(
             &self.function.settings.cancel_on,
@@ -44,10 +69,21 @@ impl FunctionLoop {
         }
     }
 
-    /// What a run that ended leaves behind: its cron lock, its `cancel_on` registrations.
-    pub(super) async fn after_run(&self, delivery: &Delivery, run: Option<&RunState>) {
+    /// What a run that ended leaves behind: its cron lock, its `cancel_on` registrations, an
+    /// invoking caller waiting for its answer (`failed`: why the run did not succeed).
+    pub(super) async fn after_run(
+        &self,
+        delivery: &Delivery,
+        run: Option<&RunState>,
+        failed: Option<&str>,
+    ) {
         if !self.function.crons.is_empty() {
             Box::pin(self.release_tick(delivery, run)).await;
+        }
+        if let Some(headers) = delivery.headers()
+            && headers.get(crate::wait::invoke::HEADER_CALLER).is_some()
+        {
+            Box::pin(self.answer_caller(delivery, headers, run, failed)).await;
         }
         if self.function.settings.cancel_on.is_empty() {
             return;

@@ -111,7 +111,7 @@ impl FunctionLoop {
                 return;
             }
         }
-        self.after_run(delivery, run).await;
+        self.after_run(delivery, run, None).await;
         delivery.ack().await;
         self.counts.count(RunOutcome::Ok);
         outcome("ok", None);
@@ -147,7 +147,8 @@ impl FunctionLoop {
             status = status.as_str(),
             "the run ends without running further"
         );
-        self.after_run(delivery, run).await;
+        let why = format!("{}: {reason}", status.as_str());
+        self.after_run(delivery, run, Some(&why)).await;
         delivery.ack().await;
         if status == RunStatus::Skipped {
             self.counts.count(RunOutcome::Skipped);
@@ -285,7 +286,12 @@ impl FunctionLoop {
                 self.record_failed("dead_lettered_run");
             }
         }
-        self.after_run(delivery, run).await;
+        let why = format!(
+            "dead-lettered ({}): {}",
+            reason.as_str(),
+            dead_letter::one_line(error)
+        );
+        self.after_run(delivery, run, Some(&why)).await;
         delivery.term(reason.as_str()).await;
         self.call_on_failure(delivery, run, reason, error, attempts, step)
             .await;

@@ -11,6 +11,7 @@
 //! continuation early; the timeout creates the same record empty. One outcome, one wake.
 
 pub(crate) mod cancel_on;
+pub mod invoke;
 pub(crate) mod matcher;
 mod resolve;
 mod scan;
