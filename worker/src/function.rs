@@ -495,7 +495,7 @@ where
         ctx: Ctx,
         writer_schema: Option<Arc<CompiledSchema>>,
     ) -> Decoded {
-        let event = match decode_event::<E>(self.schema.as_deref(), writer_schema, &payload) {
+        let event = match decode_event::<E>(self.schema.as_deref(), writer_schema.as_deref(), &payload) {
             Ok(event) => event,
             Err(refused) => return refused,
         };
@@ -508,12 +508,12 @@ where
 /// schema) and decodes a typed event.
 fn decode_event<E: Event>(
     local: Option<&CompiledSchema>,
-    writer_schema: Option<Arc<CompiledSchema>>,
+    writer_schema: Option<&CompiledSchema>,
     payload: &[u8],
 ) -> Result<E, Decoded> {
     let value: serde_json::Value = serde_json::from_slice(payload)
         .map_err(|error| Decoded::DecodeError(format!("the payload is not JSON: {error}")))?;
-    if let Some(schema) = writer_schema.as_deref().or(local) {
+    if let Some(schema) = writer_schema.or(local) {
         violations(schema, &value)?;
     }
     serde_json::from_value(value).map_err(|error| {
@@ -545,7 +545,7 @@ where
         ctx: Ctx,
         writer_schema: Option<Arc<CompiledSchema>>,
     ) -> Decoded {
-        let event = match decode_event::<E>(self.schema.as_deref(), writer_schema, &payload) {
+        let event = match decode_event::<E>(self.schema.as_deref(), writer_schema.as_deref(), &payload) {
             Ok(event) => event,
             Err(refused) => return refused,
         };
