@@ -341,10 +341,11 @@ impl Ctx {
             }
             Some(StepRecord::Sleeping { wake_at_ms }) => wake_at_ms,
             None => {
-                let wake_at_ms = time
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0);
+                let wake_at_ms = run.bounded(
+                    time.duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0),
+                );
                 run.store
                     .put_until(
                         &key,
@@ -417,6 +418,8 @@ pub(crate) struct Settings {
     /// Set by `debounce_timeout`, checked against `debounce`.
     pub(crate) debounce_timeout: Option<Duration>,
     pub(crate) cancel_on: Vec<crate::wait::cancel_on::CancelOn>,
+    pub(crate) start_timeout: Option<Duration>,
+    pub(crate) finish_timeout: Option<Duration>,
 }
 
 /// What a cron tick does while the previous tick of the same trigger still runs.
@@ -446,6 +449,8 @@ impl Default for Settings {
             debounce: None,
             debounce_timeout: None,
             cancel_on: Vec::new(),
+            start_timeout: None,
+            finish_timeout: None,
         }
     }
 }
@@ -495,10 +500,11 @@ where
         ctx: Ctx,
         writer_schema: Option<Arc<CompiledSchema>>,
     ) -> Decoded {
-        let event = match decode_event::<E>(self.schema.as_deref(), writer_schema.as_deref(), &payload) {
-            Ok(event) => event,
-            Err(refused) => return refused,
-        };
+        let event =
+            match decode_event::<E>(self.schema.as_deref(), writer_schema.as_deref(), &payload) {
+                Ok(event) => event,
+                Err(refused) => return refused,
+            };
         let future = (self.handler)(event, ctx);
         Decoded::Ready(Box::pin(async move { future.await.map(drop) }))
     }
@@ -545,10 +551,11 @@ where
         ctx: Ctx,
         writer_schema: Option<Arc<CompiledSchema>>,
     ) -> Decoded {
-        let event = match decode_event::<E>(self.schema.as_deref(), writer_schema.as_deref(), &payload) {
-            Ok(event) => event,
-            Err(refused) => return refused,
-        };
+        let event =
+            match decode_event::<E>(self.schema.as_deref(), writer_schema.as_deref(), &payload) {
+                Ok(event) => event,
+                Err(refused) => return refused,
+            };
         let run = ctx.run.clone();
         let future = (self.handler)(event, ctx);
         Decoded::Ready(Box::pin(async move {
@@ -855,6 +862,22 @@ impl<E> FunctionBuilder<E> {
     /// group of events pulled together).
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.settings.idempotent = idempotent;
+        self
+    }
+
+    /// Cancels a run whose event waited longer than `timeout` before the run first started
+    /// (a backlog, a paused function): recorded `cancelled` with reason `start timeout`.
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.start_timeout = Some(timeout);
+        self
+    }
+
+    /// Cancels a run still going `timeout` after it first started, sleeps and waits
+    /// included: checked when a delivery of it arrives and at each step, and no sleep or wait
+    /// outlasts it (recorded `cancelled`, reason `finish timeout`). Costs one read or write
+    /// per delivery (the run's start time, `F.<event-key>.t`).
+    pub fn finish_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.finish_timeout = Some(timeout);
         self
     }
 

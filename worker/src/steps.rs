@@ -148,6 +148,8 @@ pub(crate) struct RunState {
     pub(crate) parked: parking_lot::Mutex<Option<String>>,
     /// The handler's output, once it succeeded in this attempt (for an invoking caller).
     pub(crate) output: parking_lot::Mutex<Option<serde_json::Value>>,
+    /// With a finish timeout: when the run must have finished (Unix ms; 0 without).
+    pub(crate) finish_by: std::sync::atomic::AtomicU64,
 }
 
 impl RunState {
@@ -156,9 +158,21 @@ impl RunState {
         tokio::time::Instant::now() + self.patience
     }
 
-    /// Why the run was cancelled, if it was.
+    /// Why the run was cancelled, if it was (a cancel record, or its finish timeout).
     pub(crate) fn cancelled(&self) -> Option<String> {
+        let by = self.finish_by.load(std::sync::atomic::Ordering::Relaxed);
+        if by != 0 && now_ms() >= by {
+            return Some("finish timeout: the run did not finish in time".to_owned());
+        }
         self.cancelled.as_ref()?.reason(&self.run_key)
+    }
+
+    /// `at_ms`, or the finish timeout when earlier: no park outlives the run's deadline.
+    pub(crate) fn bounded(&self, at_ms: u64) -> u64 {
+        match self.finish_by.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => at_ms,
+            by => at_ms.min(by),
+        }
     }
 
     /// Reads a step's record and, in the same request, the run's cancel record (a cancel

@@ -273,6 +273,7 @@ impl TestWorker {
             trigger_sequence: 0,
             parked: parking_lot::Mutex::new(None),
             output: parking_lot::Mutex::new(None),
+            finish_by: std::sync::atomic::AtomicU64::new(0),
         });
         if settings.idempotent
             && let Ok(Some(record)) = run.store.get::<RunRecord>(&run.run_key).await

@@ -295,3 +295,85 @@ async fn a_thousand_sleeping_runs_cancelled_in_bulk_never_reenter_the_handler() 
     );
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn run_timeouts_cancel_a_run_queued_or_running_too_long() {
+    let (_nats, client) = server_and_client().await;
+    let entered = Arc::new(AtomicU32::new(0));
+    let after = Arc::new(AtomicU32::new(0));
+    let (count, later) = (Arc::clone(&entered), Arc::clone(&after));
+    let queued = Function::new("queued")
+        .on::<Job>()
+        .start_timeout(Duration::from_secs(1))
+        .handler(move |_: Job, _: Ctx| {
+            count.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<(), HandlerError>(()) }
+        });
+    let long = Function::new("long")
+        .on::<Job>()
+        .finish_timeout(Duration::from_secs(2))
+        .handler(move |_: Job, ctx: Ctx| {
+            let later = Arc::clone(&later);
+            async move {
+                ctx.sleep("an hour", Duration::from_secs(3600)).await?;
+                ctx.step("after", || async {
+                    later.fetch_add(1, Ordering::SeqCst);
+                    Ok::<(), HandlerError>(())
+                })
+                .await?;
+                Ok(())
+            }
+        });
+    let worker = Worker::builder(client.clone())
+        .function(queued)
+        .function(long)
+        .start()
+        .await
+        .unwrap();
+    herald_worker::pause_function(&client, "queued", None)
+        .await
+        .unwrap();
+    let id = event_id_of(&client, 1).await;
+    let published = Instant::now();
+    // The event waits in the paused function longer than its start timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    herald_worker::resume_function(&client, "queued")
+        .await
+        .unwrap();
+    let store = RunStore::open(&client).await.unwrap();
+    wait_for("the queued run is cancelled", || async {
+        status(&store, "queued", &id).await == Some(RunStatus::Cancelled)
+    })
+    .await;
+    let detail = store
+        .inspect("queued", &id)
+        .await
+        .unwrap()
+        .outcome
+        .unwrap()
+        .detail
+        .unwrap();
+    assert!(detail.starts_with("start timeout"), "{detail}");
+    assert_eq!(entered.load(Ordering::SeqCst), 0);
+    // The sleeping run ends at its finish timeout, not in an hour.
+    wait_for("the long run is cancelled", || async {
+        status(&store, "long", &id).await == Some(RunStatus::Cancelled)
+    })
+    .await;
+    assert!(published.elapsed() < Duration::from_secs(20));
+    let detail = store
+        .inspect("long", &id)
+        .await
+        .unwrap()
+        .outcome
+        .unwrap()
+        .detail
+        .unwrap();
+    assert!(detail.starts_with("finish timeout"), "{detail}");
+    assert_eq!(
+        after.load(Ordering::SeqCst),
+        0,
+        "no step after the deadline"
+    );
+    worker.shutdown().await;
+}

@@ -14,6 +14,7 @@ use crate::steps::{FailureRecord, RunRecord, StepRecord};
 
 mod lock;
 mod many;
+mod started;
 use herald::protocol::runs;
 pub(crate) use lock::Locked;
 

@@ -225,6 +225,7 @@ impl FunctionLoop {
                 .unwrap_or(delivery.stream_sequence),
             parked: parking_lot::Mutex::new(None),
             output: parking_lot::Mutex::new(None),
+            finish_by: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -277,6 +278,11 @@ impl FunctionLoop {
             // Features a function may not use: boxed, so that a plain delivery's future stays
             // small, and only built when configured.
             let settings = &self.function.settings;
+            if (settings.start_timeout.is_some() || settings.finish_timeout.is_some())
+                && let Some(timed_out) = Box::pin(self.timed_out(delivery, run)).await
+            {
+                return Prepared::Settled(timed_out);
+            }
             if !settings.cancel_on.is_empty()
                 && let Some(cancelled) = Box::pin(self.register_cancels(delivery, run)).await
             {

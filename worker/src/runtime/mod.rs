@@ -36,6 +36,7 @@ mod shutdown;
 mod stall;
 mod start;
 mod sweeper;
+mod timeouts;
 mod worker;
 mod writer_schemas;
 

@@ -168,7 +168,7 @@ impl Ctx {
                 ))),
             };
         }
-        let at_ms = until.unwrap_or(now + timeout.as_millis() as u64);
+        let at_ms = run.bounded(until.unwrap_or(now + timeout.as_millis() as u64));
         let mut headers = delivered.headers.clone();
         headers.insert(WAIT_UNTIL, at_ms.to_string().as_str());
         // 1. The timeout, as the run's continuation.

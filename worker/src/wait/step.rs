@@ -104,7 +104,7 @@ impl Ctx {
                 .map_err(nats)?;
             return self.outcome_of(run, &key, name).await;
         }
-        let at_ms = until.unwrap_or(now + timeout.as_millis() as u64);
+        let at_ms = run.bounded(until.unwrap_or(now + timeout.as_millis() as u64));
         let mut headers = delivered.headers.clone();
         headers.insert(WAIT_UNTIL, at_ms.to_string().as_str());
         let continuation = |at_ms| Continuation {
