@@ -93,4 +93,4 @@ pub use state::{State, StatefulBuilder};
 pub use steps::{FailureRecord, RunRecord, RunStatus, StepRecord};
 pub use telemetry::TraceMode;
 pub use test_worker::{SentEvent, TestOutcome, TestRun, TestWorker};
-pub use wait::Match;
+pub use wait::{AnyEvent, Awaited, Match};

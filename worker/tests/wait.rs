@@ -279,3 +279,108 @@ async fn a_parked_wait_is_woken_by_the_matcher() {
     );
     worker.shutdown().await;
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Event)]
+#[event(type = "test.order_cancelled")]
+struct OrderCancelled {
+    order_id: String,
+}
+
+#[tokio::test]
+async fn a_wait_for_any_gets_the_first_of_several_events() {
+    let (_nats, client) = server_and_client().await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let function = Function::new("paid-or-cancelled")
+        .on::<OrderPlaced>()
+        .handler(move |order: OrderPlaced, ctx: Ctx| {
+            let tx = tx.clone();
+            async move {
+                let first = ctx
+                    .wait_for_any(
+                        "paid or cancelled",
+                        vec![
+                            herald_worker::Awaited::of::<PaymentReceived>(Match::field(
+                                "/order_id",
+                                &order.order_id,
+                            )),
+                            herald_worker::Awaited::of::<OrderCancelled>(Match::field(
+                                "/order_id",
+                                &order.order_id,
+                            )),
+                        ],
+                        Duration::from_secs(60),
+                    )
+                    .await?;
+                let _ = tx.send((order.order_id, first.map(|e| e.event_type)));
+                Ok::<(), HandlerError>(())
+            }
+        });
+    let worker = Worker::builder(client.clone())
+        .function(function)
+        .start()
+        .await
+        .unwrap();
+    // One right after its order (the look-back), one once the run is parked (the matcher).
+    send(
+        &client,
+        &OrderPlaced {
+            order_id: "a".into(),
+        },
+        "o-a".into(),
+    )
+    .await;
+    send(
+        &client,
+        &OrderCancelled {
+            order_id: "a".into(),
+        },
+        "c-a".into(),
+    )
+    .await;
+    send(
+        &client,
+        &OrderPlaced {
+            order_id: "b".into(),
+        },
+        "o-b".into(),
+    )
+    .await;
+    let mut got = BTreeMap::new();
+    let (order, kind) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    got.insert(order, kind);
+    wait_consumer_drained(&client, "paid-or-cancelled").await;
+    send(
+        &client,
+        &PaymentReceived {
+            order_id: "b".into(),
+            amount: 3,
+        },
+        "p-b".into(),
+    )
+    .await;
+    // A second awaited event of "a" changes nothing: its wait is resolved.
+    send(
+        &client,
+        &PaymentReceived {
+            order_id: "a".into(),
+            amount: 4,
+        },
+        "p-a".into(),
+    )
+    .await;
+    while got.len() < 2 {
+        let (order, kind) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        got.insert(order, kind);
+    }
+    assert_eq!(got["a"].as_deref(), Some("test.order_cancelled"));
+    assert_eq!(got["b"].as_deref(), Some("test.payment_received"));
+    wait_consumer_drained(&client, "paid-or-cancelled").await;
+    assert!(rx.try_recv().is_err(), "one outcome per wait");
+    worker.shutdown().await;
+}

@@ -51,6 +51,7 @@ pub(crate) fn registrations(
                 pointer: on.pointer.clone(),
                 value,
                 after_seq: trigger_sequence,
+                siblings: Vec::new(),
             })
         })
         .collect()

@@ -216,6 +216,7 @@ impl Matcher {
                 if let Some(found) = read_event(message.headers.as_ref(), &message.payload) {
                     for registration in self.candidates(event_type, &found.data, sequence) {
                         let resolution = Resolution::Event {
+                            event_type,
                             id: &found.id,
                             data: &found.data,
                         };

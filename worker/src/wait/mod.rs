@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 pub(crate) use resolve::{Resolution, resolve};
 pub use step::WAIT_UNTIL;
+pub use step::{AnyEvent, Awaited};
 
 /// `herald-trigger-seq: <seq>`: on a continuation, the stream sequence of the event that
 /// started the run (where a wait's look-back starts).
@@ -73,6 +74,9 @@ pub(crate) struct Registration {
     pub(crate) value: serde_json::Value,
     /// Only events stored after this sequence match (the run's trigger).
     pub(crate) after_seq: u64,
+    /// The keys of the other registrations of a wait for any of several events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) siblings: Vec<String>,
 }
 
 impl Registration {
@@ -191,6 +195,7 @@ mod tests {
             pointer: "/invoice_id".into(),
             value: json!("inv-9"),
             after_seq: 7,
+            siblings: Vec::new(),
         };
         let key = registration.key();
         assert!(key.starts_with("_wait.billing/invoice_paid."), "{key}");

@@ -14,6 +14,8 @@ use crate::steps::StepRecord;
 pub(crate) enum Resolution<'a> {
     /// An event matched: its id and JSON data.
     Event {
+        /// `ce-type`.
+        event_type: &'a str,
         /// `ce-id`.
         id: &'a str,
         /// The payload.
@@ -26,7 +28,12 @@ pub(crate) enum Resolution<'a> {
 /// The step record of a wait's outcome: `{"id", "data"}` for an event, `null` for a timeout.
 pub(crate) fn outcome_record(resolution: Resolution<'_>) -> StepRecord {
     let output = match resolution {
-        Resolution::Event { id, data } => serde_json::json!({
+        Resolution::Event {
+            event_type,
+            id,
+            data,
+        } => serde_json::json!({
+            "type": event_type,
             "id": id,
             "data": serde_json::from_slice::<serde_json::Value>(data).unwrap_or(serde_json::Value::Null),
         }),
@@ -84,7 +91,11 @@ pub(crate) async fn resolve(
             matches!(outcome, crate::CancelOutcome::Cancelled { .. })
         }
     };
-    // The registration has served; a crash before this leaves it to the next resolver.
+    // The registration has served (with those of the other events a wait for any of
+    // several awaited); a crash before this leaves them to the next resolver.
     let _ = kv.delete(registration.key()).await;
+    for sibling in &registration.siblings {
+        let _ = kv.delete(sibling).await;
+    }
     Ok(decided)
 }

@@ -13,6 +13,8 @@ use herald::protocol::header;
 pub(crate) struct Found {
     pub(crate) id: String,
     pub(crate) data: Bytes,
+    /// Its stream sequence (0 when not known).
+    pub(crate) sequence: u64,
 }
 
 /// The id and JSON data of a stored event, binary or structured mode.
@@ -30,12 +32,14 @@ pub(crate) fn read_event(
         return Some(Found {
             id,
             data: data.into(),
+            sequence: 0,
         });
     }
     let id = headers?.get(header::ID)?.as_str().to_owned();
     Some(Found {
         id,
         data: payload.clone(),
+        sequence: 0,
     })
 }
 
@@ -92,7 +96,7 @@ pub(crate) async fn scan(
         if let Some(found) = read_event(message.headers.as_ref(), &message.payload)
             && matches(&found.data, pointer, value)
         {
-            return Ok(Some(found));
+            return Ok(Some(Found { sequence, ..found }));
         }
         if pending == 0 || sequence == watermark {
             return Ok(None);

@@ -12,6 +12,49 @@ use crate::run_store::Lifetime;
 use crate::runtime::continuation::{Continuation, publish_continuation};
 use crate::steps::{RunState, StepRecord};
 
+/// One of the events a [`Ctx::wait_for_any`] waits for.
+#[derive(Debug, Clone)]
+pub struct Awaited {
+    event_type: &'static str,
+    matching: Match,
+    /// Why the pointer does not fit the type's schema, if it does not.
+    invalid: Option<String>,
+}
+
+impl Awaited {
+    /// An event of type `E` matching `matching` (its pointer checked against `E`'s schema).
+    pub fn of<E: Event>(matching: Match) -> Awaited {
+        Awaited {
+            event_type: E::TYPE,
+            invalid: check_pointer(&E::schema(), &matching.pointer).err(),
+            matching,
+        }
+    }
+}
+
+/// The event a [`Ctx::wait_for_any`] got.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnyEvent {
+    /// Its type.
+    pub event_type: String,
+    /// Its id (`ce-id`).
+    pub id: String,
+    /// Its data.
+    pub data: serde_json::Value,
+}
+
+impl AnyEvent {
+    /// Whether it is an `E`.
+    pub fn is<E: Event>(&self) -> bool {
+        self.event_type == E::TYPE
+    }
+
+    /// Its data as an `E`.
+    pub fn decode<E: Event>(&self) -> Result<E, serde_json::Error> {
+        serde_json::from_value(self.data.clone())
+    }
+}
+
 impl Ctx {
     /// Waits for an event of type `E` whose field at `matching`'s JSON pointer equals its
     /// value, for at most `timeout`; returns the event, or `None` when the timeout passed.
@@ -45,16 +88,75 @@ impl Ctx {
         matching: Match,
         timeout: Duration,
     ) -> Result<Option<E>, HandlerError> {
-        check_pointer(&E::schema(), &matching.pointer).map_err(|reason| {
-            HandlerError::terminal(format!("wait `{name}` for {}: {reason}", E::TYPE))
-        })?;
+        let got = self
+            .wait_for_any(name, vec![Awaited::of::<E>(matching)], timeout)
+            .await?;
+        got.map(|event| {
+            event.decode::<E>().map_err(|error| {
+                HandlerError::terminal(format!(
+                    "wait `{name}`: the awaited {} does not decode: {error}",
+                    E::TYPE
+                ))
+            })
+        })
+        .transpose()
+    }
+
+    /// Waits for the first of several events (each a type and a match), for at most
+    /// `timeout`: as [`wait_for_event`](Self::wait_for_event), with one outcome for all.
+    ///
+    /// ```no_run
+    /// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, herald::Event)]
+    /// # #[event(type = "billing.invoice_paid")]
+    /// # struct InvoicePaid { invoice_id: String }
+    /// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, herald::Event)]
+    /// # #[event(type = "billing.invoice_voided")]
+    /// # struct InvoiceVoided { invoice_id: String }
+    /// # async fn handler(ctx: herald_worker::Ctx) -> Result<(), herald_worker::HandlerError> {
+    /// use std::time::Duration;
+    /// use herald_worker::{Awaited, Match};
+    /// let first = ctx
+    ///     .wait_for_any(
+    ///         "paid or voided",
+    ///         vec![
+    ///             Awaited::of::<InvoicePaid>(Match::field("/invoice_id", "inv-42")),
+    ///             Awaited::of::<InvoiceVoided>(Match::field("/invoice_id", "inv-42")),
+    ///         ],
+    ///         Duration::from_secs(3600),
+    ///     )
+    ///     .await?;
+    /// if let Some(event) = first.filter(|e| e.is::<InvoicePaid>()) {
+    ///     let paid: InvoicePaid = event.decode().map_err(herald_worker::HandlerError::terminal)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for_any(
+        &self,
+        name: &str,
+        awaited: Vec<Awaited>,
+        timeout: Duration,
+    ) -> Result<Option<AnyEvent>, HandlerError> {
+        if awaited.is_empty() {
+            return Err(HandlerError::terminal(format!(
+                "wait `{name}`: no event to wait for"
+            )));
+        }
+        if let Some(awaited) = awaited.iter().find(|a| a.invalid.is_some()) {
+            return Err(HandlerError::terminal(format!(
+                "wait `{name}` for {}: {}",
+                awaited.event_type,
+                awaited.invalid.clone().unwrap_or_default()
+            )));
+        }
+        let types: Vec<&str> = awaited.iter().map(|a| a.event_type).collect();
+        let types = types.join(" or ");
         let run = self.run()?;
         let (key, step_key) = run.next_step_key(name);
         if let Some(StepRecord::Ok { output, .. }) =
             run.read_step(&key).await.map_err(HandlerError::from)?
         {
             run.step_done();
-            return decode(name, &output);
+            return Ok(decode_any(&output));
         }
         let Publisher::Client(client) = &self.publisher else {
             return Err(HandlerError::terminal(
@@ -65,18 +167,28 @@ impl Ctx {
             .store
             .kv()
             .ok_or_else(|| HandlerError::terminal("ctx.wait_for_event needs the runs bucket"))?;
-        let registration = Registration {
-            kind: Kind::Wait,
-            function: self.function.to_string(),
-            event_key: run.event_key().to_owned(),
-            step: step_key.clone(),
-            event_type: E::TYPE.to_owned(),
-            pointer: matching.pointer.clone(),
-            value: matching.value.clone(),
-            after_seq: run.trigger_sequence,
-        };
+        let mut registrations: Vec<Registration> = awaited
+            .iter()
+            .map(|a| Registration {
+                kind: Kind::Wait,
+                function: self.function.to_string(),
+                event_key: run.event_key().to_owned(),
+                step: step_key.clone(),
+                event_type: a.event_type.to_owned(),
+                pointer: a.matching.pointer.clone(),
+                value: a.matching.value.clone(),
+                after_seq: run.trigger_sequence,
+                siblings: Vec::new(),
+            })
+            .collect();
+        let keys: Vec<String> = registrations.iter().map(Registration::key).collect();
+        for registration in &mut registrations {
+            let own = registration.key();
+            registration.siblings = keys.iter().filter(|k| **k != own).cloned().collect();
+        }
+        let registration = registrations[0].clone();
         let nats = |error: async_nats::Error| {
-            HandlerError::retry(format!("wait `{name}` for {}: {error}", E::TYPE))
+            HandlerError::retry(format!("wait `{name}` for {types}: {error}"))
         };
         let namespace = client.namespace();
         let stream = client
@@ -125,7 +237,7 @@ impl Ctx {
         // a continuation that tries the wait again shortly (a retry of this delivery as
         // well would run the rest of the run twice at once).
         let found = match self
-            .register_and_look_back::<E>(client, &kv, &registration)
+            .register_and_look_back(client, &kv, &registrations)
             .await
         {
             Ok(found) => found,
@@ -138,12 +250,13 @@ impl Ctx {
                 *run.parked.lock() = Some(step_key);
                 return Err(HandlerError {
                     kind: crate::function::ErrorKind::Suspend,
-                    message: format!("wait `{name}` for {}: {error}", E::TYPE),
+                    message: format!("wait `{name}` for {types}: {error}"),
                 });
             }
         };
-        if let Some(found) = found {
+        if let Some((event_type, found)) = found {
             let record = super::resolve::outcome_record(Resolution::Event {
+                event_type: &event_type,
                 id: &found.id,
                 data: &found.data,
             });
@@ -151,13 +264,15 @@ impl Ctx {
             if kv.create(&key, bytes.into()).await.is_ok() {
                 // This attempt goes on: its timeout is not needed.
                 let _ = stream.purge().filter(&schedule).await;
-                let _ = kv.delete(registration.key()).await;
+                for key in &keys {
+                    let _ = kv.delete(key).await;
+                }
                 run.records.lock().push((key, record.clone()));
                 run.step_done();
                 let StepRecord::Ok { output, .. } = record else {
                     return Ok(None);
                 };
-                return decode(name, &output);
+                return Ok(decode_any(&output));
             }
             // The matcher recorded it first and fired the continuation: that delivery goes
             // on from here; this attempt parks.
@@ -174,46 +289,60 @@ impl Ctx {
         *run.parked.lock() = Some(step_key);
         Err(HandlerError {
             kind: crate::function::ErrorKind::Suspend,
-            message: format!("waiting in step `{name}` for {}", E::TYPE),
+            message: format!("waiting in step `{name}` for {types}"),
         })
     }
 
-    /// Stores the registration, makes sure the matcher consumer exists, reads the
-    /// watermark, and looks back from the trigger up to it.
-    async fn register_and_look_back<E: Event>(
+    /// Stores the registrations, makes sure their matcher consumers exist, reads the
+    /// watermark, and looks back from the trigger up to it: the first match, by stream
+    /// order, with its type.
+    async fn register_and_look_back(
         &self,
         client: &herald::Client,
         kv: &async_nats::jetstream::kv::Store,
-        registration: &Registration,
-    ) -> Result<Option<super::scan::Found>, async_nats::Error> {
-        // 2. The registration, then 3. the matcher consumer: both exist before the watermark.
-        kv.put(registration.key(), serde_json::to_vec(registration)?.into())
-            .await?;
-        ensure_consumer(client, E::TYPE).await?;
+        registrations: &[Registration],
+    ) -> Result<Option<(String, super::scan::Found)>, async_nats::Error> {
+        // 2. The registrations, then 3. the matcher consumers: all exist before the watermark.
+        for registration in registrations {
+            kv.put(registration.key(), serde_json::to_vec(registration)?.into())
+                .await?;
+            ensure_consumer(client, &registration.event_type).await?;
+        }
         let mut events = client
             .jetstream()
             .get_stream(client.namespace().events_stream())
             .await?;
         let watermark = events.info().await?.state.last_sequence;
         // 4. The look-back: events stored after the trigger, up to the watermark.
-        scan(
-            client,
-            E::TYPE,
-            &registration.pointer,
-            &registration.value,
-            registration.after_seq,
-            watermark,
-        )
-        .await
+        let mut first: Option<(String, super::scan::Found)> = None;
+        for registration in registrations {
+            let found = scan(
+                client,
+                &registration.event_type,
+                &registration.pointer,
+                &registration.value,
+                registration.after_seq,
+                watermark,
+            )
+            .await?;
+            if let Some(found) = found
+                && first
+                    .as_ref()
+                    .is_none_or(|(_, f)| found.sequence < f.sequence)
+            {
+                first = Some((registration.event_type.clone(), found));
+            }
+        }
+        Ok(first)
     }
 
     /// The recorded outcome of a wait step.
-    async fn outcome_of<E: Event>(
+    async fn outcome_of(
         &self,
         run: &RunState,
         key: &str,
         name: &str,
-    ) -> Result<Option<E>, HandlerError> {
+    ) -> Result<Option<AnyEvent>, HandlerError> {
         match run
             .store
             .get_until::<StepRecord>(key, run.deadline())
@@ -222,7 +351,7 @@ impl Ctx {
         {
             Some(StepRecord::Ok { output, .. }) => {
                 run.step_done();
-                decode(name, &output)
+                Ok(decode_any(&output))
             }
             _ => Err(HandlerError::retry(format!(
                 "wait `{name}`: its outcome is not readable yet"
@@ -234,17 +363,20 @@ impl Ctx {
 /// `herald-wait-until: <Unix ms>`: on a wait's continuation, the wait's deadline.
 pub const WAIT_UNTIL: &str = "herald-wait-until";
 
-/// A wait's stored output: `null` (timed out) or `{"id", "data"}`.
-fn decode<E: Event>(name: &str, output: &serde_json::Value) -> Result<Option<E>, HandlerError> {
-    let Some(data) = output.get("data") else {
-        return Ok(None);
-    };
-    serde_json::from_value(data.clone())
-        .map(Some)
-        .map_err(|error| {
-            HandlerError::terminal(format!(
-                "wait `{name}`: the awaited {} does not decode: {error}",
-                E::TYPE
-            ))
-        })
+/// A wait's stored output: `null` (timed out) or `{"type", "id", "data"}`.
+fn decode_any(output: &serde_json::Value) -> Option<AnyEvent> {
+    let data = output.get("data")?;
+    Some(AnyEvent {
+        event_type: output
+            .get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        id: output
+            .get("id")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        data: data.clone(),
+    })
 }
