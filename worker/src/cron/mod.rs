@@ -4,7 +4,7 @@
 //! Each cron trigger of a function is one scheduled message on
 //! `ns.redrive.<function>.cron.<cron-id>` (a repeating `Nats-Schedule`, nats-server 2.12+;
 //! time zones 2.14+) whose target is `ns.redrive.<function>`, so only that function's consumer
-//! sees the ticks. Every replica reconciles the message at start ([`reconcile`]): it reads
+//! sees the ticks. Every replica reconciles the message at start: it reads
 //! it, and publishes only when it differs, with an expected last subject sequence, so
 //! replicas that start together write it once and a restart changes nothing. A tick's run
 //! key comes from the tick's own time (`Nats-Schedule-Next`), so a tick the server fires
