@@ -77,7 +77,10 @@ fn functions(said: &UnboundedSender<String>) -> Vec<Function> {
             }),
         Function::new("reindex")
             .on::<ProfileUpdated>()
-            .debounce(|p: &ProfileUpdated| p.user_id.clone(), Duration::from_secs(1))
+            .debounce(
+                |p: &ProfileUpdated| p.user_id.clone(),
+                Duration::from_secs(1),
+            )
             .debounce_timeout(Duration::from_secs(10))
             .handler(move |p: ProfileUpdated, _: Ctx| {
                 let said = b.clone();
@@ -89,9 +92,8 @@ fn functions(said: &UnboundedSender<String>) -> Vec<Function> {
                     Ok::<(), HandlerError>(())
                 }
             }),
-        Function::new("checkout")
-            .on::<OrderPlaced>()
-            .handler(move |order: OrderPlaced, ctx: Ctx| {
+        Function::new("checkout").on::<OrderPlaced>().handler(
+            move |order: OrderPlaced, ctx: Ctx| {
                 let said = c.clone();
                 async move {
                     let paid = ctx
@@ -122,7 +124,8 @@ fn functions(said: &UnboundedSender<String>) -> Vec<Function> {
                     ));
                     Ok(())
                 }
-            }),
+            },
+        ),
         Function::new("compute-receipt")
             .on::<ReceiptRequested>()
             .returning(|request: ReceiptRequested, _: Ctx| async move {
