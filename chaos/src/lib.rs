@@ -47,6 +47,7 @@
 pub mod cron;
 pub mod event;
 mod harness;
+pub mod invoke;
 mod publisher;
 mod replicas;
 mod report;
