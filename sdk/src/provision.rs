@@ -470,6 +470,7 @@ pub(crate) fn desired(
             runs_max_age,
             features.message_ttl,
         ),
+        bucket(namespace.keys_bucket(), 1, Duration::ZERO, false),
     ]
 }
 
