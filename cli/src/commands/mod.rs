@@ -12,10 +12,12 @@ mod dev;
 mod dlq;
 mod events;
 mod functions;
+mod keys;
 mod provision;
 mod replay;
 mod runs;
 mod schemas;
+mod serve;
 mod streams;
 
 use std::process::ExitCode;
@@ -65,6 +67,12 @@ enum Command {
     ///
     /// Example: `herald streams --json`
     Streams(streams::Streams),
+    /// Serve the HTTP event gateway until ctrl-c or SIGTERM.
+    ///
+    /// Example: `herald serve --gateway 0.0.0.0:8288`
+    Serve(serve::Serve),
+    /// The HTTP gateway's API keys: create, list, revoke.
+    Keys(keys::Keys),
     /// Print a shell completion script.
     ///
     /// Example: `herald completions bash > /etc/bash_completion.d/herald`
@@ -178,6 +186,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(events) => Box::pin(events.run()).await,
         Command::Replay(replay) => Box::pin(replay.run()).await,
         Command::Streams(streams) => Box::pin(streams.run()).await,
+        Command::Serve(serve) => Box::pin(serve.run()).await,
+        Command::Keys(keys) => Box::pin(keys.run()).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());
