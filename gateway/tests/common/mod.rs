@@ -2,6 +2,8 @@
 //! a registered schema, keys, and requests sent to the router in process.
 #![allow(dead_code, clippy::unwrap_used, missing_docs, unreachable_pub)]
 
+pub mod python;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
