@@ -1,6 +1,12 @@
 //! Shared helpers for the gateway's tests: a real nats-server, a provisioned namespace with
 //! a registered schema, keys, and requests sent to the router in process.
-#![allow(dead_code, clippy::unwrap_used, missing_docs, unreachable_pub)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::needless_pass_by_value,
+    missing_docs,
+    unreachable_pub
+)]
 
 pub mod python;
 
