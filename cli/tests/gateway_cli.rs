@@ -114,3 +114,61 @@ async fn a_key_from_the_command_line_sends_through_serve_and_revocation_is_live(
     .await;
     assert!(text(&herald(&url, &["keys", "list"])).contains("revoked"));
 }
+
+#[test]
+fn push_functions_are_added_listed_and_removed() {
+    let nats = LocalNats::start().unwrap();
+    let url = nats.url();
+    assert!(herald(&url, &["provision"]).status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("whsec.txt");
+    std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+    let added = herald(
+        &url,
+        &[
+            "push",
+            "add",
+            "send-welcome",
+            "--on",
+            "user.signup",
+            "--url",
+            "https://app.example/api/herald",
+            "--timeout",
+            "10s",
+            "--secret-file",
+            secret.to_str().unwrap(),
+        ],
+    );
+    assert!(added.status.success(), "{}", text(&added));
+    let listed = herald(&url, &["push", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(rows[0]["id"], "send-welcome");
+    assert_eq!(rows[0]["timeout_ms"], 10_000);
+    assert!(
+        !text(&listed).contains("whsec_"),
+        "secrets are never listed"
+    );
+    let refused = herald(
+        &url,
+        &[
+            "push",
+            "add",
+            "bad",
+            "--on",
+            "user.signup",
+            "--url",
+            "ftp://x",
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        herald(&url, &["push", "remove", "send-welcome"])
+            .status
+            .success()
+    );
+    let listed = herald(&url, &["push", "list", "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&listed.stdout).unwrap(),
+        serde_json::json!([])
+    );
+}

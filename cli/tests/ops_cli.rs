@@ -70,7 +70,8 @@ fn dev_starts_a_provisioned_server_and_stops_on_sigterm() {
             "HERALD_DLQ",
             "herald-schemas",
             "herald-runs",
-            "herald-keys"
+            "herald-keys",
+            "herald-push"
         ]
     );
     assert!(

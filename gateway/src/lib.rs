@@ -46,6 +46,7 @@ pub mod openapi;
 mod pipeline;
 mod problem;
 mod publish;
+pub mod push;
 mod routes;
 mod schemas;
 mod state;

@@ -112,6 +112,11 @@ impl Namespace {
         format!("{}-keys", self.name)
     }
 
+    /// The push functions bucket, `ns-push`.
+    pub fn push_bucket(&self) -> String {
+        format!("{}-push", self.name)
+    }
+
     /// The subject of an event type, `ns.events.T`.
     pub fn event_subject(&self, event_type: &str) -> String {
         format!("{}{event_type}", crate::protocol::events_prefix(self))

@@ -471,6 +471,7 @@ pub(crate) fn desired(
             features.message_ttl,
         ),
         bucket(namespace.keys_bucket(), 1, Duration::ZERO, false),
+        bucket(namespace.push_bucket(), 1, Duration::ZERO, false),
     ]
 }
 

@@ -14,6 +14,7 @@ mod events;
 mod functions;
 mod keys;
 mod provision;
+mod push;
 mod replay;
 mod runs;
 mod schemas;
@@ -67,10 +68,12 @@ enum Command {
     ///
     /// Example: `herald streams --json`
     Streams(streams::Streams),
-    /// Serve the HTTP event gateway until ctrl-c or SIGTERM.
+    /// Serve the HTTP event gateway and/or run the push functions until ctrl-c or SIGTERM.
     ///
-    /// Example: `herald serve --gateway 0.0.0.0:8288`
+    /// Example: `herald serve --gateway 0.0.0.0:8288 --push`
     Serve(serve::Serve),
+    /// Functions served over HTTP: add, list, remove.
+    Push(push::Push),
     /// The HTTP gateway's API keys: create, list, revoke.
     Keys(keys::Keys),
     /// Print a shell completion script.
@@ -188,6 +191,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Streams(streams) => Box::pin(streams.run()).await,
         Command::Serve(serve) => Box::pin(serve.run()).await,
         Command::Keys(keys) => Box::pin(keys.run()).await,
+        Command::Push(push) => Box::pin(push.run()).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());

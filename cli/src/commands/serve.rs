@@ -1,4 +1,5 @@
-//! `herald serve`: the HTTP gateway (and later the push dispatcher), until ctrl-c or SIGTERM.
+//! `herald serve`: the HTTP gateway and the push dispatcher, each behind a flag, until
+//! ctrl-c or SIGTERM.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -16,8 +17,14 @@ pub(crate) struct Serve {
     connection: Connection,
     /// Serve the HTTP event gateway on this address (CloudEvents on /v1/events, Inngest's
     /// /e/{key}, /healthz, /readyz, /openapi.json).
-    #[arg(long, value_name = "ADDR")]
-    gateway: SocketAddr,
+    #[arg(long, value_name = "ADDR", required_unless_present = "push")]
+    gateway: Option<SocketAddr>,
+    /// Run the push functions (`herald push add`): POST their events to their URLs.
+    #[arg(long)]
+    push: bool,
+    /// Allow push targets on private, loopback and link-local addresses.
+    #[arg(long, requires = "push")]
+    allow_private_targets: bool,
     /// Accept requests without an API key (as an anonymous key for every type); for local
     /// development only.
     #[arg(long)]
@@ -54,17 +61,57 @@ impl Serve {
             },
             ..Default::default()
         };
-        let router = herald_gateway::router(client, config)
-            .await
-            .context("starting the gateway (is the namespace provisioned? `herald provision`)")?;
-        let listener = tokio::net::TcpListener::bind(self.gateway)
-            .await
-            .with_context(|| format!("cannot listen on {}", self.gateway))?;
-        let address = listener.local_addr()?;
-        println!("herald serve: gateway on http://{address} (POST /v1/events, /e/{{key}})");
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+        let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
+            let mut receiver = stop.subscribe();
+            async move {
+                let _ = receiver.recv().await;
+            }
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(address) = self.gateway {
+            let router = herald_gateway::router(client.clone(), config)
+                .await
+                .context(
+                    "starting the gateway (is the namespace provisioned? `herald provision`)",
+                )?;
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address}"))?;
+            let address = listener.local_addr()?;
+            println!("herald serve: gateway on http://{address} (POST /v1/events, /e/{{key}})");
+            let until = stopped(&stop);
+            tasks.spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(until)
+                    .await
+                    .context("the gateway stopped")
+            });
+        }
+        if self.push {
+            let options = herald_gateway::push::PushOptions {
+                allow_private_targets: self.allow_private_targets,
+                ..Default::default()
+            };
+            println!("herald serve: running push functions");
+            let until = stopped(&stop);
+            let client = client.clone();
+            tasks.spawn(async move {
+                herald_gateway::push::run(client, options, until)
+                    .await
+                    .context("the push dispatcher stopped")
+            });
+        }
+        tokio::select! {
+            () = shutdown_signal() => {}
+            Some(finished) = tasks.join_next() => {
+                finished??;
+            }
+        }
+        let _ = stop.send(());
+        while let Some(finished) = tasks.join_next().await {
+            finished??;
+        }
         Ok(ExitCode::SUCCESS)
     }
 }
