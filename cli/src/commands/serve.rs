@@ -109,8 +109,15 @@ impl Serve {
             }
         }
         let _ = stop.send(());
-        while let Some(finished) = tasks.join_next().await {
-            finished??;
+        // A second signal stops at once, without waiting for the graceful shutdown.
+        tokio::select! {
+            () = shutdown_signal() => return Ok(ExitCode::FAILURE),
+            finished = async {
+                while let Some(finished) = tasks.join_next().await {
+                    finished??;
+                }
+                anyhow::Ok(())
+            } => finished?,
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -70,6 +70,10 @@ pub fn function(
     }))
 }
 
+/// How long a stopping dispatcher waits for its worker's graceful shutdown (the worker's
+/// own grace is 30 s); with NATS unreachable a shutdown could otherwise wait for ever.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(40);
+
 /// Runs every push function of the namespace until `shutdown` completes; a change in
 /// `ns-push` (added, changed, removed) restarts the worker with the new set.
 pub async fn run(
@@ -82,7 +86,31 @@ pub async fn run(
         id: "*".to_owned(),
         reason: format!("cannot build the HTTP client: {e}"),
     })?;
-    let mut shutdown = std::pin::pin!(shutdown);
+    let mut current = None;
+    // The shutdown wins over anything the supervisor waits for (a start-up that waits for
+    // NATS, a watch), then the running worker gets its graceful shutdown.
+    let outcome = tokio::select! {
+        outcome = supervise(&client, &store, &http, &options, &mut current) => outcome,
+        () = shutdown => Ok(()),
+    };
+    if let Some(worker) = current.take()
+        && tokio::time::timeout(SHUTDOWN_LIMIT, worker.shutdown())
+            .await
+            .is_err()
+    {
+        tracing::warn!("the push worker did not stop within {SHUTDOWN_LIMIT:?}; leaving it");
+    }
+    outcome
+}
+
+/// Starts the worker of the current set, and again on every change of the bucket.
+async fn supervise(
+    client: &herald::Client,
+    store: &PushFunctions,
+    http: &reqwest::Client,
+    options: &PushOptions,
+    current: &mut Option<herald_worker::RunningWorker>,
+) -> Result<(), PushError> {
     loop {
         let mut changes = store
             .store()
@@ -93,33 +121,36 @@ pub async fn run(
                 source: error.into(),
             })?;
         let specs = store.list().await?;
+        if let Some(worker) = current.take() {
+            worker.shutdown().await;
+        }
         let mut builder = Worker::builder(client.clone());
+        let mut count = 0;
         for spec in &specs {
-            match function(spec, http.clone(), &options) {
-                Ok(function) => builder = builder.function(function),
+            match function(spec, http.clone(), options) {
+                Ok(function) => {
+                    builder = builder.function(function);
+                    count += 1;
+                }
                 Err(error) => tracing::error!(%error, "push function not started"),
             }
         }
-        let worker = if specs.is_empty() {
-            tracing::info!("no push functions yet; waiting for `herald push add`");
-            None
+        if count == 0 {
+            tracing::info!("no push functions to run; waiting for `herald push add`");
         } else {
-            tracing::info!(count = specs.len(), "running push functions");
-            Some(builder.start().await.map_err(|error| PushError::Invalid {
+            tracing::info!(count, "running push functions");
+            *current = Some(builder.start().await.map_err(|error| PushError::Invalid {
                 id: "*".to_owned(),
                 reason: format!("the worker did not start: {error}"),
-            })?)
-        };
-        let stop = tokio::select! {
-            () = &mut shutdown => true,
-            _ = changes.next() => false,
-        };
-        if let Some(worker) = worker {
-            worker.shutdown().await;
+            })?);
         }
-        if stop {
-            return Ok(());
+        match changes.next().await {
+            Some(Ok(_)) => tracing::info!("push functions changed; restarting them"),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "the push functions watch failed; reading them again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            None => tokio::time::sleep(Duration::from_secs(1)).await,
         }
-        tracing::info!("push functions changed; restarting them");
     }
 }
