@@ -4,6 +4,7 @@ mod bench;
 mod bench_consume;
 mod bench_consumers;
 mod bench_cpu;
+mod bench_gateway;
 mod bench_latency;
 mod bench_steps;
 mod bench_telemetry;
