@@ -34,9 +34,8 @@ pub fn new_secret() -> String {
 /// The `webhook-signature` value of a message.
 pub fn signature(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
     // HMAC accepts keys of any length.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
-        Ok(mac) => mac,
-        Err(_) => return String::new(),
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        return String::new();
     };
     mac.update(id.as_bytes());
     mac.update(b".");
