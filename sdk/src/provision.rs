@@ -889,7 +889,9 @@ mod tests {
                 "SHOP_EVENTS",
                 "SHOP_DLQ",
                 "shop-schemas",
-                "shop-runs"
+                "shop-runs",
+                "shop-keys",
+                "shop-push"
             ]
         );
         let Desired::Stream(events) = &all[1] else {
