@@ -80,9 +80,14 @@ impl KeyCache {
         slots.insert(id.to_owned(), Slot { revision, key });
     }
 
-    /// Watches the bucket for changes until the watch ends (then the caller restarts it).
-    pub(crate) async fn watch(self: Arc<Self>) -> Result<(), async_nats::Error> {
+    /// Watches the bucket for changes until the watch ends (then the caller restarts it);
+    /// `watching` is true from the moment the watch is established.
+    pub(crate) async fn watch(
+        self: Arc<Self>,
+        watching: &std::sync::atomic::AtomicBool,
+    ) -> Result<(), async_nats::Error> {
         let mut watch = self.keys.store().watch_all().await?;
+        watching.store(true, std::sync::atomic::Ordering::Relaxed);
         // Changes made while no watch ran are not replayed: forget what was cached, keys are
         // read again on their next use.
         self.slots.write().clear();

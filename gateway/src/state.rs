@@ -63,8 +63,7 @@ impl AppState {
 /// Restarts the keys watch whenever it ends (a lost connection), with a short pause.
 async fn watch_keys(keys: Arc<KeyCache>, watching: Arc<AtomicBool>) {
     loop {
-        watching.store(true, Ordering::Relaxed);
-        let outcome = Arc::clone(&keys).watch().await;
+        let outcome = Arc::clone(&keys).watch(&watching).await;
         watching.store(false, Ordering::Relaxed);
         if let Err(error) = outcome {
             tracing::warn!(%error, "the keys watch ended; restarting it");

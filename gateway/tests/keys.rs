@@ -156,3 +156,44 @@ async fn without_required_keys_requests_are_anonymous() {
     request.headers_mut().remove("authorization");
     assert_eq!(send(&s.router, request).await.status, StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+async fn a_replica_at_its_in_flight_cap_answers_503_rather_than_queueing() {
+    let s = setup_with(GatewayConfig {
+        max_in_flight: 1,
+        ..Default::default()
+    })
+    .await;
+    // A request whose body is read only once admitted (so its slot is taken), and arrives
+    // when released.
+    let (reading, read_started) = tokio::sync::oneshot::channel::<()>();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let body = serde_json::to_vec(&signup()).unwrap();
+    let slow_body = Body::from_stream(futures::stream::once(async move {
+        let _ = reading.send(());
+        let _ = released.await;
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(body))
+    }));
+    let mut slow = binary(&s.token, "slow", &signup());
+    *slow.body_mut() = slow_body;
+    let router = s.router.clone();
+    let first = tokio::spawn(async move { send(&router, slow).await });
+    read_started.await.unwrap();
+
+    let second = send(&s.router, binary(&s.token, "second", &signup())).await;
+    assert_eq!(
+        second.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        second.body
+    );
+    assert_eq!(second.headers["retry-after"], "2");
+    release.send(()).unwrap();
+    assert_eq!(first.await.unwrap().status, StatusCode::ACCEPTED);
+    assert_eq!(
+        send(&s.router, binary(&s.token, "third", &signup()))
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+}

@@ -109,3 +109,30 @@ async fn nats_down_is_503_with_retry_after_and_a_cut_request_is_safe_to_send_aga
         "warm-up plus 100 distinct ids"
     );
 }
+
+#[tokio::test]
+async fn a_missing_events_stream_is_503_and_nothing_is_claimed_stored() {
+    let s = setup().await;
+    s.client
+        .jetstream()
+        .delete_stream(s.client.namespace().events_stream())
+        .await
+        .unwrap();
+    let answer = send(&s.router, batch_request(&s.token, &batch(0..3))).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        answer.body
+    );
+    assert!(answer.headers.contains_key("retry-after"));
+    assert!(
+        answer.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not provisioned"),
+        "{:?}",
+        answer.body
+    );
+    assert!(answer.body.get("accepted").is_none(), "{:?}", answer.body);
+}
