@@ -20,6 +20,10 @@
 //! event-type patterns and rate-limited; revoking one takes effect without a restart. The
 //! status table is in `docs/gateway.md`.
 //!
+//! The other direction, functions served over HTTP, is [`push`]: `herald serve --push` runs
+//! each function declared in `ns-push` as an ordinary Herald function whose handler POSTs
+//! the event, signed per Standard Webhooks.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = herald::Client::connect("nats://127.0.0.1:4222").await?;
