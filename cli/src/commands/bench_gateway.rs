@@ -95,9 +95,9 @@ impl GatewayBench {
         let server = tokio::spawn(async move { axum::serve(listener, router).await });
         let setup = Arc::new(Setup {
             client,
-            // The push client: reqwest is built with rustls and no bundled crypto provider,
-            // which this constructor installs; loopback is allowed.
-            http: herald_gateway::push::call::client(true)?,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(self.concurrency)
+                .build()?,
             url: format!("http://{address}/v1/events"),
             token,
             body: serde_json::to_vec(&sample_event())?,

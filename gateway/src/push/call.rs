@@ -65,8 +65,6 @@ impl reqwest::dns::Resolve for GuardedResolver {
 
 /// The HTTP client of push calls: no redirects, the SSRF guard.
 pub fn client(allow_private: bool) -> Result<reqwest::Client, reqwest::Error> {
-    // reqwest is built without a bundled crypto provider: use ring, as async-nats does.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(Arc::new(GuardedResolver { allow_private }))

@@ -65,7 +65,9 @@ class Receiver(BaseHTTPRequestHandler):
             "answer": status,
             "time": time.time(),
         }
-        print(json.dumps(line), flush=True)
+        with lock:  # one whole line per call, whatever the threads
+            sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
         try:
             self.send_response(status)
             for name, value in extra.items():
