@@ -44,6 +44,7 @@
 //! is set. The nats-server comes from `herald-local-nats` (`NATS_SERVER_BIN` to use your
 //! own).
 
+pub mod cron;
 pub mod event;
 mod harness;
 mod publisher;

@@ -1,4 +1,4 @@
-//! API keys: stored hashed in the KV bucket `ns-keys` (protocol section 8), managed with
+//! API keys: stored hashed in the KV bucket `ns-keys` (protocol section 13), managed with
 //! [`Keys`] (`herald keys create|list|revoke`).
 //!
 //! A token is `hrld_<id>_<secret>`. The bucket holds, under the key `<id>`, the

@@ -18,6 +18,7 @@ mod provision;
 mod push;
 mod replay;
 mod runs;
+mod schedules;
 mod schemas;
 mod serve;
 mod streams;
@@ -54,10 +55,15 @@ enum Command {
     ///
     /// Example: `herald dev --data-dir .herald`
     Dev(dev::Dev),
-    /// Every function: triggers, consumer settings, lag, dead letters, last activity.
+    /// Every function: triggers, consumer settings, lag, dead letters, pause, next cron
+    /// tick, last activity; pause and resume one.
     ///
-    /// Example: `herald functions --watch`
+    /// Example: `herald functions --watch`, `herald functions pause send-email --for 30m`
     Functions(functions::Functions),
+    /// Cron schedules: each function's schedules and next tick; delete a stale one.
+    ///
+    /// Example: `herald schedules --json`
+    Schedules(schedules::Schedules),
     /// Events: tail them live or from a time, publish one.
     Events(events::Events),
     /// Run one function again over events of the retained log (backfill or incident replay);
@@ -188,6 +194,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev(dev) => Box::pin(dev.run()).await,
         Command::Functions(functions) => Box::pin(functions.run()).await,
         Command::Events(events) => Box::pin(events.run()).await,
+        Command::Schedules(schedules) => Box::pin(schedules.run()).await,
         Command::Replay(replay) => Box::pin(replay.run()).await,
         Command::Streams(streams) => Box::pin(streams.run()).await,
         Command::Serve(serve) => Box::pin(serve.run()).await,

@@ -1,4 +1,4 @@
-//! Push functions as stored in the KV bucket `ns-push` (protocol section 9), and
+//! Push functions as stored in the KV bucket `ns-push` (protocol section 14), and
 //! [`PushFunctions`] to manage them (`herald push add|list|remove`).
 
 use std::time::Duration;
