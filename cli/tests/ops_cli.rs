@@ -69,7 +69,9 @@ fn dev_starts_a_provisioned_server_and_stops_on_sigterm() {
             "HERALD_EVENTS",
             "HERALD_DLQ",
             "herald-schemas",
-            "herald-runs"
+            "herald-runs",
+            "herald-keys",
+            "herald-push"
         ]
     );
     assert!(

@@ -107,6 +107,16 @@ impl Namespace {
         format!("{}-runs", self.name)
     }
 
+    /// The API keys bucket of the HTTP gateway, `ns-keys`.
+    pub fn keys_bucket(&self) -> String {
+        format!("{}-keys", self.name)
+    }
+
+    /// The push functions bucket, `ns-push`.
+    pub fn push_bucket(&self) -> String {
+        format!("{}-push", self.name)
+    }
+
     /// The subject of an event type, `ns.events.T`.
     pub fn event_subject(&self, event_type: &str) -> String {
         format!("{}{event_type}", crate::protocol::events_prefix(self))

@@ -470,6 +470,8 @@ pub(crate) fn desired(
             runs_max_age,
             features.message_ttl,
         ),
+        bucket(namespace.keys_bucket(), 1, Duration::ZERO, false),
+        bucket(namespace.push_bucket(), 1, Duration::ZERO, false),
     ]
 }
 
@@ -887,7 +889,9 @@ mod tests {
                 "SHOP_EVENTS",
                 "SHOP_DLQ",
                 "shop-schemas",
-                "shop-runs"
+                "shop-runs",
+                "shop-keys",
+                "shop-push"
             ]
         );
         let Desired::Stream(events) = &all[1] else {

@@ -39,6 +39,11 @@ pub(crate) enum Bench {
     ///
     /// Example: `herald bench steps --count 5000 --steps 5`
     Steps(super::bench_steps::StepsBench),
+    /// Events/s and p50/p99 latency through the HTTP gateway (in this process, over real
+    /// HTTP on loopback) beside direct SDK publishing, with the same calls in flight.
+    ///
+    /// Example: `herald bench gateway --count 20000 --concurrency 64`
+    Gateway(super::bench_gateway::GatewayBench),
 }
 
 impl Bench {
@@ -48,6 +53,7 @@ impl Bench {
             Bench::Consume(bench) => bench.run().await,
             Bench::Validate(bench) => bench.run().await,
             Bench::Steps(bench) => Box::pin(bench.run()).await,
+            Bench::Gateway(bench) => Box::pin(bench.run()).await,
         }
     }
 }

@@ -4,6 +4,7 @@ mod bench;
 mod bench_consume;
 mod bench_consumers;
 mod bench_cpu;
+mod bench_gateway;
 mod bench_latency;
 mod bench_steps;
 mod bench_telemetry;
@@ -12,11 +13,14 @@ mod dev;
 mod dlq;
 mod events;
 mod functions;
+mod keys;
 mod provision;
+mod push;
 mod replay;
 mod runs;
 mod schedules;
 mod schemas;
+mod serve;
 mod streams;
 
 use std::process::ExitCode;
@@ -71,6 +75,14 @@ enum Command {
     ///
     /// Example: `herald streams --json`
     Streams(streams::Streams),
+    /// Serve the HTTP event gateway and/or run the push functions until ctrl-c or SIGTERM.
+    ///
+    /// Example: `herald serve --gateway 0.0.0.0:8288 --push`
+    Serve(serve::Serve),
+    /// Functions served over HTTP: add, list, remove.
+    Push(push::Push),
+    /// The HTTP gateway's API keys: create, list, revoke.
+    Keys(keys::Keys),
     /// Print a shell completion script.
     ///
     /// Example: `herald completions bash > /etc/bash_completion.d/herald`
@@ -185,6 +197,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schedules(schedules) => Box::pin(schedules.run()).await,
         Command::Replay(replay) => Box::pin(replay.run()).await,
         Command::Streams(streams) => Box::pin(streams.run()).await,
+        Command::Serve(serve) => Box::pin(serve.run()).await,
+        Command::Keys(keys) => Box::pin(keys.run()).await,
+        Command::Push(push) => Box::pin(push.run()).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());
