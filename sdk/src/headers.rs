@@ -12,7 +12,9 @@ pub use crate::protocol::header::{
 /// everything outside printable ASCII become `%XX` (of the UTF-8 bytes).
 pub fn encode_value(value: &str) -> std::borrow::Cow<'_, str> {
     let needs = |b: u8| !(0x21..=0x7e).contains(&b) || b == b'"' || b == b'%';
-    if !value.bytes().any(needs) {
+    // Without an early exit the check runs over many bytes at once: values are short and
+    // almost always need nothing.
+    if !value.bytes().fold(false, |found, b| found | needs(b)) {
         return std::borrow::Cow::Borrowed(value);
     }
     let mut out = String::with_capacity(value.len() + 8);
@@ -70,7 +72,6 @@ pub fn decode_value(value: &str) -> Option<String> {
 /// Formats a time as RFC 3339 UTC with microseconds: `2026-11-25T07:30:00.123456Z`.
 pub fn format_time(time: SystemTime) -> String {
     use std::cell::RefCell;
-    use std::fmt::Write as _;
     thread_local! {
         // The formatted date and time of the last second seen on this thread: events
         // published within one second share it.
@@ -86,7 +87,11 @@ pub fn format_time(time: SystemTime) -> String {
         }
         let mut out = String::with_capacity(27);
         out.push_str(&last.1);
-        let _ = write!(out, ".{micros:06}Z");
+        out.push('.');
+        for divisor in [100_000, 10_000, 1_000, 100, 10, 1] {
+            out.push(char::from(b'0' + (micros / divisor % 10) as u8));
+        }
+        out.push('Z');
         out
     })
 }
