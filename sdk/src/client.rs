@@ -510,10 +510,12 @@ fn list_violations(violations: &[Violation]) -> String {
 pub struct PublishOptions {
     /// A caller-chosen event id (idempotency key), 1 to 256 printable ASCII characters.
     /// Publishing the same id again within the duplicate window is reported as a duplicate.
+    /// An event with a chosen id carries `ce-time` (default now).
     pub id: Option<String>,
     /// `ce-subject`: the entity the event is about (overrides `#[event(subject)]`).
     pub subject: Option<String>,
-    /// `ce-time`: when it happened (default now).
+    /// `ce-time`: when it happened. Without it (and without `id`) no `ce-time` is written:
+    /// the event happened when its UUIDv7 id was made, now.
     pub time: Option<SystemTime>,
     /// Validate against the schema: overrides the client's setting for this publish.
     pub validate: Option<bool>,
@@ -777,8 +779,6 @@ mod header_names {
     pub(super) const TYPE: HeaderName = HeaderName::from_static(headers::TYPE);
     pub(super) const SOURCE: HeaderName = HeaderName::from_static(headers::SOURCE);
     pub(super) const TIME: HeaderName = HeaderName::from_static(headers::TIME);
-    pub(super) const DATA_CONTENT_TYPE: HeaderName =
-        HeaderName::from_static(headers::DATA_CONTENT_TYPE);
     pub(super) const DATA_SCHEMA: HeaderName = HeaderName::from_static(headers::DATA_SCHEMA);
     pub(super) const SUBJECT: HeaderName = HeaderName::from_static(headers::SUBJECT);
     pub(super) const NATS_MSG_ID: HeaderName = HeaderName::from_static(headers::NATS_MSG_ID);
@@ -1163,7 +1163,10 @@ impl Client {
             data_schema,
         } = event;
         let event_type = metric_type.as_str();
-        let time = headers::format_time(options.time.unwrap_or_else(SystemTime::now));
+        // `ce-time` only where the id does not say when the event happened: a UUIDv7 id
+        // made now does (protocol section 4).
+        let time = (options.id.is_some() || options.time.is_some())
+            .then(|| headers::format_time(options.time.unwrap_or_else(SystemTime::now)));
         let event_id = match options.id {
             Some(id) => {
                 check_event_id(&id)?;
@@ -1184,11 +1187,9 @@ impl Client {
         put(names::ID, id_header.clone());
         put(names::TYPE, type_header);
         put(names::SOURCE, self.inner.source_header.clone());
-        put(names::TIME, HeaderValue::from(time));
-        put(
-            names::DATA_CONTENT_TYPE,
-            HeaderValue::from(headers::JSON_CONTENT_TYPE),
-        );
+        if let Some(time) = time {
+            put(names::TIME, HeaderValue::from(time));
+        }
         if let Some(data_schema) = data_schema {
             put(names::DATA_SCHEMA, data_schema);
         }

@@ -1,7 +1,7 @@
 //! Envelope headers of protocol section 4: value encoding and time stamps. The header names
 //! are defined in [`crate::protocol::header`] and re-exported here.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use crate::protocol::header::{
     DATA_CONTENT_TYPE, DATA_SCHEMA, ID, JSON_CONTENT_TYPE, NATS_MSG_ID, SOURCE, SPEC_VERSION,
@@ -67,6 +67,26 @@ pub fn decode_value(value: &str) -> Option<String> {
         index += 1;
     }
     String::from_utf8(out).ok()
+}
+
+/// The time a UUIDv7 event id was made, to the millisecond: when an event published without
+/// `ce-time` happened (protocol section 4). `None` for any other id.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+///
+/// let id = "0193f0e2-7c2e-7a1c-9f0e-2b3c4d5e6f70"; // a UUIDv7
+/// let time = herald::headers::time_of_event_id(id).unwrap();
+/// assert_eq!(time, UNIX_EPOCH + Duration::from_millis(0x0193_f0e2_7c2e));
+/// assert_eq!(herald::headers::time_of_event_id("signup-42"), None);
+/// ```
+pub fn time_of_event_id(event_id: &str) -> Option<SystemTime> {
+    let id = uuid::Uuid::try_parse(event_id).ok()?;
+    if id.get_version_num() != 7 {
+        return None;
+    }
+    let (seconds, nanoseconds) = id.get_timestamp()?.to_unix();
+    Some(UNIX_EPOCH + Duration::new(seconds, nanoseconds))
 }
 
 /// Formats a time as RFC 3339 UTC with microseconds: `2026-11-25T07:30:00.123456Z`.
@@ -154,6 +174,17 @@ mod tests {
             decode_value(&encode_text("50% é")).as_deref(),
             Some("50% é")
         );
+    }
+
+    #[test]
+    fn only_uuid_v7_ids_tell_a_time() {
+        let before = SystemTime::now() - Duration::from_millis(1);
+        let id = uuid::Uuid::now_v7().to_string();
+        let time = time_of_event_id(&id).unwrap();
+        assert!(time >= before && time <= SystemTime::now(), "{id}");
+        assert_eq!(time_of_event_id(&uuid::Uuid::new_v4().to_string()), None);
+        assert_eq!(time_of_event_id("signup-42"), None);
+        assert_eq!(time_of_event_id(""), None);
     }
 
     #[test]

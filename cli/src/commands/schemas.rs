@@ -307,7 +307,7 @@ pub(crate) async fn asyncapi(registry: &Registry) -> anyhow::Result<Value> {
                 TRACEPARENT: {"type": "string"},
                 TRACESTATE: {"type": "string"}
             },
-            "required": [SPEC_VERSION, ID, TYPE, SOURCE, TIME, NATS_MSG_ID]
+            "required": [SPEC_VERSION, ID, TYPE, SOURCE, NATS_MSG_ID]
         })
     };
     for event_type in registry.types().await? {
