@@ -60,6 +60,12 @@ pub fn kv_stream(bucket: &str) -> String {
     format!("{KV_STREAM_PREFIX}{bucket}")
 }
 
+/// The JetStream API subject of direct gets from `stream` (`allow_direct`), which any
+/// replica answers; a body with `multi_last` asks for the last message of many subjects.
+pub fn direct_get_subject(stream: &str) -> String {
+    format!("$JS.API.DIRECT.GET.{stream}")
+}
+
 /// The durable name of function `function`'s sweeper on `NS_ADVISORIES`:
 /// `herald-sweeper-<F>`, shared by the function's replicas.
 pub fn sweeper_durable(function: &str) -> String {

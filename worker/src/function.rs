@@ -748,7 +748,8 @@ impl<E> FunctionBuilder<E> {
         self
     }
 
-    /// Handlers running at once in one worker replica (default 16).
+    /// Handlers running at once in one worker replica (default 16). Reading run records and
+    /// acking happen outside this limit, so a fast handler is not slowed by their round trips.
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.settings.concurrency = concurrency;
         self
@@ -768,7 +769,8 @@ impl<E> FunctionBuilder<E> {
     }
 
     /// Record finished runs and ack a redelivered event whose run already finished without
-    /// running the handler again (default on; costs one read and one write per event).
+    /// running the handler again (default on; costs one write per event, and one read per
+    /// group of events pulled together).
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.settings.idempotent = idempotent;
         self

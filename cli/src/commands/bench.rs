@@ -22,11 +22,12 @@ pub(crate) enum Bench {
     /// Without --server or NATS_URL a local nats-server is started (and installed if needed).
     /// Example: `herald bench publish --count 100000 --window 1024`
     Publish(PublishBench),
-    /// Consume and ack N stored events with a Herald worker (validation, decoding, a no-op
-    /// handler; with and without recording finished runs) and with the raw client (pull batches, ack), side by side, and print msgs/s
-    /// and the ratio to raw.
+    /// Herald workers (validation, decoding, a no-op handler; with and without recording
+    /// finished runs) beside the raw client (pull batches, decode, ack) in one run:
+    /// msgs/s with one replica and with two, CPU per event (client and server), and
+    /// publish-to-handler latency at a fixed rate; medians and the ratio to raw.
     ///
-    /// Example: `herald bench consume --count 100000 --batch 200`
+    /// Example: `herald bench consume --count 100000 --rounds 3`
     Consume(super::bench_consume::ConsumeBench),
     /// The CPU cost of schema validation per event, in process (no server), next to plain
     /// serde_json serialisation and decoding.

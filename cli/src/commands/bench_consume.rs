@@ -1,36 +1,54 @@
-//! `herald bench consume`: a Herald worker against the raw async-nats pull consumer, on the
-//! same stored events, one after the other in one process against one server.
+//! `herald bench consume`: Herald workers beside the raw async-nats pull consumer, in one run
+//! against one server: throughput on the same stored events (one replica, then two), the
+//! CPU each costs per event (this process and the server), and end-to-end latency at a
+//! fixed publish rate.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer::pull};
+use async_nats::jetstream;
 use clap::Args;
-use futures::StreamExt;
-use herald_worker::{Ctx, Function, HandlerError, StartFrom, Worker};
 
 use super::Connection;
-use super::bench::{OrderPlaced, sample_event};
+use super::bench::sample_event;
+use super::bench_consumers::{Measured, Setup};
+use super::bench_cpu::CpuMeter;
+use super::bench_latency::Latency;
 
 #[derive(Debug, Args)]
 pub(crate) struct ConsumeBench {
     #[command(flatten)]
     connection: Connection,
-    /// Events per run.
+    /// Events stored and consumed by each throughput run.
     #[arg(long, default_value_t = 100_000)]
     count: usize,
-    /// Pull batch of the raw client, and concurrency of the Herald function (its pull batch).
+    /// Pull batch of the raw client.
     #[arg(long, default_value_t = 200)]
     batch: usize,
-    /// Rounds; each runs every mode once in rotating order. The median is reported.
+    /// Concurrency of the Herald function (default: Herald's own default).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Rounds; each runs every mode once in rotating order. Medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Only these modes (comma-separated; the first is the reference of the ratio).
+    /// Only these single-replica throughput modes (comma-separated; the first is the
+    /// reference of the ratio).
     #[arg(long, value_delimiter = ',', value_enum)]
     modes: Vec<Mode>,
+    /// Skip the single-replica throughput section.
+    #[arg(long)]
+    skip_throughput: bool,
+    /// Skip the two-replica throughput section.
+    #[arg(long)]
+    skip_replicas: bool,
+    /// Skip the end-to-end latency section.
+    #[arg(long)]
+    skip_latency: bool,
+    /// Latency section: events published per second.
+    #[arg(long, default_value_t = 2_000)]
+    latency_rate: u32,
+    /// Latency section: seconds of publishing per run.
+    #[arg(long, default_value_t = 5)]
+    latency_seconds: u64,
     /// Instead: measure the Herald worker with tracing and metrics off, then on (an SDK
     /// tracer provider installed globally, sampling every span into a batch exporter that
     /// drops them, a tracing-opentelemetry layer, and an SDK meter provider), and print the
@@ -42,44 +60,64 @@ pub(crate) struct ConsumeBench {
     sample_ratio: f64,
 }
 
-/// A span exporter that drops everything: the cost measured is Herald's and the SDK's.
-#[derive(Debug)]
-struct DropSpans;
-
-impl opentelemetry_sdk::trace::SpanExporter for DropSpans {
-    async fn export(
-        &self,
-        batch: Vec<opentelemetry_sdk::trace::SpanData>,
-    ) -> opentelemetry_sdk::error::OTelSdkResult {
-        std::hint::black_box(batch);
-        Ok(())
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
-    Raw,
+    /// Raw pull, serde_json decode into the event type, ack: the reference.
     RawDecode,
-    Herald,
+    /// Herald's defaults: finished runs recorded (`idempotent(true)`).
+    #[value(alias = "herald-default")]
     HeraldRecorded,
+    /// Herald with `idempotent(false)`.
+    Herald,
+    /// Raw pull and ack, no decoding.
+    Raw,
+    /// Two raw replicas, each on its own connection, bound to one durable consumer.
+    #[value(skip)]
+    RawDecode2,
+    /// Two Herald workers (defaults), each with its own client, one function.
+    #[value(skip)]
+    HeraldRecorded2,
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [
-        Mode::Raw,
+    const SINGLE: [Mode; 4] = [
         Mode::RawDecode,
-        Mode::Herald,
         Mode::HeraldRecorded,
+        Mode::Herald,
+        Mode::Raw,
     ];
+    const REPLICAS: [Mode; 2] = [Mode::RawDecode2, Mode::HeraldRecorded2];
 
     fn label(self) -> &'static str {
         match self {
-            Mode::Raw => "raw async-nats (pull, ack)",
             Mode::RawDecode => "raw async-nats (pull, serde_json decode, ack)",
-            Mode::Herald => "herald worker, idempotent(false)",
             Mode::HeraldRecorded => "herald worker, default (runs recorded)",
+            Mode::Herald => "herald worker, idempotent(false)",
+            Mode::Raw => "raw async-nats (pull, ack; no decode)",
+            Mode::RawDecode2 => "raw async-nats x2 (pull, decode, ack)",
+            Mode::HeraldRecorded2 => "herald worker x2, default (runs recorded)",
         }
     }
+
+    /// Part of the durable consumer's name.
+    fn slug(self) -> &'static str {
+        match self {
+            Mode::RawDecode => "raw-decode",
+            Mode::HeraldRecorded => "herald-default",
+            Mode::Herald => "herald-not-idempotent",
+            Mode::Raw => "raw",
+            Mode::RawDecode2 => "raw-decode-2r",
+            Mode::HeraldRecorded2 => "herald-default-2r",
+        }
+    }
+}
+
+/// The connections the modes use.
+struct Connections {
+    main: herald::Client,
+    /// Two more, one per replica of the two-replica modes; the first also publishes in the
+    /// latency section.
+    replicas: Vec<herald::Client>,
 }
 
 impl ConsumeBench {
@@ -88,275 +126,242 @@ impl ConsumeBench {
             self.count > 0 && self.batch > 0 && self.rounds > 0,
             "--count, --batch and --rounds must be positive"
         );
-        let (_local, url) = self.connection.server_or_local()?;
-        let client = self
-            .connection
-            .options()
-            .validate(false)
-            .connect(&url)
-            .await?;
-        client.provision().await?;
-        let js = client.jetstream().clone();
-        let stream_name = client.namespace().events_stream();
-        let stream = js.get_stream(&stream_name).await?;
-        stream.purge().await?;
-        let event = sample_event();
-        let mut in_flight = Vec::with_capacity(1024);
-        for _ in 0..self.count {
-            in_flight.push(client.publish(&event).await?);
-            if in_flight.len() == 1024 {
-                for ack in in_flight.drain(..) {
-                    ack.await?;
-                }
-            }
+        anyhow::ensure!(
+            self.concurrency != Some(0),
+            "--concurrency must be positive"
+        );
+        let (local, url) = self.connection.server_or_local()?;
+        let server_pid = local
+            .as_ref()
+            .and_then(|local| local.pids().first().copied().flatten());
+        let options = self.connection.options().validate(false);
+        let main = options.clone().connect(&url).await?;
+        main.provision().await?;
+        let stream_name = main.namespace().events_stream();
+        let setup = Setup {
+            stream: stream_name.clone(),
+            count: self.count,
+            batch: self.batch,
+            concurrency: self.concurrency,
+            cpu: CpuMeter::new(server_pid),
+        };
+        let mut modes = Vec::new();
+        if !self.skip_throughput && !self.telemetry_overhead {
+            modes = if self.modes.is_empty() {
+                Mode::SINGLE.to_vec()
+            } else {
+                self.modes.clone()
+            };
         }
-        for ack in in_flight.drain(..) {
-            ack.await?;
+        if !self.skip_replicas && !self.telemetry_overhead {
+            modes.extend(Mode::REPLICAS);
         }
+        let mut replicas = Vec::new();
+        for _ in 0..2 {
+            replicas.push(options.clone().connect(&url).await?);
+        }
+        let connections = Connections { main, replicas };
+        let concurrency = self
+            .concurrency
+            .map_or_else(|| "Herald's default".to_owned(), |c| c.to_string());
         println!(
-            "consume benchmark: {} stored events, batch {}, {} rounds, server {url}",
+            "consume benchmark: {} events, raw pull batch {}, herald concurrency {concurrency}, \
+             {} rounds, server {url}",
             self.count, self.batch, self.rounds
         );
-
-        let bench = Arc::new(self);
-        if bench.telemetry_overhead {
-            return bench.telemetry_overhead(&client).await;
+        if !modes.is_empty() || self.telemetry_overhead {
+            store_events(&connections.main, &stream_name, self.count).await?;
         }
-        let modes = if bench.modes.is_empty() {
-            Mode::ALL.to_vec()
-        } else {
-            bench.modes.clone()
-        };
-        let mut results: Vec<(Mode, Vec<f64>)> = modes.iter().map(|m| (*m, Vec::new())).collect();
-        for round in 0..bench.rounds {
-            for offset in 0..modes.len() {
-                let mode = modes[(round + offset) % modes.len()];
-                let name = format!("bench-consume-{round}-{offset}");
-                let runner = Arc::clone(&bench);
-                let (task_client, task_js, task_stream) =
-                    (client.clone(), js.clone(), stream_name.clone());
-                // Run on a worker thread, as a service's tasks do.
-                let elapsed = tokio::spawn(async move {
-                    match mode {
-                        Mode::Raw => runner.raw(&task_js, &task_stream, &name, false).await,
-                        Mode::RawDecode => runner.raw(&task_js, &task_stream, &name, true).await,
-                        Mode::Herald => runner.herald(&task_client, &name, false).await,
-                        Mode::HeraldRecorded => runner.herald(&task_client, &name, true).await,
-                    }
-                })
-                .await??;
-                js.delete_consumer_from_stream(
-                    &format!("bench-consume-{round}-{offset}"),
-                    &stream_name,
-                )
-                .await
-                .ok();
-                if let Some((_, rates)) = results.iter_mut().find(|(m, _)| *m == mode) {
-                    rates.push(bench.count as f64 / elapsed.as_secs_f64());
-                }
-            }
-        }
-        let median = |rates: &[f64]| {
-            let mut sorted = rates.to_vec();
-            sorted.sort_by(f64::total_cmp);
-            sorted[sorted.len() / 2]
-        };
-        let raw_rate = median(&results[0].1);
-        println!("{:<48} {:>15} {:>8}", "mode", "msgs/s (median)", "vs raw");
-        for (mode, rates) in &results {
-            let rate = median(rates);
-            println!(
-                "{:<48} {:>15.0} {:>8.2}",
-                mode.label(),
-                rate,
-                rate / raw_rate
-            );
-        }
-        js.get_stream(&stream_name).await?.purge().await?;
-        Ok(ExitCode::SUCCESS)
-    }
-
-    /// Herald worker rounds with telemetry off, then the same with a tracing subscriber
-    /// and a meter provider installed globally.
-    async fn telemetry_overhead(
-        self: &Arc<Self>,
-        client: &herald::Client,
-    ) -> anyhow::Result<ExitCode> {
-        use opentelemetry::trace::TracerProvider as _;
-        use tracing_subscriber::layer::SubscriberExt;
-        let median = |mut rates: Vec<f64>| {
-            rates.sort_by(f64::total_cmp);
-            rates[rates.len() / 2]
-        };
-        // One global subscriber whose OpenTelemetry layer is switched on and off per round
-        // (a reload layer), and the global tracer and meter providers swapped likewise (a
-        // worker takes them when it starts), so that the rounds with and without telemetry
-        // can alternate.
-        type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
-        let (layer, switch) = tracing_subscriber::reload::Layer::new(None::<Boxed>);
-        // Info level, as a service runs: the debug events of the NATS client stay out.
-        let subscriber = tracing_subscriber::registry()
-            .with(layer)
-            .with(tracing_subscriber::filter::LevelFilter::INFO);
-        tracing::subscriber::set_global_default(subscriber)
-            .context("installing the tracing subscriber")?;
-        let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-            .with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
-                opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(self.sample_ratio),
-            )))
-            .with_batch_exporter(DropSpans)
-            .build();
-        let registry = prometheus::Registry::new();
-        let exporter = opentelemetry_prometheus::exporter()
-            .with_registry(registry)
-            .build()?;
-        let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
-            .with_reader(exporter)
-            .build();
-        let tracing_on = std::env::var_os("HERALD_BENCH_NO_TRACING").is_none();
-        let metrics_on = std::env::var_os("HERALD_BENCH_NO_METRICS").is_none();
-        let (mut off, mut on) = (Vec::new(), Vec::new());
-        for round in 0..self.rounds * 2 {
-            let enabled = round % 2 == 1;
-            let layer: Option<Boxed> = (enabled && tracing_on).then(|| {
-                Box::new(
-                    tracing_opentelemetry::layer()
-                        .with_tracer(tracer_provider.tracer("herald-bench")),
-                ) as Boxed
-            });
-            switch
-                .reload(layer)
-                .context("switching the tracing layer")?;
-            if enabled && tracing_on {
-                opentelemetry::global::set_tracer_provider(tracer_provider.clone());
-            } else {
-                opentelemetry::global::set_tracer_provider(
-                    opentelemetry::trace::noop::NoopTracerProvider::new(),
-                );
-            }
-            if enabled && metrics_on {
-                opentelemetry::global::set_meter_provider(meter_provider.clone());
-            } else {
-                opentelemetry::global::set_meter_provider(
-                    opentelemetry::metrics::noop::NoopMeterProvider::new(),
-                );
-            }
-            let name = format!("bench-telemetry-{round}");
-            let runner = Arc::clone(self);
-            let task_client = client.clone();
-            let task_name = name.clone();
-            let elapsed =
-                tokio::spawn(async move { runner.herald(&task_client, &task_name, false).await })
-                    .await??;
-            client
-                .jetstream()
-                .delete_consumer_from_stream(&name, client.namespace().events_stream())
-                .await
-                .ok();
-            let rate = self.count as f64 / elapsed.as_secs_f64();
-            if enabled {
-                on.push(rate);
-            } else {
-                off.push(rate);
-            }
-        }
-        let (off, on) = (median(off), median(on));
-        println!(
-            "{:<48} {:>15} {:>8}",
-            "herald worker, idempotent(false)", "msgs/s (median)", "vs off"
-        );
-        println!(
-            "{:<48} {:>15.0} {:>8.2}",
-            "tracing and metrics off", off, 1.0
-        );
-        println!(
-            "{:<48} {:>15.0} {:>8.2}",
-            format!(
-                "tracing (sampling {:.0} %) and metrics on",
-                self.sample_ratio * 100.0
-            ),
-            on,
-            on / off
-        );
-        println!("overhead: {:.1} %", (1.0 - on / off) * 100.0);
-        Ok(ExitCode::SUCCESS)
-    }
-
-    /// Pull batches of `--batch` with the raw client and ack each message.
-    async fn raw(
-        &self,
-        js: &jetstream::Context,
-        stream_name: &str,
-        name: &str,
-        decode: bool,
-    ) -> anyhow::Result<Duration> {
-        let consumer = js
-            .create_consumer_on_stream(
-                pull::Config {
-                    durable_name: Some(name.to_owned()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    deliver_policy: jetstream::consumer::DeliverPolicy::All,
-                    ..Default::default()
-                },
-                stream_name,
+        if self.telemetry_overhead {
+            super::bench_telemetry::telemetry_overhead(
+                &setup,
+                &connections.main,
+                self.rounds,
+                self.sample_ratio,
             )
             .await?;
-        let started = Instant::now();
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(self.batch)
-            .messages()
-            .await?;
-        let mut handled = 0;
-        while handled < self.count {
-            let message = tokio::time::timeout(Duration::from_secs(30), messages.next())
-                .await
-                .context("no message within 30 s")?
-                .context("the message stream ended")?
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            if decode {
-                let event: OrderPlaced = serde_json::from_slice(&message.payload)?;
-                std::hint::black_box(event);
+        } else {
+            let results = self.throughput(&setup, &connections, &modes).await?;
+            print_tables(&results, server_pid.is_some());
+            if !self.skip_latency {
+                connections
+                    .main
+                    .jetstream()
+                    .get_stream(&stream_name)
+                    .await?
+                    .purge()
+                    .await?;
+                let latency = Latency {
+                    rate: self.latency_rate,
+                    seconds: self.latency_seconds,
+                    rounds: self.rounds,
+                };
+                latency
+                    .run(&setup, &connections.main, &connections.replicas[0])
+                    .await?;
             }
-            message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            handled += 1;
+            println!();
+            println!(
+                "medians of {} interleaved rounds; \"vs raw\": to the first row, the raw client \
+                 pulling, decoding and acking the same events (the two-replica raw for two \
+                 replicas); throughput timed from consumer creation or worker start; CPU from \
+                 /proc in 10 ms ticks, server \"-\" when not started here",
+                self.rounds
+            );
         }
-        Ok(started.elapsed())
+        connections
+            .main
+            .jetstream()
+            .get_stream(&stream_name)
+            .await?
+            .purge()
+            .await?;
+        Ok(ExitCode::SUCCESS)
     }
 
-    /// A Herald worker with one function whose handler only counts.
-    async fn herald(
+    /// Every mode once per round, in rotating order, each on its own durable consumer.
+    async fn throughput(
         &self,
-        client: &herald::Client,
-        name: &str,
-        idempotent: bool,
-    ) -> anyhow::Result<Duration> {
-        let handled = Arc::new(AtomicUsize::new(0));
-        let done = Arc::new(tokio::sync::Notify::new());
-        let (counter, notify, target) = (Arc::clone(&handled), Arc::clone(&done), self.count);
-        let function = Function::new(name)
-            .on::<OrderPlaced>()
-            .concurrency(self.batch)
-            .idempotent(idempotent)
-            .start_from(StartFrom::All)
-            .handler(move |event: OrderPlaced, _ctx: Ctx| {
-                std::hint::black_box(event);
-                if counter.fetch_add(1, Ordering::Relaxed) + 1 == target {
-                    notify.notify_one();
+        setup: &Setup,
+        connections: &Connections,
+        modes: &[Mode],
+    ) -> anyhow::Result<Vec<(Mode, Vec<Measured>)>> {
+        let mut results: Vec<(Mode, Vec<Measured>)> =
+            modes.iter().map(|m| (*m, Vec::new())).collect();
+        let replica_js: Vec<jetstream::Context> = connections
+            .replicas
+            .iter()
+            .map(|client| client.jetstream().clone())
+            .collect();
+        for round in 0..self.rounds {
+            for offset in 0..modes.len() {
+                let mode = modes[(round + offset) % modes.len()];
+                let name = format!("bench-consume-{round}-{}", mode.slug());
+                let (task_setup, task_name) = (setup.clone(), name.clone());
+                let main = connections.main.clone();
+                let (replicas, replica_js) = (connections.replicas.clone(), replica_js.clone());
+                // Run on a worker thread, as a service's tasks do.
+                let measured = tokio::spawn(async move {
+                    let (setup, name) = (task_setup, task_name);
+                    let main_js = std::slice::from_ref(main.jetstream());
+                    let main = std::slice::from_ref(&main);
+                    match mode {
+                        Mode::Raw => setup.raw(main_js, &name, false).await,
+                        Mode::RawDecode => setup.raw(main_js, &name, true).await,
+                        Mode::Herald => setup.herald(main, &name, false).await,
+                        Mode::HeraldRecorded => setup.herald(main, &name, true).await,
+                        Mode::RawDecode2 => setup.raw(&replica_js, &name, true).await,
+                        Mode::HeraldRecorded2 => setup.herald(&replicas, &name, true).await,
+                    }
+                })
+                .await;
+                connections
+                    .main
+                    .jetstream()
+                    .delete_consumer_from_stream(&name, &setup.stream)
+                    .await
+                    .ok();
+                let measured = measured??;
+                if let Some((_, runs)) = results.iter_mut().find(|(m, _)| *m == mode) {
+                    runs.push(measured);
                 }
-                async { Ok::<(), HandlerError>(()) }
-            });
-        let started = Instant::now();
-        let worker = Worker::builder(client.clone())
-            .function(function)
-            .sweeper(false)
-            .start()
-            .await?;
-        tokio::time::timeout(Duration::from_secs(120), done.notified())
-            .await
-            .context("the worker did not handle every event within 120 s")?;
-        let elapsed = started.elapsed();
-        worker.shutdown().await;
-        Ok(elapsed)
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// Publishes `count` sample events into the purged stream, 1024 acks in flight.
+async fn store_events(client: &herald::Client, stream: &str, count: usize) -> anyhow::Result<()> {
+    client.jetstream().get_stream(stream).await?.purge().await?;
+    let event = sample_event();
+    let mut in_flight = Vec::with_capacity(1024);
+    for _ in 0..count {
+        in_flight.push(client.publish(&event).await?);
+        if in_flight.len() == 1024 {
+            for ack in in_flight.drain(..) {
+                ack.await?;
+            }
+        }
+    }
+    for ack in in_flight.drain(..) {
+        ack.await?;
+    }
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Throughput (one replica, two replicas) and CPU per event.
+fn print_tables(results: &[(Mode, Vec<Measured>)], server_measured: bool) {
+    let rate = |mode: Mode| {
+        results
+            .iter()
+            .find(|(m, _)| *m == mode)
+            .map(|(_, runs)| median(runs.iter().map(|r| r.rate()).collect()))
+    };
+    let single: Vec<Mode> = results
+        .iter()
+        .map(|(m, _)| *m)
+        .filter(|m| !Mode::REPLICAS.contains(m))
+        .collect();
+    if let Some(reference) = single.first().and_then(|m| rate(*m)) {
+        println!();
+        println!("consume + ack, one replica");
+        println!("{:<48} {:>15} {:>8}", "mode", "msgs/s (median)", "vs raw");
+        for mode in &single {
+            let r = rate(*mode).unwrap_or(f64::NAN);
+            println!("{:<48} {r:>15.0} {:>8.2}", mode.label(), r / reference);
+        }
+    }
+    if let Some(reference) = rate(Mode::RawDecode2) {
+        println!();
+        println!("consume + decode + ack, two replicas (one durable consumer, two connections)");
+        println!(
+            "{:<48} {:>15} {:>8} {:>14}",
+            "mode", "msgs/s (median)", "vs raw", "vs 1 replica"
+        );
+        for (mode, one) in [
+            (Mode::RawDecode2, Mode::RawDecode),
+            (Mode::HeraldRecorded2, Mode::HeraldRecorded),
+        ] {
+            let r = rate(mode).unwrap_or(f64::NAN);
+            let scaling = rate(one).map_or_else(|| "-".to_owned(), |one| format!("{:.2}", r / one));
+            println!(
+                "{:<48} {r:>15.0} {:>8.2} {scaling:>14}",
+                mode.label(),
+                r / reference
+            );
+        }
+    }
+    if !results.is_empty() {
+        println!();
+        println!("CPU per event (median), µs");
+        println!(
+            "{:<48} {:>8} {:>8} {:>8}",
+            "mode", "client", "server", "total"
+        );
+        for (mode, runs) in results {
+            let per_event = |cpu: fn(&Measured) -> Option<f64>| {
+                let values: Option<Vec<f64>> = runs.iter().map(cpu).collect();
+                values.map(median)
+            };
+            let client = per_event(|r| Some(r.cpu.client? * 1e6 / r.count as f64));
+            let server = per_event(|r| Some(r.cpu.server? * 1e6 / r.count as f64))
+                .filter(|_| server_measured);
+            let total = per_event(|r| Some((r.cpu.client? + r.cpu.server?) * 1e6 / r.count as f64))
+                .filter(|_| server_measured);
+            let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+            println!(
+                "{:<48} {:>8} {:>8} {:>8}",
+                mode.label(),
+                show(client),
+                show(server),
+                show(total)
+            );
+        }
     }
 }

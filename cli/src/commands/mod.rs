@@ -2,7 +2,11 @@
 
 mod bench;
 mod bench_consume;
+mod bench_consumers;
+mod bench_cpu;
+mod bench_latency;
 mod bench_steps;
+mod bench_telemetry;
 mod bench_validate;
 mod dev;
 mod dlq;

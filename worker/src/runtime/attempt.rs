@@ -1,5 +1,6 @@
 //! One delivery from message to settlement: prepare, run the handler, count a failure.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -7,6 +8,7 @@ use std::sync::atomic::Ordering;
 use async_nats::jetstream;
 use futures::FutureExt;
 use opentelemetry::trace::{FutureExt as _, TraceContextExt as _};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::decide::{Facts, Outcome, decide};
 use super::delivery::{Delivery, Unreadable, log, terminate_foreign};
@@ -17,51 +19,147 @@ use crate::function::{BoxFuture, Ctx, Decoded, HandlerError, Publisher};
 use crate::steps::{FailureRecord, RunRecord, RunState, RunStatus};
 use herald::protocol::{header, runs};
 
+/// The longest a group's read of run records may take before each delivery reads its own.
+const GROUP_READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A message's place in its function's window of messages held at once, released when the
+/// delivery is settled.
+pub(crate) type Held = Option<OwnedSemaphorePermit>;
+
+/// What the group's read said about a run's stored outcome.
+#[derive(Debug)]
+enum Known {
+    /// Not read (or the read failed): the run reads it itself.
+    Unknown,
+    /// No outcome is stored.
+    Absent,
+    /// The stored outcome, undecoded.
+    Stored(bytes::Bytes),
+}
+
+impl From<Option<bytes::Bytes>> for Known {
+    fn from(value: Option<bytes::Bytes>) -> Known {
+        value.map_or(Known::Absent, Known::Stored)
+    }
+}
+
 /// What `prepare` found: a decision before the handler, or the handler's future.
 enum Prepared {
     Settled(Outcome),
-    Ready(BoxFuture<Result<(), HandlerError>>),
+    /// The handler's future, and the permit it runs under.
+    Ready(BoxFuture<Result<(), HandlerError>>, Held),
 }
 
 impl FunctionLoop {
-    /// Handles one delivered message. What Herald logs about it is in its `delivery` span,
-    /// which names the function, the event and its stream sequence.
-    pub(crate) async fn handle(&self, message: jetstream::Message) {
-        let delivery = match Delivery::read(&self.function.id, message, &self.shared.events_prefix)
-        {
-            Ok(delivery) => delivery,
-            Err(unreadable) => match *unreadable {
-                Unreadable::NoMetadata(message, error) => {
-                    return terminate_foreign(&message, &error).await;
+    /// Handles the messages of one pull that arrived together: reads each, looks their runs
+    /// up in one request, then runs them concurrently, each releasing its place in the
+    /// window when settled. What Herald logs about a delivery is in its `delivery` span.
+    pub(crate) async fn handle_group(&self, messages: Vec<(jetstream::Message, Held)>) {
+        let mut deliveries = Vec::with_capacity(messages.len());
+        for (message, held) in messages {
+            match Delivery::read(&self.function.id, message, &self.shared.events_prefix) {
+                Ok(delivery) => {
+                    let run = self.run_state(&delivery);
+                    deliveries.push((delivery, run, held));
                 }
-                Unreadable::Envelope(delivery, error) => {
-                    let facts = self.facts(&delivery, None, None);
-                    let settlement = decide(Outcome::Unreadable(error), &facts);
-                    return self.settle(&delivery, None, settlement).await;
+                Err(unreadable) => self.unreadable(*unreadable).await,
+            }
+        }
+        let mut found = self.look_up(&deliveries).await;
+        let mut running: futures::stream::FuturesUnordered<_> = deliveries
+            .into_iter()
+            .map(|(delivery, run, held)| {
+                let known = match (&mut found, &run) {
+                    (Some(found), Some(run)) => Known::from(found.remove(&run.run_key)),
+                    _ => Known::Unknown,
+                };
+                async move {
+                    // A panic outside the handler (a Deserialize impl, say) must not take
+                    // the other messages of the group down with it.
+                    let processed = AssertUnwindSafe(self.process(delivery, run, known))
+                        .catch_unwind()
+                        .await;
+                    if let Err(panic) = processed {
+                        tracing::error!(function = %self.function.id, panic = %panic_message(&panic),
+                            "panic while handling a delivery; it comes back after ack_wait");
+                    }
+                    drop(held);
                 }
-            },
-        };
-        self.process(delivery).await;
+            })
+            .collect();
+        while futures::StreamExt::next(&mut running).await.is_some() {}
+    }
+
+    /// Settles a message that cannot be read as a delivery.
+    async fn unreadable(&self, unreadable: Unreadable) {
+        match unreadable {
+            Unreadable::NoMetadata(message, error) => terminate_foreign(&message, &error).await,
+            Unreadable::Envelope(delivery, error) => {
+                let facts = self.facts(&delivery, None, None);
+                let settlement = decide(Outcome::Unreadable(error), &facts);
+                self.settle(&delivery, None, settlement).await;
+            }
+        }
+    }
+
+    /// The stored outcomes of the group's runs, read in one request when the function
+    /// records runs; `None` when it does not, or when the read failed (each run then reads
+    /// its own, with retries).
+    async fn look_up(
+        &self,
+        deliveries: &[(Delivery, Option<Arc<RunState>>, Held)],
+    ) -> Option<HashMap<String, bytes::Bytes>> {
+        if !self.function.settings.idempotent {
+            return None;
+        }
+        let store = self.shared.runs.as_ref()?;
+        let keys: Vec<&str> = deliveries
+            .iter()
+            .filter_map(|(_, run, _)| run.as_ref().map(|r| r.run_key.as_str()))
+            .collect();
+        if keys.is_empty() {
+            return None;
+        }
+        // No progress acks are sent meanwhile: the read gives up within a third of
+        // `ack_wait` (a cluster electing the bucket's leader, say), and each delivery then
+        // reads its own record with retries while keeping its message alive.
+        let within = (self.function.settings.ack_wait / 3).min(GROUP_READ_WITHIN);
+        match store.get_many(&keys, within).await {
+            Ok(found) => Some(found),
+            Err(error) => {
+                tracing::debug!(function = %self.function.id, %error, "reading a group's run records failed; reading them one by one");
+                None
+            }
+        }
     }
 
     /// Under the attempt's OpenTelemetry span (the current context while the handler runs).
-    async fn process(&self, delivery: Delivery) {
+    async fn process(&self, delivery: Delivery, run: Option<Arc<RunState>>, known: Known) {
         let context = self.shared.spans.attempt(
             delivery.message(),
             &self.shared.events_prefix,
             &self.function.id,
         );
-        self.attempt(&delivery, &context)
+        self.attempt(&delivery, run, known, &context)
             .with_context(context.clone())
             .await;
         context.span().end();
     }
 
-    async fn attempt(&self, delivery: &Delivery, trace: &opentelemetry::Context) {
-        let run = self.run_state(delivery);
-        let outcome = match self.prepare(delivery, run.as_ref(), trace).await {
+    async fn attempt(
+        &self,
+        delivery: &Delivery,
+        run: Option<Arc<RunState>>,
+        known: Known,
+        trace: &opentelemetry::Context,
+    ) {
+        let outcome = match self.prepare(delivery, run.as_ref(), known, trace).await {
             Prepared::Settled(outcome) => outcome,
-            Prepared::Ready(future) => self.run(delivery, future, run.as_deref()).await,
+            Prepared::Ready(future, permit) => {
+                let outcome = self.run(delivery, future, run.as_deref()).await;
+                drop(permit);
+                outcome
+            }
         };
         let step_failures = self.count_failure(delivery, &outcome, run.as_deref()).await;
         let facts = self.facts(delivery, run.as_deref(), step_failures);
@@ -121,6 +219,7 @@ impl FunctionLoop {
         &self,
         delivery: &Delivery,
         run: Option<&Arc<RunState>>,
+        known: Known,
         trace: &opentelemetry::Context,
     ) -> Prepared {
         let settings = &self.function.settings;
@@ -129,10 +228,17 @@ impl FunctionLoop {
         }
         if let Some(run) = run {
             if settings.idempotent {
-                let read = run
-                    .store
-                    .get_until::<RunRecord>(&run.run_key, run.deadline());
-                match self.keep_alive(delivery, read).await {
+                let stored = match known {
+                    Known::Absent => Ok(None),
+                    Known::Stored(bytes) => Ok(serde_json::from_slice::<RunRecord>(&bytes).ok()),
+                    Known::Unknown => {
+                        let read = run
+                            .store
+                            .get_until::<RunRecord>(&run.run_key, run.deadline());
+                        self.keep_alive(delivery, read).await
+                    }
+                };
+                match stored {
                     Ok(Some(record)) if record.status == RunStatus::Ok => {
                         log!(
                             delivery,
@@ -159,6 +265,11 @@ impl FunctionLoop {
                 }
             }
         }
+        // Everything above is I/O; the function's concurrency bounds what follows: decoding
+        // and the handler.
+        let Some(permit) = self.handler_permit(delivery).await else {
+            return Prepared::Settled(Outcome::NotStarted);
+        };
         let meta = &delivery.meta;
         let ctx = Ctx {
             function: Arc::clone(&self.function.id),
@@ -182,7 +293,7 @@ impl FunctionLoop {
             ctx,
             writer_schema,
         ) {
-            Decoded::Ready(future) => Prepared::Ready(future),
+            Decoded::Ready(future) => Prepared::Ready(future, Some(permit)),
             Decoded::SchemaViolation(violations) => Prepared::Settled(Outcome::Invalid {
                 reason: DeadLetterReason::SchemaViolation,
                 error: format!(
@@ -195,6 +306,36 @@ impl FunctionLoop {
                 error,
             }),
         }
+    }
+
+    /// One of the function's handler permits, once no finished run is waiting to be
+    /// recorded ([`super::stall`]); waits with progress acks, and gives up (`None`) when the
+    /// worker stops first.
+    async fn handler_permit(&self, delivery: &Delivery) -> Option<OwnedSemaphorePermit> {
+        if self.stall.active() {
+            let stop = self.shared.stop.cancelled();
+            let cleared = async {
+                tokio::select! {
+                    () = self.stall.cleared() => true,
+                    () = stop => false,
+                }
+            };
+            if !self.keep_alive(delivery, cleared).await {
+                return None;
+            }
+        }
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Some(permit);
+        }
+        let wait = Arc::clone(&self.permits).acquire_owned();
+        let stop = self.shared.stop.cancelled();
+        let waited = async {
+            tokio::select! {
+                permit = wait => permit.ok(),
+                () = stop => None,
+            }
+        };
+        self.keep_alive(delivery, waited).await
     }
 
     /// Runs the handler under its timeout, sending progress acks every `ack_wait / 3`.
@@ -247,10 +388,12 @@ impl FunctionLoop {
             }
         };
         self.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let took = started.elapsed();
+        self.pace.record(took);
         self.shared
             .metrics
             .duration
-            .record(started.elapsed().as_secs_f64(), &self.function_attribute);
+            .record(took.as_secs_f64(), &self.function_attribute);
         with_suspension(outcome, run)
     }
 

@@ -115,6 +115,29 @@ pub(crate) fn update_for(
 
 impl FunctionLoop {
     /// Creates the consumer, or updates it when the fields Herald sets differ.
+    /// `DeliverPolicy::New` made definite: by start sequence, after the last event stored
+    /// now. A clustered consumer resolves `New` only when its replicas take up the assignment,
+    /// after the create request was answered, so events stored in between (a producer that
+    /// publishes as soon as the worker started) would be skipped.
+    async fn starting_now(
+        &self,
+        mut want: pull::Config,
+    ) -> Result<pull::Config, async_nats::Error> {
+        if want.deliver_policy == jetstream::consumer::DeliverPolicy::New {
+            let mut stream = self
+                .shared
+                .client
+                .jetstream()
+                .get_stream(&self.shared.events_stream)
+                .await?;
+            let last = stream.info().await?.state.last_sequence;
+            want.deliver_policy = jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: last + 1,
+            };
+        }
+        Ok(want)
+    }
+
     pub(crate) async fn converge(&self) -> Result<jetstream::consumer::PullConsumer, WorkerError> {
         let error = |source: async_nats::Error| WorkerError::Consumer {
             function: self.function.id.to_string(),
@@ -158,6 +181,7 @@ impl FunctionLoop {
             }
             Err(lookup) => {
                 tracing::debug!(function = %self.function.id, error = %lookup, "creating the consumer");
+                let want = self.starting_now(want).await.map_err(error)?;
                 js.create_consumer_on_stream(want, &shared.events_stream)
                     .await
                     .map_err(|e| error(e.into()))?

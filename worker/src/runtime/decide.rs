@@ -45,6 +45,8 @@ pub(crate) enum Outcome {
     TimedOut,
     /// Shutdown's grace period ended while the handler ran.
     Abandoned,
+    /// Shutdown began while the delivery waited for a handler permit: it never started.
+    NotStarted,
     /// The handler asked for a durable sleep (whatever it returned afterwards).
     Suspended {
         /// When the run wakes (Unix milliseconds).
@@ -161,7 +163,7 @@ pub(crate) fn decide(outcome: Outcome, facts: &Facts) -> Settlement {
         Outcome::Done => Settlement::Ack {
             record_run: facts.record_runs,
         },
-        Outcome::Abandoned => Settlement::HandBack,
+        Outcome::Abandoned | Outcome::NotStarted => Settlement::HandBack,
         Outcome::Suspended {
             wake_at_ms,
             step_key,
@@ -385,6 +387,7 @@ mod tests {
                 Settlement::Ack { record_run: false },
             ),
             (Outcome::Abandoned, facts(), Settlement::HandBack),
+            (Outcome::NotStarted, facts(), Settlement::HandBack),
             (
                 Outcome::Failed(HandlerError::retry("down")),
                 facts(),

@@ -2,9 +2,12 @@
 //! which reads each message once, decides its fate as a value and settles it in one place.
 //!
 //! ```text
-//! pull.rs      take permits -> pull at most that many -> drain the batch, a permit each
+//! pull.rs      take places in the window (concurrency + what the pace says the handlers
+//!              finish within a second) -> pull at most that many -> drain the batch,
+//!              messages that arrived together as one group
 //! delivery.rs  Delivery::read: delivery count, stream sequence, envelope (once)
-//! attempt.rs   prepare: budget, finished run, run state, decode -> Outcome before the handler
+//! attempt.rs   handle_group: the group's run records in one read (run_store/many.rs)
+//!              prepare: budget, finished run, run state, handler permit, decode -> Outcome
 //!              run: handler under its timeout, progress acks, shutdown -> Outcome
 //!              count_failure: a failure inside steps is counted per step (runs bucket)
 //! decide.rs    decide(Outcome, Facts) -> Settlement        (pure, table-tested)
@@ -23,9 +26,11 @@ mod continuation;
 pub(crate) mod decide;
 mod delivery;
 pub(crate) mod failures;
+mod pace;
 mod pull;
 mod settle;
 mod shutdown;
+mod stall;
 mod start;
 mod sweeper;
 mod worker;
@@ -73,24 +78,35 @@ pub(crate) struct FunctionLoop {
     shared: Arc<Shared>,
     function: Function,
     binding: Arc<Binding>,
+    /// Handler permits: the function's concurrency.
     permits: Arc<Semaphore>,
-    max_batch: usize,
+    /// Places for messages held at once (pulled, not yet settled): `window_size` of them.
+    window: Arc<Semaphore>,
+    window_size: usize,
+    /// How long handlers have been taking, which sets how far ahead the loop pulls.
+    pace: pace::Pace,
+    /// Set while finished runs cannot be recorded: no handler starts meanwhile.
+    stall: stall::Stall,
     /// The `function` attribute of the histograms.
     function_attribute: [KeyValue; 1],
     counts: Arc<FunctionCounts>,
 }
 
-/// The most messages asked for in one pull request.
-const MAX_BATCH: usize = 256;
+/// The fewest messages a function's worker may hold at once; more with a higher concurrency.
+const MIN_WINDOW: usize = 256;
 
 impl FunctionLoop {
     fn new(shared: Arc<Shared>, function: Function) -> FunctionLoop {
-        let max_batch = function.settings.concurrency.clamp(1, MAX_BATCH);
+        let concurrency = function.settings.concurrency.max(1);
+        let window_size = concurrency.max(MIN_WINDOW);
         let counts = shared.metrics.counts(&function.id);
         FunctionLoop {
             binding: Arc::new(Binding::new(&function.id)),
-            permits: Arc::new(Semaphore::new(function.settings.concurrency)),
-            max_batch,
+            permits: Arc::new(Semaphore::new(concurrency)),
+            window: Arc::new(Semaphore::new(window_size)),
+            window_size,
+            pace: pace::Pace::default(),
+            stall: stall::Stall::default(),
             function_attribute: crate::telemetry::function_attribute(&function.id),
             counts,
             function,

@@ -1,7 +1,6 @@
 //! The pull loop: permits first, then at most that many messages; each batch drained as
 //! futures of one task.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,39 +8,50 @@ use async_nats::jetstream::{self, consumer::pull};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{FunctionLoop, panic_message};
+use super::FunctionLoop;
+
+/// The most messages asked for in one pull request.
+const MAX_PULL: usize = 256;
 
 /// How long one pull request waits for messages before it is renewed.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 impl FunctionLoop {
-    /// Takes permits, then pulls at most that many messages; never more than free permits.
+    /// Takes places in the window, then pulls at most that many messages.
     pub(crate) async fn pull_loop(
         self: Arc<Self>,
         mut consumer: jetstream::consumer::PullConsumer,
     ) {
         let mut failures: u32 = 0;
         let stop = self.shared.stop.clone();
+        let concurrency = self.function.settings.concurrency.max(1);
         loop {
-            // Pull again once half a batch of permits is free (as nats.go's consumers do):
-            // fewer, larger pull requests, while the open ones keep delivering.
-            let threshold = u32::try_from((self.max_batch / 2).max(1)).unwrap_or(1);
+            // Pull again once half the target is free (as nats.go's consumers do): fewer,
+            // larger pull requests, while the open ones keep delivering. Places beyond the
+            // target are waited for too, then given back: the target moves with the pace.
+            let target = self.pace.target(concurrency, self.window_size);
+            let beyond = self.window_size - target;
+            let wanted = u32::try_from((target / 2).max(1) + beyond).unwrap_or(u32::MAX);
             let mut permit = tokio::select! {
-                permit = Arc::clone(&self.permits).acquire_many_owned(threshold) => match permit {
+                permit = Arc::clone(&self.window).acquire_many_owned(wanted) => match permit {
                     Ok(permit) => permit,
                     Err(_) => return,
                 },
                 () = stop.cancelled() => return,
             };
+            drop(permit.split(beyond));
             let extra = self
-                .permits
+                .window
                 .available_permits()
-                .min(self.max_batch - permit.num_permits());
+                .min(target - permit.num_permits());
             if extra > 0
-                && let Ok(more) = Arc::clone(&self.permits)
+                && let Ok(more) = Arc::clone(&self.window)
                     .try_acquire_many_owned(u32::try_from(extra).unwrap_or(0))
             {
                 permit.merge(more);
+            }
+            if permit.num_permits() > MAX_PULL {
+                drop(permit.split(permit.num_permits() - MAX_PULL));
             }
             if self.binding.take_lost() {
                 match self.converge().await {
@@ -88,6 +98,12 @@ impl FunctionLoop {
         }
     }
 
+    /// A pull request ended with an error: the binding is checked before the next pull.
+    fn request_failed(&self, error: &dyn std::fmt::Display) {
+        tracing::warn!(function = %self.function.id, %error, "pull request ended with an error");
+        self.binding.lost();
+    }
+
     /// Waits before a retry; true if the worker is stopping.
     async fn pause(&self, failures: u32) -> bool {
         let pause = crate::backoff::Backoff {
@@ -102,9 +118,9 @@ impl FunctionLoop {
         }
     }
 
-    /// Runs the messages of one pull request concurrently, each holding one permit. They
-    /// run as futures of this one task rather than a task each: no spawn and no cross-thread
-    /// wake-up per message.
+    /// Runs the messages of one pull request concurrently, each holding one place in the
+    /// window. They run as futures of this one task rather than a task each: no spawn and no
+    /// cross-thread wake-up per message.
     ///
     /// At shutdown the pull request stays open at the server until it expires (at most
     /// `PULL_EXPIRES`), and the server may still deliver to it. Messages that arrive after
@@ -130,22 +146,31 @@ impl FunctionLoop {
                 next = batch.next(), if pulling => match next {
                     Some(Ok(message)) if stopping => held.push(message),
                     Some(Ok(message)) => {
-                        let permit = permits.as_mut().and_then(|p| p.split(1));
-                        let function = Arc::clone(&self);
-                        running.push(async move {
-                            // A panic outside the handler (a Deserialize impl, say) must not
-                            // take the other messages of the batch down with it.
-                            let handled = AssertUnwindSafe(function.handle(message)).catch_unwind().await;
-                            if let Err(panic) = handled {
-                                tracing::error!(function = %function.function.id, panic = %panic_message(&panic),
-                                    "panic while handling a delivery; it comes back after ack_wait");
+                        // Messages that arrived together are handled as a group: one read
+                        // of their run records.
+                        let mut group = vec![(message, permits.as_mut().and_then(|p| p.split(1)))];
+                        loop {
+                            match batch.next().now_or_never() {
+                                Some(Some(Ok(message))) => {
+                                    group.push((message, permits.as_mut().and_then(|p| p.split(1))));
+                                }
+                                Some(Some(Err(error))) => {
+                                    self.request_failed(&error);
+                                    pulling = false;
+                                    break;
+                                }
+                                Some(None) => {
+                                    pulling = false;
+                                    break;
+                                }
+                                None => break,
                             }
-                            drop(permit);
-                        });
+                        }
+                        let function = Arc::clone(&self);
+                        running.push(async move { function.handle_group(group).await });
                     }
                     Some(Err(error)) => {
-                        tracing::warn!(function = %self.function.id, %error, "pull request ended with an error");
-                        self.binding.lost();
+                        self.request_failed(&error);
                         pulling = false;
                     }
                     None => pulling = false,

@@ -74,9 +74,21 @@ impl FunctionLoop {
     async fn finish(&self, delivery: &Delivery, run: Option<&RunState>, record_run: bool) {
         if record_run && let Some(run) = run {
             let record = RunRecord::now(RunStatus::Ok, None);
-            let write =
+            let write = async {
+                if run
+                    .store
+                    .put(&run.run_key, &record, Lifetime::Retention)
+                    .await
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                // No handler starts until this record is stored or given up.
+                let _retrying = self.stall.begin();
                 run.store
-                    .put_until(&run.run_key, &record, Lifetime::Retention, run.deadline());
+                    .put_until(&run.run_key, &record, Lifetime::Retention, run.deadline())
+                    .await
+            };
             if let Err(error) = self.keep_alive(delivery, write).await {
                 log!(delivery, error, %error, retry_in = ?RECORD_RETRY,
                     "the finished run cannot be recorded; NAKed rather than acked without its record (the handler runs again)");

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::steps::{FailureRecord, RunRecord, StepRecord};
+
+mod many;
 use herald::protocol::runs;
 
 /// Reads and writes a namespace's runs bucket.
@@ -36,6 +38,8 @@ enum Backend {
 struct Bucket {
     kv: kv::Store,
     js: async_nats::jetstream::Context,
+    /// Cleared when the server turns down reads of many keys at once (before 2.11).
+    many_keys: std::sync::atomic::AtomicBool,
 }
 
 /// A runs-bucket operation failed.
@@ -142,6 +146,7 @@ impl RunStore {
             backend: Backend::Bucket(Arc::new(Bucket {
                 kv,
                 js: client.jetstream().clone(),
+                many_keys: std::sync::atomic::AtomicBool::new(true),
             })),
             retention,
             ttl,
@@ -248,7 +253,10 @@ impl RunStore {
             return Ok(());
         };
         // A put with `Nats-TTL` (the KV API has it for create only): the same subject.
-        let subject = format!("{}{key}", kv.put_prefix.as_ref().unwrap_or(&kv.prefix));
+        let prefix = kv.put_prefix.as_ref().unwrap_or(&kv.prefix);
+        let mut subject = String::with_capacity(prefix.len() + key.len());
+        subject.push_str(prefix);
+        subject.push_str(key);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(herald::protocol::header::NATS_TTL, ttl.to_string());
         js.publish_with_headers(subject, headers, bytes)

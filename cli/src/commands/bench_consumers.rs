@@ -1,0 +1,188 @@
+//! The consumers `herald bench consume` measures on the same stored events: raw async-nats
+//! pull consumers and Herald workers, with one replica or several bound to one durable
+//! consumer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer::pull};
+use futures::StreamExt;
+use herald_worker::{Ctx, Function, HandlerError, StartFrom, Worker};
+use tokio::sync::watch;
+
+use super::bench::OrderPlaced;
+use super::bench_cpu::{CpuMeter, CpuUsed};
+
+/// What every measured consumer shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Setup {
+    /// The events stream.
+    pub(crate) stream: String,
+    /// Events stored, to handle.
+    pub(crate) count: usize,
+    /// Pull batch of the raw client.
+    pub(crate) batch: usize,
+    /// Concurrency of the Herald function; Herald's default when `None`.
+    pub(crate) concurrency: Option<usize>,
+    pub(crate) cpu: CpuMeter,
+}
+
+/// One timed consumption of every stored event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Measured {
+    pub(crate) count: usize,
+    pub(crate) elapsed: Duration,
+    pub(crate) cpu: CpuUsed,
+}
+
+impl Measured {
+    /// Events handled per second.
+    pub(crate) fn rate(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+impl Setup {
+    /// Raw pull consumers, one per context in `replicas` (each its own connection, or one),
+    /// bound to one new durable consumer `name`: pull batches of `batch`, optionally decode
+    /// into `OrderPlaced`, ack each message. Timed from the consumer's creation to the
+    /// last ack.
+    pub(crate) async fn raw(
+        &self,
+        replicas: &[jetstream::Context],
+        name: &str,
+        decode: bool,
+    ) -> anyhow::Result<Measured> {
+        let creator = replicas.first().context("no connection")?;
+        let before = self.cpu.sample();
+        let started = Instant::now();
+        creator
+            .create_consumer_on_stream(
+                pull::Config {
+                    durable_name: Some(name.to_owned()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                    ..Default::default()
+                },
+                &self.stream,
+            )
+            .await?;
+        let handled = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(watch::Sender::new(false));
+        let mut tasks = tokio::task::JoinSet::new();
+        for js in replicas {
+            let consumer: jetstream::consumer::PullConsumer =
+                js.get_consumer_from_stream(name, &self.stream).await?;
+            tasks.spawn(raw_replica(
+                consumer,
+                self.batch,
+                decode,
+                self.count,
+                Arc::clone(&handled),
+                Arc::clone(&stop),
+            ));
+        }
+        while let Some(result) = tasks.join_next().await {
+            result??;
+        }
+        let elapsed = started.elapsed();
+        Ok(Measured {
+            count: self.count,
+            elapsed,
+            cpu: before.until(self.cpu.sample()),
+        })
+    }
+
+    /// Herald workers, one per client in `replicas`, each with one function `name` whose
+    /// handler only counts (Herald's defaults but `start_from(All)`, `idempotent` and
+    /// `--concurrency`). Timed from the workers' start to the last handler call.
+    pub(crate) async fn herald(
+        &self,
+        replicas: &[herald::Client],
+        name: &str,
+        idempotent: bool,
+    ) -> anyhow::Result<Measured> {
+        let handled = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(tokio::sync::Notify::new());
+        let before = self.cpu.sample();
+        let started = Instant::now();
+        let workers = futures::future::try_join_all(replicas.iter().map(|client| {
+            let (counter, notify, target) = (Arc::clone(&handled), Arc::clone(&done), self.count);
+            let mut function = Function::new(name)
+                .on::<OrderPlaced>()
+                .idempotent(idempotent)
+                .start_from(StartFrom::All);
+            if let Some(concurrency) = self.concurrency {
+                function = function.concurrency(concurrency);
+            }
+            let function = function.handler(move |event: OrderPlaced, _ctx: Ctx| {
+                std::hint::black_box(event);
+                if counter.fetch_add(1, Ordering::Relaxed) + 1 == target {
+                    notify.notify_one();
+                }
+                async { Ok::<(), HandlerError>(()) }
+            });
+            Worker::builder(client.clone())
+                .function(function)
+                .sweeper(false)
+                .start()
+        }))
+        .await?;
+        let finished = tokio::time::timeout(Duration::from_secs(120), done.notified()).await;
+        let elapsed = started.elapsed();
+        let cpu = before.until(self.cpu.sample());
+        for worker in workers {
+            worker.shutdown().await;
+        }
+        finished.with_context(|| {
+            format!(
+                "the workers handled {} of {} events within 120 s",
+                handled.load(Ordering::Relaxed),
+                self.count
+            )
+        })?;
+        Ok(Measured {
+            count: self.count,
+            elapsed,
+            cpu,
+        })
+    }
+}
+
+/// One raw replica: pulls, decodes, acks until the replicas together handled `count`.
+async fn raw_replica(
+    consumer: jetstream::consumer::PullConsumer,
+    batch: usize,
+    decode: bool,
+    count: usize,
+    handled: Arc<AtomicUsize>,
+    stop: Arc<watch::Sender<bool>>,
+) -> anyhow::Result<()> {
+    let mut stopped = stop.subscribe();
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .messages()
+        .await?;
+    loop {
+        let message = tokio::select! {
+            biased;
+            _ = stopped.wait_for(|stopped| *stopped) => return Ok(()),
+            next = tokio::time::timeout(Duration::from_secs(30), messages.next()) => next
+                .context("no message within 30 s")?
+                .context("the message stream ended")?
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        };
+        if decode {
+            let event: OrderPlaced = serde_json::from_slice(&message.payload)?;
+            std::hint::black_box(event);
+        }
+        message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if handled.fetch_add(1, Ordering::Relaxed) + 1 >= count {
+            stop.send_replace(true);
+            return Ok(());
+        }
+    }
+}
