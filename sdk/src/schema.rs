@@ -8,7 +8,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::Event;
-use crate::json_view::{JsonTape, TapeJson, record};
+use crate::json_view::{JsonTape, RecordError, TapeJson, record, scratch};
 
 /// The JSON Schema (draft 2020-12) of `E`, describing what `E` accepts when deserialising.
 pub fn schema_for<E: schemars::JsonSchema + ?Sized>() -> Value {
@@ -170,10 +170,10 @@ impl CompiledSchema {
     /// a `Value`, to collect its violations.
     pub fn validate_json(&self, payload: &[u8]) -> Result<(), Vec<Violation>> {
         if let Some(text_validator) = &self.text_validator
-            && let Ok(tape) = JsonTape::parse(payload, scratch_nodes::take())
+            && let Ok(tape) = JsonTape::parse(payload, scratch::take())
         {
             let valid = text_validator.is_valid(tape.root());
-            scratch_nodes::give_back(tape.into_nodes());
+            scratch::give_back(tape.into_nodes());
             if valid {
                 return Ok(());
             }
@@ -206,15 +206,15 @@ impl CompiledSchema {
                 .validate_json(&out[start..])
                 .map_err(SerializeError::Invalid);
         };
-        let recorder = record(value, out, scratch_nodes::take()).map_err(SerializeError::Json)?;
-        let valid = match recorder.finish(&out[start..]) {
+        let valid = match record(value, out, scratch::take()) {
             Ok(tape) => {
                 let valid = text_validator.is_valid(tape.root());
-                scratch_nodes::give_back(tape.into_nodes());
+                scratch::give_back(tape.into_nodes());
                 valid
             }
-            Err(nodes) => {
-                scratch_nodes::give_back(nodes);
+            Err(RecordError::Serialize(error)) => return Err(SerializeError::Json(error)),
+            // What the recorder does not follow (raw JSON, say) is read from the bytes.
+            Err(RecordError::NotFollowed(_)) => {
                 return self
                     .validate_json(&out[start..])
                     .map_err(SerializeError::Invalid);
@@ -225,32 +225,6 @@ impl CompiledSchema {
         }
         self.validate_json(&out[start..])
             .map_err(SerializeError::Invalid)
-    }
-}
-
-/// Node storage for tapes, kept per thread between validations so that a validation
-/// allocates nothing for its tape once the thread has seen an event of the size.
-mod scratch_nodes {
-    use std::cell::Cell;
-
-    use crate::json_view::TapeNode;
-
-    /// Storage larger than this is not kept (a large event's tape).
-    const KEEP_AT_MOST: usize = 4096;
-
-    thread_local! {
-        static NODES: Cell<Vec<TapeNode>> = const { Cell::new(Vec::new()) };
-    }
-
-    pub(super) fn take() -> Vec<TapeNode> {
-        NODES.take()
-    }
-
-    pub(super) fn give_back(mut nodes: Vec<TapeNode>) {
-        if nodes.capacity() <= KEEP_AT_MOST {
-            nodes.clear();
-            NODES.set(nodes);
-        }
     }
 }
 
