@@ -70,7 +70,9 @@ pub fn decode_value(value: &str) -> Option<String> {
 }
 
 /// The time a UUIDv7 event id was made, to the millisecond: when an event published without
-/// `ce-time` happened (protocol section 4). `None` for any other id.
+/// `ce-time` happened (protocol section 4). `None` for any other id: one that is not a UUID
+/// in its hyphenated form (36 characters), or a UUID of another version or variant (the
+/// 15th character is `7`, the 20th one of `89ab`).
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
@@ -81,12 +83,33 @@ pub fn decode_value(value: &str) -> Option<String> {
 /// assert_eq!(herald::headers::time_of_event_id("signup-42"), None);
 /// ```
 pub fn time_of_event_id(event_id: &str) -> Option<SystemTime> {
+    // The hyphenated form only, as readers in other languages check it (protocol section 4).
+    if event_id.len() != 36 {
+        return None;
+    }
     let id = uuid::Uuid::try_parse(event_id).ok()?;
-    if id.get_version_num() != 7 {
+    if id.get_version_num() != 7 || id.get_variant() != uuid::Variant::RFC4122 {
         return None;
     }
     let (seconds, nanoseconds) = id.get_timestamp()?.to_unix();
     Some(UNIX_EPOCH + Duration::new(seconds, nanoseconds))
+}
+
+/// When an event happened, as every reader tells it (protocol section 4): its `ce-time`,
+/// else the time its UUIDv7 `ce-id` was made ([`time_of_event_id`], written as
+/// [`format_time`] writes); `None` for an event with neither.
+///
+/// ```
+/// use herald::headers::event_time;
+///
+/// let id = "0193f0e2-7c2e-7a1c-9f0e-2b3c4d5e6f70"; // a UUIDv7
+/// assert_eq!(event_time(None, id).as_deref(), Some("2024-12-23T00:19:55.054000Z"));
+/// let chosen = Some("2026-11-25T08:00:00Z".to_owned());
+/// assert_eq!(event_time(chosen, id).as_deref(), Some("2026-11-25T08:00:00Z"));
+/// assert_eq!(event_time(None, "signup-42"), None);
+/// ```
+pub fn event_time(ce_time: Option<String>, ce_id: &str) -> Option<String> {
+    ce_time.or_else(|| time_of_event_id(ce_id).map(format_time))
 }
 
 /// Formats a time as RFC 3339 UTC with microseconds: `2026-11-25T07:30:00.123456Z`.
@@ -185,6 +208,14 @@ mod tests {
         assert_eq!(time_of_event_id(&uuid::Uuid::new_v4().to_string()), None);
         assert_eq!(time_of_event_id("signup-42"), None);
         assert_eq!(time_of_event_id(""), None);
+        // Only the hyphenated form, as other languages' readers check it.
+        let simple = uuid::Uuid::parse_str(&id).unwrap().simple().to_string();
+        assert_eq!(time_of_event_id(&simple), None);
+        assert_eq!(time_of_event_id(&id.to_uppercase()), Some(time));
+        // Version 7 of another variant (the 20th character not one of `89ab`).
+        let mut other_variant = id;
+        other_variant.replace_range(19..20, "c");
+        assert_eq!(time_of_event_id(&other_variant), None);
     }
 
     #[test]

@@ -61,12 +61,6 @@ fn header(map: &HeaderMap, name: &str) -> Option<String> {
         .map(|value| headers::decode_value(value.as_str()).unwrap_or_else(|| value.to_string()))
 }
 
-/// The event's time: its `ce-time`, else the time its UUIDv7 id was made (how the SDK
-/// publishes events with ids of its own making, protocol section 4).
-fn time_or_id_time(time: Option<String>, id: &str) -> Option<String> {
-    time.or_else(|| headers::time_of_event_id(id).map(headers::format_time))
-}
-
 /// Reads the envelope of a delivered message. Structured mode (`content-type:
 /// application/cloudevents+json`) is normalised into attributes and data. Returns the
 /// attributes, the data, or why the message cannot be read.
@@ -107,14 +101,14 @@ pub(crate) fn read(
             subject: text(&body, "subject"),
             data_schema: text(&body, "dataschema"),
         };
-        meta.time = time_or_id_time(text(&body, "time"), &meta.id);
+        meta.time = headers::event_time(text(&body, "time"), &meta.id);
         return Ok((meta, data));
     }
     let id = header(map, headers::ID)
         .or_else(|| header(map, headers::NATS_MSG_ID))
         .unwrap_or_else(|| format!("seq-{stream_sequence}"));
     let meta = EnvelopeMeta {
-        time: time_or_id_time(header(map, headers::TIME), &id),
+        time: headers::event_time(header(map, headers::TIME), &id),
         id,
         event_type: header(map, headers::TYPE)
             .or_else(|| subject.strip_prefix(events_prefix).map(str::to_owned))

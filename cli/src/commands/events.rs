@@ -151,12 +151,11 @@ impl Events {
                     };
                     let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
                     // An event without `ce-time` happened when its UUIDv7 id was made.
-                    let time = match header(headers::TIME) {
-                        time if !time.is_empty() => time,
-                        _ => herald::headers::time_of_event_id(&header(headers::ID))
-                            .map(herald::headers::format_time)
-                            .unwrap_or_default(),
-                    };
+                    let time = herald::headers::event_time(
+                        Some(header(headers::TIME)).filter(|time| !time.is_empty()),
+                        &header(headers::ID),
+                    )
+                    .unwrap_or_default();
                     if json {
                         let data: serde_json::Value = serde_json::from_slice(&message.payload)
                             .unwrap_or_else(|_| {
