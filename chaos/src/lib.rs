@@ -44,8 +44,10 @@
 //! is set. The nats-server comes from `herald-local-nats` (`NATS_SERVER_BIN` to use your
 //! own).
 
+pub mod cron;
 pub mod event;
 mod harness;
+pub mod invoke;
 mod publisher;
 mod replicas;
 mod report;

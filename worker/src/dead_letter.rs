@@ -91,7 +91,11 @@ pub(crate) fn dead_letter_headers(
     letter: &DeadLetter<'_>,
 ) -> HeaderMap {
     let mut map = match original {
-        Some(original) => protocol::copy_headers_except_transport(original, &[]),
+        Some(original) => {
+            let mut copy = protocol::copy_headers_except_transport(original, &[]);
+            crate::cron::keep_tick(original, &mut copy);
+            copy
+        }
         None => HeaderMap::new(),
     };
     map.insert(

@@ -50,11 +50,15 @@
 //! ```
 
 mod backoff;
+pub mod cancel;
+pub mod cron;
 mod dead_letter;
 mod dlq;
 mod envelope;
+pub mod flow;
 mod function;
 mod health;
+mod pause;
 mod replay;
 mod run_store;
 mod runtime;
@@ -62,13 +66,16 @@ mod state;
 mod steps;
 pub mod telemetry;
 mod test_worker;
+pub mod wait;
 
 pub use backoff::Backoff;
+pub use cancel::{BulkCancel, BulkCancelReport, CancelError, CancelOutcome, cancel_run};
+pub use cron::{CronError, CronTrigger, Tick};
 pub use dead_letter::{DeadLetterReason, MAX_ERROR_BYTES};
 pub use dlq::{DeadLetterEntry, DeadLetterError, DeadLetterFilter, DeadLetters};
 pub use envelope::Envelope;
 pub use function::{
-    Ctx, FailedRun, Function, FunctionBuilder, FunctionError, HandlerError, StartFrom,
+    Ctx, FailedRun, Function, FunctionBuilder, FunctionError, HandlerError, Overlap, StartFrom,
     check_function_id,
 };
 pub use herald::protocol::header::{
@@ -76,6 +83,7 @@ pub use herald::protocol::header::{
     DLQ_SUBJECT, DLQ_TIME,
 };
 pub use herald::protocol::runs::{event_key, step_key_base};
+pub use pause::{PauseError, PauseState, pause_end, pause_function, resume_function};
 pub use replay::{Replay, ReplayError, ReplayOutcome, ReplayProgress};
 pub use run_store::{RunReport, RunStore, RunStoreError};
 pub use runtime::{
@@ -85,3 +93,4 @@ pub use state::{State, StatefulBuilder};
 pub use steps::{FailureRecord, RunRecord, RunStatus, StepRecord};
 pub use telemetry::TraceMode;
 pub use test_worker::{SentEvent, TestOutcome, TestRun, TestWorker};
+pub use wait::{AnyEvent, Awaited, Match};

@@ -63,15 +63,30 @@ pub enum RunStatus {
     Ok,
     /// The run was dead-lettered.
     DeadLettered,
+    /// The run was skipped without running its handler (`detail` says why, e.g. a cron tick
+    /// while the previous tick still ran).
+    Skipped,
+    /// The run was cancelled (`detail` says why): it ran no step after the cancel.
+    Cancelled,
 }
 
 impl RunStatus {
-    /// The protocol's name: `ok` or `dead_lettered`.
+    /// The protocol's name: `ok`, `dead_lettered`, `skipped` or `cancelled`.
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Ok => "ok",
             RunStatus::DeadLettered => "dead_lettered",
+            RunStatus::Skipped => "skipped",
+            RunStatus::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether a run with this status is over: a later delivery of it does nothing.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Ok | RunStatus::Skipped | RunStatus::Cancelled
+        )
     }
 }
 
@@ -123,6 +138,18 @@ pub(crate) struct RunState {
     pub(crate) failures_before: parking_lot::Mutex<Option<(u32, u32)>>,
     /// The step records this attempt read or wrote, so that a sleep can extend their lives.
     pub(crate) records: parking_lot::Mutex<Vec<(String, StepRecord)>>,
+    /// The function's cancelled runs, checked at each step boundary.
+    pub(crate) cancelled: Option<std::sync::Arc<crate::cancel::watch::Cancelled>>,
+    /// `NS_EVENTS` accepts `Nats-TTL`, so continuations can outlive its `max_age`.
+    pub(crate) schedules_ttl: bool,
+    /// The stream sequence of the event that started the run.
+    pub(crate) trigger_sequence: u64,
+    /// Set when the run parked waiting (for an event): the step key.
+    pub(crate) parked: parking_lot::Mutex<Option<String>>,
+    /// The handler's output, once it succeeded in this attempt (for an invoking caller).
+    pub(crate) output: parking_lot::Mutex<Option<serde_json::Value>>,
+    /// With a finish timeout: when the run must have finished (Unix ms; 0 without).
+    pub(crate) finish_by: std::sync::atomic::AtomicU64,
 }
 
 impl RunState {
@@ -131,9 +158,57 @@ impl RunState {
         tokio::time::Instant::now() + self.patience
     }
 
-    /// Whether the run asked for a durable sleep in this attempt.
+    /// Why the run was cancelled, if it was (a cancel record, or its finish timeout).
+    pub(crate) fn cancelled(&self) -> Option<String> {
+        let by = self.finish_by.load(std::sync::atomic::Ordering::Relaxed);
+        if by != 0 && now_ms() >= by {
+            return Some("finish timeout: the run did not finish in time".to_owned());
+        }
+        self.cancelled.as_ref()?.reason(&self.run_key)
+    }
+
+    /// `at_ms`, or the finish timeout when earlier: no park outlives the run's deadline.
+    pub(crate) fn bounded(&self, at_ms: u64) -> u64 {
+        match self.finish_by.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => at_ms,
+            by => at_ms.min(by),
+        }
+    }
+
+    /// Reads a step's record and, in the same request, the run's cancel record (a cancel
+    /// found is remembered, so [`cancelled`](Self::cancelled) reports it).
+    pub(crate) async fn read_step(
+        &self,
+        key: &str,
+    ) -> Result<Option<StepRecord>, crate::RunStoreError> {
+        let cancel_key = crate::cancel::cancel_record_key(&self.run_key);
+        let read = self
+            .store
+            .get_many(&[key, &cancel_key], std::time::Duration::from_secs(2))
+            .await;
+        let Ok(found) = read else {
+            return self.store.get_until(key, self.deadline()).await;
+        };
+        if let (Some(bytes), Some(cancelled)) = (found.get(&cancel_key), &self.cancelled) {
+            let reason = serde_json::from_slice::<crate::cancel::CancelRecord>(bytes)
+                .map_or_else(|_| "cancelled".to_owned(), |r| r.reason);
+            cancelled.insert(&self.run_key, reason);
+        }
+        Ok(found
+            .get(key)
+            .and_then(|bytes| serde_json::from_slice(bytes).ok()))
+    }
+
+    /// Whether the run asked for a durable sleep, or parked, in this attempt.
     pub(crate) fn is_suspending(&self) -> bool {
-        self.suspend_until.lock().is_some()
+        self.suspend_until.lock().is_some() || self.parked.lock().is_some()
+    }
+
+    /// The event key of the run (`F.<event-key>` without `F.`).
+    pub(crate) fn event_key(&self) -> &str {
+        self.run_key
+            .split_once('.')
+            .map_or(self.run_key.as_str(), |(_, key)| key)
     }
 
     /// `F.<event-key>.p`: where the run failed last.

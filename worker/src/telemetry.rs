@@ -6,7 +6,7 @@
 //! `messaging.destination.name`, `messaging.operation.name = process`,
 //! `messaging.message.id` (the event id), `messaging.consumer.group.name` (the function),
 //! and Herald's `herald.event_type`, `herald.attempt`, `herald.stream_sequence`,
-//! `herald.outcome` (`ok`, `retried`, `dead_lettered`, `sleeping`, `handed_back`); a failed
+//! `herald.outcome` (`ok`, `retried`, `dead_lettered`, `skipped`, `cancelled`, `sleeping`, `handed_back`); a failed
 //! attempt has status error with the error's text. Steps are `step <name>` child spans.
 //!
 //! The worker makes these spans with the OpenTelemetry API directly, from the tracer provider
@@ -25,7 +25,7 @@
 //!
 //! | instrument | kind | attributes |
 //! | --- | --- | --- |
-//! | `herald.runs` | counter (observed) | `function`, `outcome` = ok, retried, dead_lettered |
+//! | `herald.runs` | counter (observed) | `function`, `outcome` = ok, retried, dead_lettered, skipped, cancelled |
 //! | `herald.dead_letters` | counter | `function`, `reason` |
 //! | `herald.handler.duration` | histogram (s) | `function` |
 //! | `herald.event.latency` | histogram (s), event time to handler start | `function` |
@@ -280,6 +280,8 @@ pub(crate) struct FunctionCounts {
     pub(crate) ok: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
 }
 
 impl FunctionCounts {
@@ -289,6 +291,8 @@ impl FunctionCounts {
             RunOutcome::Ok => &self.ok,
             RunOutcome::Retried => &self.retried,
             RunOutcome::DeadLettered => &self.dead_lettered,
+            RunOutcome::Skipped => &self.skipped,
+            RunOutcome::Cancelled => &self.cancelled,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -335,6 +339,8 @@ pub(crate) enum RunOutcome {
     Ok,
     Retried,
     DeadLettered,
+    Skipped,
+    Cancelled,
 }
 
 type Counts = Arc<parking_lot::RwLock<BTreeMap<String, Arc<FunctionCounts>>>>;
@@ -402,6 +408,8 @@ impl Metrics {
                             ("ok", &counts.ok),
                             ("retried", &counts.retried),
                             ("dead_lettered", &counts.dead_lettered),
+                            ("skipped", &counts.skipped),
+                            ("cancelled", &counts.cancelled),
                         ] {
                             observer.observe(
                                 counter.load(Ordering::Relaxed),

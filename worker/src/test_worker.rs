@@ -72,6 +72,21 @@ pub enum TestOutcome {
     Succeeded,
     /// The run had already finished (idempotent runs): acked without running the handler.
     AlreadyFinished,
+    /// The run was skipped without running the handler, and recorded `skipped`.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// The run waits for an event (`ctx.wait_for_event`) in this step.
+    Waiting {
+        /// The step key.
+        step: String,
+    },
+    /// The run was cancelled, and recorded `cancelled`.
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
     /// The attempt failed and another follows after `delay`.
     Retried {
         /// The backoff (or `retry_after`) delay before the next attempt.
@@ -204,7 +219,12 @@ impl TestWorker {
                     continuation: true,
                     woken_for: wake,
                 },
-                Settlement::Ack { .. } | Settlement::DeadLetter { .. } | Settlement::HandBack => {
+                Settlement::Ack { .. }
+                | Settlement::Park(_)
+                | Settlement::Skip(_)
+                | Settlement::Cancel(_)
+                | Settlement::DeadLetter { .. }
+                | Settlement::HandBack => {
                     return TestRun {
                         event_id: event_id.to_owned(),
                         attempts,
@@ -248,6 +268,12 @@ impl TestWorker {
             woken_for: delivery.woken_for.clone(),
             failures_before: parking_lot::Mutex::new(None),
             records: parking_lot::Mutex::default(),
+            cancelled: None,
+            schedules_ttl: false,
+            trigger_sequence: 0,
+            parked: parking_lot::Mutex::new(None),
+            output: parking_lot::Mutex::new(None),
+            finish_by: std::sync::atomic::AtomicU64::new(0),
         });
         if settings.idempotent
             && let Ok(Some(record)) = run.store.get::<RunRecord>(&run.run_key).await
@@ -354,6 +380,13 @@ fn outcome_of(settlement: &Settlement) -> TestOutcome {
     let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
     match settlement {
         Settlement::Ack { .. } | Settlement::HandBack => TestOutcome::Succeeded,
+        Settlement::Park(step) => TestOutcome::Waiting { step: step.clone() },
+        Settlement::Skip(reason) => TestOutcome::Skipped {
+            reason: reason.clone(),
+        },
+        Settlement::Cancel(reason) => TestOutcome::Cancelled {
+            reason: reason.clone(),
+        },
         Settlement::Retry { delay, error } => TestOutcome::Retried {
             delay: *delay,
             error: error.clone(),

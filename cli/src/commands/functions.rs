@@ -4,13 +4,18 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
 use futures::StreamExt;
 use serde_json::json;
+use time::format_description::well_known::Rfc3339;
 
 use super::Connection;
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct Functions {
     #[command(flatten)]
     connection: Connection,
@@ -20,6 +25,31 @@ pub(crate) struct Functions {
     /// Refresh every few seconds until ctrl-c.
     #[arg(long)]
     watch: bool,
+    #[command(subcommand)]
+    action: Option<Action>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Pause a function: its events are kept and no replica gets them until it is resumed
+    /// (or the pause ends).
+    ///
+    /// Example: `herald functions pause send-email --for 30m`
+    Pause {
+        /// The function.
+        function: String,
+        /// Until this time (RFC 3339).
+        #[arg(long, conflicts_with = "for")]
+        until: Option<String>,
+        /// For this long (`90s`, `30m`, `2h`).
+        #[arg(long = "for")]
+        r#for: Option<humantime::Duration>,
+    },
+    /// Resume a paused function: its replicas get its events again at once.
+    Resume {
+        /// The function.
+        function: String,
+    },
 }
 
 impl Functions {
@@ -29,6 +59,9 @@ impl Functions {
             .options()
             .connect(self.connection.url()?)
             .await?;
+        if let Some(action) = self.action {
+            return act(&client, action).await;
+        }
         loop {
             let rows = collect(&client).await?;
             if self.json {
@@ -50,6 +83,41 @@ impl Functions {
     }
 }
 
+async fn act(client: &herald::Client, action: Action) -> anyhow::Result<ExitCode> {
+    let (function, state) = match action {
+        Action::Pause {
+            function,
+            until,
+            r#for,
+        } => {
+            let until = match (until, r#for) {
+                (Some(text), _) => Some(
+                    time::OffsetDateTime::parse(&text, &Rfc3339)
+                        .with_context(|| format!("{text:?} is not an RFC 3339 time"))?
+                        .into(),
+                ),
+                (None, Some(duration)) => Some(SystemTime::now() + *duration),
+                (None, None) => None,
+            };
+            let state = herald_worker::pause_function(client, &function, until).await?;
+            (function, state)
+        }
+        Action::Resume { function } => {
+            let state = herald_worker::resume_function(client, &function).await?;
+            (function, state)
+        }
+    };
+    match (state.paused, state.until) {
+        (true, Some(until)) => println!(
+            "{function}: paused until {}",
+            time::OffsetDateTime::from(until).format(&Rfc3339)?
+        ),
+        (true, None) => println!("{function}: paused until resumed"),
+        (false, _) => println!("{function}: running"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn collect(client: &herald::Client) -> anyhow::Result<Vec<serde_json::Value>> {
     let namespace = client.namespace();
     let prefix = herald::protocol::events_prefix(namespace);
@@ -59,6 +127,7 @@ async fn collect(client: &herald::Client) -> anyhow::Result<Vec<serde_json::Valu
         .await?;
     let mut consumers = stream.consumers();
     let letters = herald_worker::DeadLetters::new(client.clone());
+    let schedules = herald_worker::cron::list(client).await?;
     let mut rows = Vec::new();
     while let Some(info) = consumers.next().await {
         let info = info?;
@@ -80,6 +149,21 @@ async fn collect(client: &herald::Client) -> anyhow::Result<Vec<serde_json::Valu
         for letter in letters.list(&filter).await? {
             *reasons.entry(letter.reason).or_default() += 1;
         }
+        let paused = match (info.paused, info.config.pause_until) {
+            (true, Some(until)) => match herald_worker::pause_end(until) {
+                Some(end) => time::OffsetDateTime::from(end)
+                    .format(&Rfc3339)
+                    .unwrap_or_default(),
+                None => "until resumed".to_owned(),
+            },
+            (true, None) => "until resumed".to_owned(),
+            (false, _) => String::new(),
+        };
+        let crons: Vec<&herald_worker::cron::StoredSchedule> = schedules
+            .iter()
+            .filter(|s| s.function == info.name)
+            .collect();
+        let next_tick = crons.iter().filter_map(|s| s.next.clone()).min();
         let last_active = info
             .delivered
             .last_active
@@ -100,6 +184,10 @@ async fn collect(client: &herald::Client) -> anyhow::Result<Vec<serde_json::Valu
             "waiting_pulls": info.num_waiting,
             "dead_letters": reasons,
             "last_active": last_active,
+            "paused": info.paused,
+            "paused_until": paused,
+            "crons": crons.iter().map(|s| json!({"schedule": s.schedule, "time_zone": s.time_zone, "next": s.next})).collect::<Vec<_>>(),
+            "next_tick": next_tick,
         }));
     }
     rows.sort_by(|a, b| a["function"].as_str().cmp(&b["function"].as_str()));
@@ -112,20 +200,39 @@ fn print_table(rows: &[serde_json::Value]) {
         return;
     }
     println!(
-        "{:<24} {:<28} {:>8} {:>8} {:>6} {:>8}  {:<24} LAST ACTIVE",
-        "FUNCTION", "TRIGGERS", "PENDING", "ACK-PEND", "REDEL", "WAITING", "DEAD LETTERS"
+        "{:<24} {:<28} {:>8} {:>8} {:>6} {:>8}  {:<24} {:<26} {:<26} LAST ACTIVE",
+        "FUNCTION",
+        "TRIGGERS",
+        "PENDING",
+        "ACK-PEND",
+        "REDEL",
+        "WAITING",
+        "DEAD LETTERS",
+        "PAUSED",
+        "NEXT TICK"
     );
     for row in rows {
-        let triggers: Vec<&str> = row["triggers"]
+        let mut triggers: Vec<String> = row["triggers"]
             .as_array()
-            .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
+        if let Some(crons) = row["crons"].as_array() {
+            triggers.extend(
+                crons
+                    .iter()
+                    .map(|c| format!("cron({})", c["schedule"].as_str().unwrap_or_default())),
+            );
+        }
         let dead: Vec<String> = row["dead_letters"]
             .as_object()
             .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
             .unwrap_or_default();
         println!(
-            "{:<24} {:<28} {:>8} {:>8} {:>6} {:>8}  {:<24} {}",
+            "{:<24} {:<28} {:>8} {:>8} {:>6} {:>8}  {:<24} {:<26} {:<26} {}",
             row["function"].as_str().unwrap_or(""),
             triggers.join(","),
             row["pending"].to_string(),
@@ -137,6 +244,11 @@ fn print_table(rows: &[serde_json::Value]) {
             } else {
                 dead.join(" ")
             },
+            match row["paused_until"].as_str() {
+                Some("") | None => "-",
+                Some(until) => until,
+            },
+            row["next_tick"].as_str().unwrap_or("-"),
             row["last_active"].as_str().unwrap_or("")
         );
     }

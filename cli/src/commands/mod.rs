@@ -15,6 +15,7 @@ mod functions;
 mod provision;
 mod replay;
 mod runs;
+mod schedules;
 mod schemas;
 mod streams;
 
@@ -50,10 +51,15 @@ enum Command {
     ///
     /// Example: `herald dev --data-dir .herald`
     Dev(dev::Dev),
-    /// Every function: triggers, consumer settings, lag, dead letters, last activity.
+    /// Every function: triggers, consumer settings, lag, dead letters, pause, next cron
+    /// tick, last activity; pause and resume one.
     ///
-    /// Example: `herald functions --watch`
+    /// Example: `herald functions --watch`, `herald functions pause send-email --for 30m`
     Functions(functions::Functions),
+    /// Cron schedules: each function's schedules and next tick; delete a stale one.
+    ///
+    /// Example: `herald schedules --json`
+    Schedules(schedules::Schedules),
     /// Events: tail them live or from a time, publish one.
     Events(events::Events),
     /// Run one function again over events of the retained log (backfill or incident replay);
@@ -176,6 +182,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev(dev) => Box::pin(dev.run()).await,
         Command::Functions(functions) => Box::pin(functions.run()).await,
         Command::Events(events) => Box::pin(events.run()).await,
+        Command::Schedules(schedules) => Box::pin(schedules.run()).await,
         Command::Replay(replay) => Box::pin(replay.run()).await,
         Command::Streams(streams) => Box::pin(streams.run()).await,
         Command::Completions { shell } => {

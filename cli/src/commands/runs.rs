@@ -1,4 +1,5 @@
-//! `herald runs show`: the stored state of one run.
+//! `herald runs show`: the stored state of one run; `herald runs cancel`: cancel one run,
+//! or a function's runs in a time range.
 
 use std::process::ExitCode;
 
@@ -30,6 +31,87 @@ enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel a run (by event id), or every unfinished run of a function whose event was
+    /// published in a time range: no further step runs, and a sleeping run ends now.
+    ///
+    /// Examples: `herald runs cancel send-email 01936f2b-…`,
+    /// `herald runs cancel send-email --since 2026-11-26T00:00:00Z --dry-run`
+    Cancel {
+        /// The function id.
+        function: String,
+        /// The event id (`ce-id`) of the one run to cancel.
+        #[arg(conflicts_with_all = ["since", "until", "all"])]
+        event_id: Option<String>,
+        /// Runs of events published at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Runs of events published before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Every unfinished run of the function.
+        #[arg(long)]
+        all: bool,
+        /// Only count the runs that would be cancelled.
+        #[arg(long)]
+        dry_run: bool,
+        /// The reason recorded.
+        #[arg(long, default_value = "cancelled by hand")]
+        reason: String,
+    },
+}
+
+fn parse_time(text: &str) -> anyhow::Result<std::time::SystemTime> {
+    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("{text:?} is not an RFC 3339 time"))?;
+    Ok(time.into())
+}
+
+async fn cancel(
+    client: &herald::Client,
+    function: String,
+    event_id: Option<String>,
+    range: (Option<String>, Option<String>, bool),
+    dry_run: bool,
+    reason: String,
+) -> anyhow::Result<ExitCode> {
+    if let Some(event_id) = event_id {
+        use herald_worker::CancelOutcome;
+        match herald_worker::cancel_run(client, &function, &event_id, &reason).await? {
+            CancelOutcome::Cancelled { woken: true } => {
+                println!("cancelled; the run was waiting and ends now");
+            }
+            CancelOutcome::Cancelled { .. } => println!("cancelled"),
+            CancelOutcome::AlreadyCancelled(first) => println!("already cancelled: {first}"),
+            CancelOutcome::AlreadyFinished(status) => {
+                println!("the run already finished ({status}); nothing to cancel");
+            }
+            other => println!("{other:?}"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (since, until, all) = range;
+    if since.is_none() && until.is_none() && !all {
+        anyhow::bail!(
+            "say which runs to cancel: an event id, --since/--until, or --all for every unfinished run"
+        );
+    }
+    let bulk = herald_worker::BulkCancel {
+        function,
+        since: since.as_deref().map(parse_time).transpose()?,
+        until: until.as_deref().map(parse_time).transpose()?,
+        dry_run,
+        reason,
+    };
+    let report = bulk.run(client).await?;
+    if dry_run {
+        println!("{} unfinished runs would be cancelled", report.matched);
+    } else {
+        println!(
+            "cancelled {} runs ({} were waiting and end now; {} were cancelled before)",
+            report.cancelled, report.woken, report.already_cancelled
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 impl Runs {
@@ -42,11 +124,32 @@ impl Runs {
         let store = RunStore::open(&client)
             .await
             .context("the runs bucket is not there; provision the namespace first")?;
-        let RunsCommand::Show {
-            function,
-            event_id,
-            json,
-        } = self.command;
+        let (function, event_id, json) = match self.command {
+            RunsCommand::Show {
+                function,
+                event_id,
+                json,
+            } => (function, event_id, json),
+            RunsCommand::Cancel {
+                function,
+                event_id,
+                since,
+                until,
+                all,
+                dry_run,
+                reason,
+            } => {
+                return cancel(
+                    &client,
+                    function,
+                    event_id,
+                    (since, until, all),
+                    dry_run,
+                    reason,
+                )
+                .await;
+            }
+        };
         let report = store.inspect(&function, &event_id).await?;
         if json {
             let steps: Vec<serde_json::Value> = report

@@ -12,8 +12,11 @@ use tokio::time::Instant;
 
 use crate::steps::{FailureRecord, RunRecord, StepRecord};
 
+mod lock;
 mod many;
+mod started;
 use herald::protocol::runs;
+pub(crate) use lock::Locked;
 
 /// Reads and writes a namespace's runs bucket.
 #[derive(Debug, Clone)]
@@ -151,6 +154,14 @@ impl RunStore {
             retention,
             ttl,
         })
+    }
+
+    /// The bucket, when the store is one.
+    pub(crate) fn kv(&self) -> Option<kv::Store> {
+        match &self.backend {
+            Backend::Bucket(bucket) => Some(bucket.kv.clone()),
+            Backend::Memory(_) => None,
+        }
     }
 
     /// A store in memory, for running handlers without a server.

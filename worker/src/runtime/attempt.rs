@@ -16,7 +16,7 @@ use super::failures::{count_step_failure, with_suspension};
 use super::{FunctionLoop, panic_message};
 use crate::dead_letter::DeadLetterReason;
 use crate::function::{BoxFuture, Ctx, Decoded, HandlerError, Publisher};
-use crate::steps::{FailureRecord, RunRecord, RunState, RunStatus};
+use crate::steps::{FailureRecord, RunRecord, RunState};
 use herald::protocol::{header, runs};
 
 /// The longest a group's read of run records may take before each delivery reads its own.
@@ -158,6 +158,12 @@ impl FunctionLoop {
             Prepared::Ready(future, permit) => {
                 let outcome = self.run(delivery, future, run.as_deref()).await;
                 drop(permit);
+                // The run's output (for an invoking caller): `null` unless the handler gave one.
+                if matches!(outcome, Outcome::Done)
+                    && let Some(run) = &run
+                {
+                    run.output.lock().get_or_insert(serde_json::Value::Null);
+                }
                 outcome
             }
         };
@@ -211,6 +217,15 @@ impl FunctionLoop {
             woken_for: delivery.header(header::WAKE).map(str::to_owned),
             failures_before: parking_lot::Mutex::new(None),
             records: parking_lot::Mutex::default(),
+            cancelled: Some(std::sync::Arc::clone(&self.cancelled)),
+            schedules_ttl: self.shared.schedules_ttl,
+            trigger_sequence: delivery
+                .header(crate::wait::TRIGGER_SEQ)
+                .and_then(|seq| seq.parse().ok())
+                .unwrap_or(delivery.stream_sequence),
+            parked: parking_lot::Mutex::new(None),
+            output: parking_lot::Mutex::new(None),
+            finish_by: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -239,7 +254,7 @@ impl FunctionLoop {
                     }
                 };
                 match stored {
-                    Ok(Some(record)) if record.status == RunStatus::Ok => {
+                    Ok(Some(record)) if record.status.is_final() => {
                         log!(
                             delivery,
                             info,
@@ -252,6 +267,36 @@ impl FunctionLoop {
                         return Prepared::Settled(Outcome::StoreUnavailable(error.to_string()));
                     }
                 }
+            }
+            let cancelled = delivery
+                .header(crate::cancel::HEADER_CANCELLED)
+                .map(str::to_owned)
+                .or_else(|| run.cancelled());
+            if let Some(reason) = cancelled {
+                return Prepared::Settled(Outcome::Cancelled(reason));
+            }
+            // Features a function may not use: boxed, so that a plain delivery's future stays
+            // small, and only built when configured.
+            let settings = &self.function.settings;
+            if (settings.start_timeout.is_some() || settings.finish_timeout.is_some())
+                && let Some(timed_out) = Box::pin(self.timed_out(delivery, run)).await
+            {
+                return Prepared::Settled(timed_out);
+            }
+            if !settings.cancel_on.is_empty()
+                && let Some(cancelled) = Box::pin(self.register_cancels(delivery, run)).await
+            {
+                return Prepared::Settled(cancelled);
+            }
+            if !self.function.crons.is_empty()
+                && let Some(reason) = Box::pin(self.overlapping_tick(delivery, run)).await
+            {
+                return Prepared::Settled(reason);
+            }
+            if settings.debounce.is_some()
+                && let Some(folded) = Box::pin(self.debounced(delivery)).await
+            {
+                return Prepared::Settled(folded);
             }
             // A retry or a continuation may have a failure count to continue from.
             if delivery.delivered > 1 || delivery.header(header::CONTINUATION).is_some() {

@@ -25,6 +25,20 @@ pub(crate) enum Outcome {
     OutOfDeliveries,
     /// The run is recorded as finished (idempotent runs): nothing to do.
     AlreadyFinished,
+    /// The run was cancelled (a cancel record, or a step refused after it): recorded
+    /// `cancelled` with this reason and acked.
+    Cancelled(String),
+    /// The run parked waiting for an event: its continuation (the timeout) is scheduled,
+    /// and a match fires it early.
+    Parked {
+        /// The waiting step.
+        step_key: String,
+    },
+    /// The event was folded into its key's debounce window: the window's run handles it.
+    Debounced,
+    /// The run is not to run at all (a cron tick while the previous one still runs): it is
+    /// recorded `skipped` with this reason and acked.
+    Skipped(String),
     /// The runs bucket could not be read within the patience: whether the run finished is
     /// unknown, so the handler does not run now.
     StoreUnavailable(String),
@@ -92,6 +106,12 @@ pub(crate) enum Settlement {
         /// Store `F.<event-key>` = `ok` first (idempotent runs).
         record_run: bool,
     },
+    /// Acknowledge a run that parked (its continuation is already scheduled).
+    Park(String),
+    /// Record the run `skipped` with this reason, then acknowledge.
+    Skip(String),
+    /// Record the run `cancelled` with this reason, then acknowledge.
+    Cancel(String),
     /// NAK with a delay: another attempt follows.
     Retry {
         /// The delay before the next delivery.
@@ -154,7 +174,10 @@ pub(crate) fn decide(outcome: Outcome, facts: &Facts) -> Settlement {
             ),
             facts.delivered,
         ),
-        Outcome::AlreadyFinished => Settlement::Ack { record_run: false },
+        Outcome::AlreadyFinished | Outcome::Debounced => Settlement::Ack { record_run: false },
+        Outcome::Skipped(reason) => Settlement::Skip(reason),
+        Outcome::Parked { step_key } => Settlement::Park(step_key),
+        Outcome::Cancelled(reason) => Settlement::Cancel(reason),
         Outcome::StoreUnavailable(error) => Settlement::Retry {
             delay: facts.backoff.delay_with(facts.delivered, facts.jitter_unit),
             error: format!("the runs bucket cannot be read: {error}"),
@@ -207,6 +230,7 @@ pub(crate) fn decide(outcome: Outcome, facts: &Facts) -> Settlement {
                 };
                 dead_letter(DeadLetterReason::TerminalError, text, facts.delivered)
             }
+            ErrorKind::Cancelled => Settlement::Cancel(error.message),
             // A sleep that left no wake time (no run state): try again shortly.
             ErrorKind::Suspend => Settlement::Retry {
                 delay: SUSPEND_RETRY,
@@ -342,6 +366,52 @@ mod tests {
                 Outcome::AlreadyFinished,
                 facts(),
                 Settlement::Ack { record_run: false },
+            ),
+            (
+                Outcome::Cancelled("by hand".into()),
+                Facts {
+                    delivered: 2,
+                    ..facts()
+                },
+                Settlement::Cancel("by hand".into()),
+            ),
+            (
+                Outcome::Failed(crate::function::HandlerError {
+                    kind: ErrorKind::Cancelled,
+                    message: "by hand".into(),
+                }),
+                Facts {
+                    delivered: 5,
+                    step: Some("charge".into()),
+                    ..facts()
+                },
+                Settlement::Cancel("by hand".into()),
+            ),
+            (
+                Outcome::Parked {
+                    step_key: "wait".into(),
+                },
+                Facts {
+                    delivered: 5,
+                    ..facts()
+                },
+                Settlement::Park("wait".into()),
+            ),
+            (
+                Outcome::Debounced,
+                Facts {
+                    delivered: 3,
+                    ..facts()
+                },
+                Settlement::Ack { record_run: false },
+            ),
+            (
+                Outcome::Skipped("overlap".into()),
+                Facts {
+                    delivered: 9,
+                    ..facts()
+                },
+                Settlement::Skip("overlap".into()),
             ),
             (
                 Outcome::StoreUnavailable("timed out".into()),

@@ -136,7 +136,18 @@ impl Delivery {
             stream_sequence,
         );
         match read {
-            Ok((meta, data)) => {
+            Ok((mut meta, data)) => {
+                // A cron tick is its own run: its id comes from the tick's time, as the
+                // schedule's `ce-id` is copied into every tick.
+                if let Some(tick) = delivery
+                    .headers()
+                    .and_then(|headers| crate::cron::tick_of(headers))
+                {
+                    meta.id = crate::cron::tick_run_id(tick.0, tick.1);
+                    if let Ok(tick) = crate::cron::Tick::read(&data, delivery.headers()) {
+                        meta.time = Some(tick.scheduled_at);
+                    }
+                }
                 delivery.meta = Arc::new(meta);
                 delivery.data = data;
                 Ok(delivery)

@@ -9,6 +9,11 @@ use crate::steps::{FailureRecord, RunState};
 
 /// A durable sleep suspends the run whatever the handler made of its error.
 pub(crate) fn with_suspension(outcome: Outcome, run: Option<&RunState>) -> Outcome {
+    if let Some(step_key) = run.and_then(|r| r.parked.lock().clone())
+        && matches!(outcome, Outcome::Done | Outcome::Failed(_))
+    {
+        return Outcome::Parked { step_key };
+    }
     match (outcome, run.and_then(|r| r.suspend_until.lock().clone())) {
         (Outcome::Done | Outcome::Failed(_), Some((wake_at_ms, step_key))) => Outcome::Suspended {
             wake_at_ms,

@@ -21,11 +21,14 @@
 //! deliveries with no worker alive, `writer_schemas.rs` caches the registry's schemas.
 
 mod attempt;
+mod cancel_on;
 mod consumer;
-mod continuation;
+pub(crate) mod continuation;
+mod debounce;
 pub(crate) mod decide;
 mod delivery;
 pub(crate) mod failures;
+mod overlap;
 mod pace;
 mod pull;
 mod settle;
@@ -33,6 +36,7 @@ mod shutdown;
 mod stall;
 mod start;
 mod sweeper;
+mod timeouts;
 mod worker;
 mod writer_schemas;
 
@@ -90,6 +94,8 @@ pub(crate) struct FunctionLoop {
     /// The `function` attribute of the histograms.
     function_attribute: [KeyValue; 1],
     counts: Arc<FunctionCounts>,
+    /// The function's cancelled runs (followed from their cancel records).
+    cancelled: Arc<crate::cancel::watch::Cancelled>,
 }
 
 /// The fewest messages a function's worker may hold at once; more with a higher concurrency.
@@ -109,6 +115,7 @@ impl FunctionLoop {
             stall: stall::Stall::default(),
             function_attribute: crate::telemetry::function_attribute(&function.id),
             counts,
+            cancelled: Arc::default(),
             function,
             shared,
         }

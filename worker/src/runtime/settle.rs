@@ -41,6 +41,19 @@ impl FunctionLoop {
     ) {
         match settlement {
             Settlement::Ack { record_run } => self.finish(delivery, run, record_run).await,
+            Settlement::Park(step) => {
+                outcome("waiting", None);
+                log!(delivery, info, step = %step, "waiting for an event; the run continues when it comes or the wait times out");
+                delivery.ack().await;
+            }
+            Settlement::Skip(reason) => {
+                self.record_and_ack(delivery, run, RunStatus::Skipped, &reason)
+                    .await;
+            }
+            Settlement::Cancel(reason) => {
+                self.record_and_ack(delivery, run, RunStatus::Cancelled, &reason)
+                    .await;
+            }
             Settlement::Retry { delay, error } => {
                 self.log_payload(delivery);
                 self.counts.count(RunOutcome::Retried);
@@ -98,9 +111,52 @@ impl FunctionLoop {
                 return;
             }
         }
+        self.after_run(delivery, run, None).await;
         delivery.ack().await;
         self.counts.count(RunOutcome::Ok);
         outcome("ok", None);
+    }
+
+    /// Records a run that does not run (any further) as `skipped` or `cancelled`, then acks.
+    async fn record_and_ack(
+        &self,
+        delivery: &Delivery,
+        run: Option<&RunState>,
+        status: RunStatus,
+        reason: &str,
+    ) {
+        if let Some(run) = run {
+            let record = RunRecord::now(status, Some(reason.to_owned()));
+            let write =
+                run.store
+                    .put_until(&run.run_key, &record, Lifetime::Retention, run.deadline());
+            if let Err(error) = self.keep_alive(delivery, write).await {
+                // Acked all the same: the run has no effect left to repeat.
+                log!(delivery, warn, %error, status = status.as_str(), "the run's record cannot be stored");
+                self.record_failed(if status == RunStatus::Skipped {
+                    "skipped_run"
+                } else {
+                    "cancelled_run"
+                });
+            }
+        }
+        log!(
+            delivery,
+            info,
+            reason,
+            status = status.as_str(),
+            "the run ends without running further"
+        );
+        let why = format!("{}: {reason}", status.as_str());
+        self.after_run(delivery, run, Some(&why)).await;
+        delivery.ack().await;
+        if status == RunStatus::Skipped {
+            self.counts.count(RunOutcome::Skipped);
+            outcome("skipped", Some(reason));
+        } else {
+            self.counts.count(RunOutcome::Cancelled);
+            outcome("cancelled", Some(reason));
+        }
     }
 
     fn record_failed(&self, kind: &'static str) {
@@ -230,6 +286,12 @@ impl FunctionLoop {
                 self.record_failed("dead_lettered_run");
             }
         }
+        let why = format!(
+            "dead-lettered ({}): {}",
+            reason.as_str(),
+            dead_letter::one_line(error)
+        );
+        self.after_run(delivery, run, Some(&why)).await;
         delivery.term(reason.as_str()).await;
         self.call_on_failure(delivery, run, reason, error, attempts, step)
             .await;

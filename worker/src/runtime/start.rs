@@ -236,6 +236,31 @@ impl WorkerBuilder {
             };
             consumers.push(consumer);
         }
+        if let Some(kv) = shared.runs.as_ref().and_then(RunStore::kv) {
+            crate::wait::matcher::Matcher::start(client.clone(), kv.clone(), stop.clone());
+            for function in &functions {
+                let follow = Arc::clone(&function.cancelled).follow(
+                    kv.clone(),
+                    Arc::clone(&function.function.id),
+                    stop.clone(),
+                );
+                loops.push(follow.await);
+            }
+        }
+        for function in &functions {
+            let Some(()) = schedule(
+                &client,
+                &readiness,
+                &stop,
+                function,
+                schedules,
+                schedules_ttl,
+            )
+            .await?
+            else {
+                return Err(WorkerError::Stopped);
+            };
+        }
         loops.push(tokio::spawn(crate::telemetry::poll_stats(
             functions
                 .iter()
@@ -267,4 +292,78 @@ impl WorkerBuilder {
             grace: self.shutdown_grace,
         })
     }
+}
+
+/// Puts a function's cron schedules in place (protocol section 8), waiting out a cluster
+/// that cannot answer; warns about schedules an earlier version left.
+async fn schedule(
+    client: &herald::Client,
+    readiness: &Readiness,
+    stop: &CancellationToken,
+    function: &FunctionLoop,
+    schedules: bool,
+    ttl_never: bool,
+) -> Result<Option<()>, WorkerError> {
+    use crate::cron::ScheduleError;
+    use crate::cron::reconcile::{self, Reconciled};
+    let id = &function.function.id;
+    let crons = &function.function.crons;
+    if crons.is_empty() {
+        return Ok(Some(()));
+    }
+    let events = client.namespace().events_stream();
+    let nats = |source: async_nats::Error| ScheduleError::Nats {
+        function: id.to_string(),
+        source,
+    };
+    for trigger in crons {
+        if !schedules {
+            return Err(ScheduleError::Refused {
+                function: id.to_string(),
+                pattern: trigger.pattern().to_owned(),
+                zone: trigger.time_zone().unwrap_or("UTC").to_owned(),
+                reason: format!(
+                    "this nats-server ({}) has no scheduled messages",
+                    client.nats().server_info().version
+                ),
+            }
+            .into());
+        }
+        let what = format!("the cron schedule {:?} of function {id}", trigger.given());
+        let Some(done) = patiently(
+            readiness,
+            &what,
+            stop,
+            ScheduleError::is_transient,
+            || async {
+                let stream = client
+                    .jetstream()
+                    .get_stream(&events)
+                    .await
+                    .map_err(|e| nats(e.into()))?;
+                reconcile::reconcile(client, &stream, id, trigger, ttl_never).await
+            },
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        let next = trigger
+            .next_after(chrono::Utc::now())
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        tracing::info!(function = %id, cron = trigger.given(), zone = trigger.time_zone().unwrap_or("UTC"),
+            written = done == Reconciled::Written, next = %next, "cron schedule in place");
+    }
+    let stale = async {
+        let stream = client.jetstream().get_stream(&events).await?;
+        reconcile::stale(client, &stream, id, crons).await
+    };
+    match stale.await {
+        Ok(stale) if !stale.is_empty() => tracing::warn!(function = %id, schedules = ?stale,
+            "cron schedules of an earlier version of this function still fire; remove each with `herald schedules delete {id} <cron-id>` once no replica runs that version"),
+        Ok(_) => {}
+        Err(error) => tracing::debug!(%error, "could not list the function's cron schedules"),
+    }
+    Ok(Some(()))
 }

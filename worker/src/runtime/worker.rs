@@ -43,6 +43,9 @@ pub enum WorkerError {
     /// A function was described wrongly (an invalid id or trigger, a bad setting).
     #[error(transparent)]
     Function(#[from] crate::FunctionError),
+    /// A function's cron schedule could not be put in place.
+    #[error(transparent)]
+    Schedule(#[from] crate::cron::ScheduleError),
     /// A function's consumer could not be created or updated.
     #[error("cannot create or update the consumer of function {function}: {source}")]
     Consumer {

@@ -1,0 +1,5 @@
+//! Flow control evaluated by a function's own worker before its handler runs.
+
+pub(crate) mod debounce;
+
+pub use debounce::{HEADER_FIRST, HEADER_KEY, HEADER_SEQ, key_token, schedule_subject};

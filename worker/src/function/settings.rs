@@ -1,0 +1,72 @@
+//! A function's settings and their defaults.
+
+use std::time::{Duration, SystemTime};
+
+use crate::backoff::Backoff;
+
+/// Where a new function's consumer starts reading the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartFrom {
+    /// Only events published after the consumer is created (default).
+    #[default]
+    New,
+    /// Every event still retained in the log (backfill).
+    All,
+    /// Events published at or after this time.
+    Time(SystemTime),
+}
+
+/// A function's settings; defaults as in the architecture's defaults table.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) attempts: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) timeout: Duration,
+    pub(crate) ack_wait: Duration,
+    pub(crate) concurrency: usize,
+    pub(crate) max_ack_pending: Option<i64>,
+    pub(crate) start: StartFrom,
+    pub(crate) idempotent: bool,
+    pub(crate) max_step_output: usize,
+    pub(crate) overlap: Overlap,
+    pub(crate) debounce: Option<crate::flow::debounce::Debounce>,
+    /// Set by `debounce_timeout`, checked against `debounce`.
+    pub(crate) debounce_timeout: Option<Duration>,
+    pub(crate) cancel_on: Vec<crate::wait::cancel_on::CancelOn>,
+    pub(crate) start_timeout: Option<Duration>,
+    pub(crate) finish_timeout: Option<Duration>,
+}
+
+/// What a cron tick does while the previous tick of the same trigger still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overlap {
+    /// The tick is skipped: recorded `skipped` (reason `overlap`) without running (default).
+    #[default]
+    Skip,
+    /// The tick runs alongside.
+    Allow,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            attempts: 5,
+            backoff: Backoff::default(),
+            timeout: Duration::from_secs(300),
+            ack_wait: Duration::from_secs(30),
+            concurrency: 16,
+            max_ack_pending: None,
+            start: StartFrom::New,
+            idempotent: true,
+            max_step_output: 256 * 1024,
+            overlap: Overlap::Skip,
+            debounce: None,
+            debounce_timeout: None,
+            cancel_on: Vec::new(),
+            start_timeout: None,
+            finish_timeout: None,
+        }
+    }
+}
