@@ -185,7 +185,6 @@ async fn publish_invalid(client: &Client, k: u64) -> Result<u64, String> {
         header::TIME,
         headers::format_time(SystemTime::now()).as_str(),
     );
-    map.insert(header::DATA_CONTENT_TYPE, header::JSON_CONTENT_TYPE);
     map.insert(header::NATS_MSG_ID, id.as_str());
     let subject = client.namespace().event_subject(event_type);
     let ack = client

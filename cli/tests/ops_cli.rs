@@ -150,6 +150,13 @@ async fn functions_events_and_a_replay_that_only_one_function_sees() {
     assert_eq!(lines.len(), 4);
     assert_eq!(lines[0]["type"], "test.order");
     assert_eq!(lines[0]["data"]["n"], 1);
+    // Published without `ce-time`: the time is the UUIDv7 id's.
+    let time = lines[0]["time"].as_str().unwrap_or_default();
+    assert!(
+        time.as_bytes().get(10) == Some(&b'T') && time.ends_with('Z'),
+        "{}",
+        lines[0]
+    );
 
     let functions = herald(&url, &["functions", "--json"]);
     assert!(functions.status.success(), "{}", text(&functions));

@@ -3,14 +3,16 @@
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use async_nats::HeaderMap;
-use async_nats::header::HeaderName;
+use async_nats::header::{HeaderName, HeaderValue};
 use async_nats::jetstream::{self, context::PublishErrorKind};
+use async_nats::{HeaderMap, Subject};
 use parking_lot::RwLock;
 
 use crate::headers;
@@ -19,7 +21,7 @@ use crate::provision::{
     ProvisionError, ProvisionOptions, ProvisionReport, ServerFeatures, StreamSettings, provision,
 };
 use crate::registry::{Registry, RegistryError};
-use crate::schema::{CompiledSchema, SchemaCompileError, Violation};
+use crate::schema::{CompiledSchema, SchemaCompileError, SerializeError, Violation};
 use crate::{Event, trace};
 
 /// How to log in to NATS.
@@ -269,11 +271,13 @@ impl ConnectOptions {
                 nats,
                 jetstream,
                 namespace,
+                source_header: HeaderValue::from(headers::encode_value(&source).into_owned()),
+                spec_version_header: HeaderValue::from(headers::SPEC_VERSION_VALUE),
                 source,
                 validate: self.validate,
                 max_pending_acks: self.max_pending_acks,
                 streams: self.streams,
-                by_rust_type: RwLock::new(HashMap::new()),
+                by_rust_type: RwLock::new(HashMap::default()),
                 by_event_type: RwLock::new(HashMap::new()),
                 use_registry: self.use_registry,
                 registry: tokio::sync::OnceCell::new(),
@@ -506,10 +510,12 @@ fn list_violations(violations: &[Violation]) -> String {
 pub struct PublishOptions {
     /// A caller-chosen event id (idempotency key), 1 to 256 printable ASCII characters.
     /// Publishing the same id again within the duplicate window is reported as a duplicate.
+    /// An event with a chosen id carries `ce-time` (default now).
     pub id: Option<String>,
     /// `ce-subject`: the entity the event is about (overrides `#[event(subject)]`).
     pub subject: Option<String>,
-    /// `ce-time`: when it happened (default now).
+    /// `ce-time`: when it happened. Without it (and without `id`) no `ce-time` is written:
+    /// the event happened when its UUIDv7 id was made, now.
     pub time: Option<SystemTime>,
     /// Validate against the schema: overrides the client's setting for this publish.
     pub validate: Option<bool>,
@@ -535,7 +541,6 @@ pub struct PublishAck {
 pub struct PendingAck {
     ack: jetstream::context::PublishAckFuture,
     event_type: opentelemetry::StringValue,
-    subject: String,
     event_id: String,
     client: Arc<Inner>,
 }
@@ -543,7 +548,7 @@ pub struct PendingAck {
 impl std::fmt::Debug for PendingAck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingAck")
-            .field("subject", &self.subject)
+            .field("event_type", &self.event_type.as_str())
             .field("event_id", &self.event_id)
             .finish_non_exhaustive()
     }
@@ -564,7 +569,6 @@ impl IntoFuture for PendingAck {
         AckFuture {
             ack: self.ack.into_future(),
             event_type: self.event_type,
-            subject: self.subject,
             event_id: self.event_id,
             client: self.client,
         }
@@ -576,7 +580,6 @@ impl IntoFuture for PendingAck {
 pub struct AckFuture {
     ack: <jetstream::context::PublishAckFuture as IntoFuture>::IntoFuture,
     event_type: opentelemetry::StringValue,
-    subject: String,
     event_id: String,
     client: Arc<Inner>,
 }
@@ -584,7 +587,7 @@ pub struct AckFuture {
 impl std::fmt::Debug for AckFuture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AckFuture")
-            .field("subject", &self.subject)
+            .field("event_type", &self.event_type.as_str())
             .field("event_id", &self.event_id)
             .finish_non_exhaustive()
     }
@@ -620,7 +623,10 @@ impl Future for AckFuture {
             }),
             Err(error) => Err(map_publish_error(
                 error,
-                std::mem::take(&mut self.subject),
+                // Built only for the error: the event's subject.
+                self.client
+                    .namespace
+                    .event_subject(self.event_type.as_str()),
                 event_id,
                 &self.client.nats,
                 "",
@@ -664,10 +670,14 @@ struct Inner {
     jetstream: jetstream::Context,
     namespace: Namespace,
     source: String,
+    /// `source` as the `ce-source` header value (percent-encoded once).
+    source_header: HeaderValue,
+    /// The `ce-specversion` header value.
+    spec_version_header: HeaderValue,
     validate: bool,
     max_pending_acks: usize,
     streams: StreamSettings,
-    by_rust_type: RwLock<HashMap<TypeId, Arc<Known>>>,
+    by_rust_type: RwLock<HashMap<TypeId, Arc<TypeEntry>, BuildHasherDefault<TypeIdHasher>>>,
     by_event_type: RwLock<HashMap<String, Arc<Known>>>,
     use_registry: bool,
     registry: tokio::sync::OnceCell<Registry>,
@@ -678,6 +688,119 @@ struct Inner {
 struct Known {
     schema: Arc<CompiledSchema>,
     data_schema: Option<String>,
+}
+
+impl Known {
+    /// The `ce-dataschema` header value, if the registry names the version.
+    fn data_schema_header(&self) -> Option<HeaderValue> {
+        self.data_schema.clone().map(HeaderValue::from)
+    }
+}
+
+/// What a client keeps per Rust event type, so that a publish formats and looks up nothing
+/// it already knows.
+struct TypeEntry {
+    /// `ns.events.T`, interned ([`interned_subject`]).
+    subject: &'static str,
+    /// `T` as the `ce-type` header value.
+    type_header: HeaderValue,
+    /// The `ce-dataschema` header value, once `known` is set and names a version.
+    data_schema_header: std::sync::OnceLock<Option<HeaderValue>>,
+    /// The length of the last payload of the type: the next one is serialised into a
+    /// buffer of that size, which fits events of one size without growing.
+    last_payload_len: AtomicUsize,
+    /// The schema, compiled (and registered, with the registry) on the first validated
+    /// publish; a failure leaves it unset for the next publish to try again.
+    known: tokio::sync::OnceCell<Arc<Known>>,
+}
+
+/// `subject` as a `&'static str`, kept once per process for every client that publishes
+/// to it. async-nats takes a subject by reference and clones it; a static one is cloned
+/// without copying the bytes or touching a reference count that the connection's thread
+/// also touches when it drops the subject. Only the subjects of typed events (`ns.events.T`
+/// of a Rust type `T`) are interned, so there are as many as the program has event types
+/// per namespace.
+fn interned_subject(subject: String) -> &'static str {
+    static SUBJECTS: std::sync::OnceLock<
+        parking_lot::Mutex<std::collections::HashSet<&'static str>>,
+    > = std::sync::OnceLock::new();
+    let mut subjects = SUBJECTS.get_or_init(Default::default).lock();
+    if let Some(interned) = subjects.get(subject.as_str()) {
+        return interned;
+    }
+    let interned: &'static str = Box::leak(subject.into_boxed_str());
+    subjects.insert(interned);
+    interned
+}
+
+/// An event about to be sent: what its subject and headers are made of, besides what each
+/// publish adds (id, time, trace context).
+struct Outgoing {
+    /// The event type (also the `event_type` of the published-events counter).
+    event_type: opentelemetry::StringValue,
+    subject: Subject,
+    /// `ce-type`.
+    type_header: HeaderValue,
+    /// `ce-subject` from the event (`PublishOptions::subject` overrides it), not encoded.
+    ce_subject: Option<String>,
+    /// `ce-dataschema`.
+    data_schema: Option<HeaderValue>,
+}
+
+/// A `TypeId` is already a hash of the type: hashing it again (SipHash) would cost more
+/// than the rest of a map lookup.
+#[derive(Default)]
+struct TypeIdHasher(u64);
+
+impl Hasher for TypeIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 ^= value;
+    }
+}
+
+/// The envelope header names, built once (protocol section 4).
+mod header_names {
+    use async_nats::header::HeaderName;
+
+    use crate::headers;
+
+    pub(super) const SPEC_VERSION: HeaderName = HeaderName::from_static(headers::SPEC_VERSION);
+    pub(super) const ID: HeaderName = HeaderName::from_static(headers::ID);
+    pub(super) const TYPE: HeaderName = HeaderName::from_static(headers::TYPE);
+    pub(super) const SOURCE: HeaderName = HeaderName::from_static(headers::SOURCE);
+    pub(super) const TIME: HeaderName = HeaderName::from_static(headers::TIME);
+    pub(super) const DATA_SCHEMA: HeaderName = HeaderName::from_static(headers::DATA_SCHEMA);
+    pub(super) const SUBJECT: HeaderName = HeaderName::from_static(headers::SUBJECT);
+    pub(super) const NATS_MSG_ID: HeaderName = HeaderName::from_static(headers::NATS_MSG_ID);
+    pub(super) const TRACEPARENT: HeaderName = HeaderName::from_static(headers::TRACEPARENT);
+    pub(super) const TRACESTATE: HeaderName = HeaderName::from_static(headers::TRACESTATE);
+}
+
+/// A new event id: a UUIDv7, hyphenated, lower case.
+fn new_event_id() -> String {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut buffer)
+        .to_owned()
+}
+
+/// `value` percent-encoded for a header, reusing its allocation when nothing needs encoding.
+fn encoded_header_value(value: String) -> String {
+    match headers::encode_value(&value) {
+        std::borrow::Cow::Owned(encoded) => encoded,
+        std::borrow::Cow::Borrowed(_) => value,
+    }
 }
 
 /// A connection to NATS for one namespace: provisions it and publishes events. Cheap to
@@ -821,7 +944,8 @@ impl Client {
     /// Makes the schema of `E` known for untyped publishing of its type (and registers it,
     /// when the client uses the registry).
     pub async fn add_local_schema<E: Event>(&self) -> Result<(), PublishError> {
-        self.known::<E>().await.map(drop)
+        let entry = self.type_entry::<E>();
+        self.known::<E>(&entry).await.map(drop)
     }
 
     /// The namespace's schema registry (opened once per client).
@@ -838,37 +962,54 @@ impl Client {
             .await
     }
 
-    async fn known<E: Event>(&self) -> Result<Arc<Known>, PublishError> {
+    /// This client's entry for the Rust type `E`, created on first use.
+    fn type_entry<E: Event>(&self) -> Arc<TypeEntry> {
         let key = TypeId::of::<E>();
-        if let Some(known) = self.inner.by_rust_type.read().get(&key) {
-            return Ok(Arc::clone(known));
+        if let Some(entry) = self.inner.by_rust_type.read().get(&key) {
+            return Arc::clone(entry);
         }
-        let schema = Arc::new(CompiledSchema::of::<E>()?);
-        let data_schema = if self.inner.use_registry {
-            let registry = self.registry().await?;
-            Some(
-                registry
-                    .register(E::TYPE, schema.schema())
-                    .await?
-                    .data_schema,
-            )
-        } else {
-            None
-        };
-        let known = Arc::new(Known {
-            schema,
-            data_schema,
+        let entry = Arc::new(TypeEntry {
+            subject: interned_subject(self.inner.namespace.event_subject(E::TYPE)),
+            type_header: HeaderValue::from(E::TYPE),
+            data_schema_header: std::sync::OnceLock::new(),
+            last_payload_len: AtomicUsize::new(256),
+            known: tokio::sync::OnceCell::new(),
         });
-        self.inner
-            .by_rust_type
-            .write()
-            .insert(key, Arc::clone(&known));
-        self.inner
-            .by_event_type
-            .write()
-            .entry(E::TYPE.to_owned())
-            .or_insert_with(|| Arc::clone(&known));
-        Ok(known)
+        Arc::clone(self.inner.by_rust_type.write().entry(key).or_insert(entry))
+    }
+
+    /// The schema of `E`: compiled (and registered, with the registry) once.
+    async fn known<'e, E: Event>(
+        &self,
+        entry: &'e TypeEntry,
+    ) -> Result<&'e Arc<Known>, PublishError> {
+        entry
+            .known
+            .get_or_try_init(|| async {
+                let schema = Arc::new(CompiledSchema::of::<E>()?);
+                let data_schema = if self.inner.use_registry {
+                    let registry = self.registry().await?;
+                    Some(
+                        registry
+                            .register(E::TYPE, schema.schema())
+                            .await?
+                            .data_schema,
+                    )
+                } else {
+                    None
+                };
+                let known = Arc::new(Known {
+                    schema,
+                    data_schema,
+                });
+                self.inner
+                    .by_event_type
+                    .write()
+                    .entry(E::TYPE.to_owned())
+                    .or_insert_with(|| Arc::clone(&known));
+                Ok(known)
+            })
+            .await
     }
 
     /// The schema for untyped publishing of `event_type`: a local one, else (with the
@@ -913,32 +1054,57 @@ impl Client {
         event: &E,
         options: PublishOptions,
     ) -> Result<PendingAck, PublishError> {
-        let serialize_error = |source| PublishError::Serialize {
-            event_type: E::TYPE.to_owned(),
-            source,
+        let entry = self.type_entry::<E>();
+        let known = if !options.validate.unwrap_or(self.inner.validate) {
+            None
+        } else if let Some(known) = entry.known.get() {
+            Some(known)
+        } else {
+            Some(self.known::<E>(&entry).await?)
         };
-        let mut data_schema = None;
-        let payload = if options.validate.unwrap_or(self.inner.validate) {
-            let known = self.known::<E>().await?;
-            let value = serde_json::to_value(event).map_err(serialize_error)?;
-            data_schema.clone_from(&known.data_schema);
-            known.schema.validate(&value).map_err(|violations| {
+        // Serialised once: the bytes validated are the bytes sent.
+        let mut payload = Vec::with_capacity(entry.last_payload_len.load(Ordering::Relaxed));
+        let serialized = match known {
+            Some(known) => known.schema.serialize_validated(event, &mut payload),
+            None => serde_json::to_writer(&mut payload, event).map_err(SerializeError::Json),
+        };
+        match serialized {
+            Ok(()) => {}
+            Err(SerializeError::Invalid(violations)) => {
                 self.count_invalid(E::TYPE.into());
-                PublishError::InvalidPayload {
+                return Err(PublishError::InvalidPayload {
                     event_type: E::TYPE.to_owned(),
                     violations,
-                }
-            })?;
-            serde_json::to_vec(&value).map_err(serialize_error)?
-        } else {
-            serde_json::to_vec(event).map_err(serialize_error)?
-        };
+                });
+            }
+            Err(SerializeError::Json(source)) => {
+                return Err(PublishError::Serialize {
+                    event_type: E::TYPE.to_owned(),
+                    source,
+                });
+            }
+        }
+        entry
+            .last_payload_len
+            .store(payload.len(), Ordering::Relaxed);
+        let data_schema = known.and_then(|known| {
+            entry
+                .data_schema_header
+                .get_or_init(|| known.data_schema_header())
+                .clone()
+        });
         let ce_subject = match &options.subject {
             Some(_) => None,
             None => event.ce_subject(),
         };
-        self.send(E::TYPE.into(), payload, options, ce_subject, data_schema)
-            .await
+        let event = Outgoing {
+            event_type: E::TYPE.into(),
+            subject: Subject::from_static(entry.subject),
+            type_header: entry.type_header.clone(),
+            ce_subject,
+            data_schema,
+        };
+        self.send(event, payload, options).await
     }
 
     /// Publishes an untyped JSON payload as an event of `event_type`. With validation on, the
@@ -971,57 +1137,73 @@ impl Client {
             event_type: event_type.to_string(),
             source,
         })?;
-        self.send(
-            event_type.to_string().into(),
-            payload,
-            options,
-            None,
-            data_schema,
-        )
-        .await
+        let subject = self.inner.namespace.event_subject(event_type.as_str());
+        let event = Outgoing {
+            event_type: event_type.to_string().into(),
+            subject: Subject::from(subject),
+            type_header: HeaderValue::from(event_type.as_str()),
+            ce_subject: None,
+            data_schema: data_schema.map(HeaderValue::from),
+        };
+        self.send(event, payload, options).await
     }
 
     async fn send(
         &self,
-        metric_type: opentelemetry::StringValue,
+        event: Outgoing,
         payload: Vec<u8>,
         options: PublishOptions,
-        ce_subject: Option<String>,
-        data_schema: Option<String>,
     ) -> Result<PendingAck, PublishError> {
+        use header_names as names;
+        let Outgoing {
+            event_type: metric_type,
+            subject,
+            type_header,
+            ce_subject,
+            data_schema,
+        } = event;
         let event_type = metric_type.as_str();
+        // `ce-time` only where the id does not say when the event happened: a UUIDv7 id
+        // made now does (protocol section 4).
+        let time = (options.id.is_some() || options.time.is_some())
+            .then(|| headers::format_time(options.time.unwrap_or_else(SystemTime::now)));
         let event_id = match options.id {
             Some(id) => {
                 check_event_id(&id)?;
                 id
             }
-            None => uuid::Uuid::now_v7().to_string(),
+            None => new_event_id(),
         };
-        let subject = self.inner.namespace.event_subject(event_type);
-        let time = headers::format_time(options.time.unwrap_or_else(SystemTime::now));
         let mut map = HeaderMap::new();
         let mut header_bytes = 0;
-        let mut put = |name: &'static str, value: &str| {
-            header_bytes += name.len() + value.len() + 4;
-            map.insert(HeaderName::from_static(name), value);
+        // `HeaderValue::from` checks a value for line breaks: the constant ones are built
+        // (and checked) once per client or type.
+        let mut put = |name: HeaderName, value: HeaderValue| {
+            header_bytes += AsRef::<str>::as_ref(&name).len() + value.as_str().len() + 4;
+            map.insert(name, value);
         };
-        put(headers::SPEC_VERSION, headers::SPEC_VERSION_VALUE);
-        put(headers::ID, &event_id);
-        put(headers::TYPE, event_type);
-        put(headers::SOURCE, &headers::encode_value(&self.inner.source));
-        put(headers::TIME, &time);
-        put(headers::DATA_CONTENT_TYPE, headers::JSON_CONTENT_TYPE);
-        if let Some(data_schema) = &data_schema {
-            put(headers::DATA_SCHEMA, data_schema);
+        let id_header = HeaderValue::from(event_id.clone());
+        put(names::SPEC_VERSION, self.inner.spec_version_header.clone());
+        put(names::ID, id_header.clone());
+        put(names::TYPE, type_header);
+        put(names::SOURCE, self.inner.source_header.clone());
+        if let Some(time) = time {
+            put(names::TIME, HeaderValue::from(time));
         }
-        if let Some(ce_subject) = options.subject.as_deref().or(ce_subject.as_deref()) {
-            put(headers::SUBJECT, &headers::encode_value(ce_subject));
+        if let Some(data_schema) = data_schema {
+            put(names::DATA_SCHEMA, data_schema);
         }
-        put(headers::NATS_MSG_ID, &event_id);
+        if let Some(ce_subject) = options.subject.or(ce_subject) {
+            put(
+                names::SUBJECT,
+                HeaderValue::from(encoded_header_value(ce_subject)),
+            );
+        }
+        put(names::NATS_MSG_ID, id_header);
         if let Some((traceparent, tracestate)) = trace::current_trace_headers() {
-            put(headers::TRACEPARENT, &traceparent);
+            put(names::TRACEPARENT, HeaderValue::from(traceparent));
             if let Some(tracestate) = tracestate {
-                put(headers::TRACESTATE, &tracestate);
+                put(names::TRACESTATE, HeaderValue::from(tracestate));
             }
         }
         // "NATS/1.0\r\n" and the closing "\r\n". async-nats checks the limit before sending;
@@ -1039,14 +1221,13 @@ impl Client {
             Ok(ack) => Ok(PendingAck {
                 ack,
                 event_type: metric_type.clone(),
-                subject,
                 event_id,
                 client: Arc::clone(&self.inner),
             }),
             Err(error) => Err(
                 match map_publish_error(
                     error,
-                    subject,
+                    subject.to_string(),
                     event_id,
                     &self.inner.nats,
                     event_type,

@@ -1,7 +1,7 @@
 //! Envelope headers of protocol section 4: value encoding and time stamps. The header names
 //! are defined in [`crate::protocol::header`] and re-exported here.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use crate::protocol::header::{
     DATA_CONTENT_TYPE, DATA_SCHEMA, ID, JSON_CONTENT_TYPE, NATS_MSG_ID, SOURCE, SPEC_VERSION,
@@ -12,7 +12,9 @@ pub use crate::protocol::header::{
 /// everything outside printable ASCII become `%XX` (of the UTF-8 bytes).
 pub fn encode_value(value: &str) -> std::borrow::Cow<'_, str> {
     let needs = |b: u8| !(0x21..=0x7e).contains(&b) || b == b'"' || b == b'%';
-    if !value.bytes().any(needs) {
+    // Without an early exit the check runs over many bytes at once: values are short and
+    // almost always need nothing.
+    if !value.bytes().fold(false, |found, b| found | needs(b)) {
         return std::borrow::Cow::Borrowed(value);
     }
     let mut out = String::with_capacity(value.len() + 8);
@@ -67,10 +69,52 @@ pub fn decode_value(value: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The time a UUIDv7 event id was made, to the millisecond: when an event published without
+/// `ce-time` happened (protocol section 4). `None` for any other id: one that is not a UUID
+/// in its hyphenated form (36 characters), or a UUID of another version or variant (the
+/// 15th character is `7`, the 20th one of `89ab`).
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+///
+/// let id = "0193f0e2-7c2e-7a1c-9f0e-2b3c4d5e6f70"; // a UUIDv7
+/// let time = herald::headers::time_of_event_id(id).unwrap();
+/// assert_eq!(time, UNIX_EPOCH + Duration::from_millis(0x0193_f0e2_7c2e));
+/// assert_eq!(herald::headers::time_of_event_id("signup-42"), None);
+/// ```
+pub fn time_of_event_id(event_id: &str) -> Option<SystemTime> {
+    // The hyphenated form only, as readers in other languages check it (protocol section 4).
+    if event_id.len() != 36 {
+        return None;
+    }
+    let id = uuid::Uuid::try_parse(event_id).ok()?;
+    if id.get_version_num() != 7 || id.get_variant() != uuid::Variant::RFC4122 {
+        return None;
+    }
+    let (seconds, nanoseconds) = id.get_timestamp()?.to_unix();
+    Some(UNIX_EPOCH + Duration::new(seconds, nanoseconds))
+}
+
+/// When an event happened, as every reader tells it (protocol section 4): its `ce-time`,
+/// else the time its UUIDv7 `ce-id` was made ([`time_of_event_id`], written as
+/// [`format_time`] writes); `None` for an event with neither.
+///
+/// ```
+/// use herald::headers::event_time;
+///
+/// let id = "0193f0e2-7c2e-7a1c-9f0e-2b3c4d5e6f70"; // a UUIDv7
+/// assert_eq!(event_time(None, id).as_deref(), Some("2024-12-23T00:19:55.054000Z"));
+/// let chosen = Some("2026-11-25T08:00:00Z".to_owned());
+/// assert_eq!(event_time(chosen, id).as_deref(), Some("2026-11-25T08:00:00Z"));
+/// assert_eq!(event_time(None, "signup-42"), None);
+/// ```
+pub fn event_time(ce_time: Option<String>, ce_id: &str) -> Option<String> {
+    ce_time.or_else(|| time_of_event_id(ce_id).map(format_time))
+}
+
 /// Formats a time as RFC 3339 UTC with microseconds: `2026-11-25T07:30:00.123456Z`.
 pub fn format_time(time: SystemTime) -> String {
     use std::cell::RefCell;
-    use std::fmt::Write as _;
     thread_local! {
         // The formatted date and time of the last second seen on this thread: events
         // published within one second share it.
@@ -86,7 +130,11 @@ pub fn format_time(time: SystemTime) -> String {
         }
         let mut out = String::with_capacity(27);
         out.push_str(&last.1);
-        let _ = write!(out, ".{micros:06}Z");
+        out.push('.');
+        for divisor in [100_000, 10_000, 1_000, 100, 10, 1] {
+            out.push(char::from(b'0' + (micros / divisor % 10) as u8));
+        }
+        out.push('Z');
         out
     })
 }
@@ -149,6 +197,25 @@ mod tests {
             decode_value(&encode_text("50% é")).as_deref(),
             Some("50% é")
         );
+    }
+
+    #[test]
+    fn only_uuid_v7_ids_tell_a_time() {
+        let before = SystemTime::now() - Duration::from_millis(1);
+        let id = uuid::Uuid::now_v7().to_string();
+        let time = time_of_event_id(&id).unwrap();
+        assert!(time >= before && time <= SystemTime::now(), "{id}");
+        assert_eq!(time_of_event_id(&uuid::Uuid::new_v4().to_string()), None);
+        assert_eq!(time_of_event_id("signup-42"), None);
+        assert_eq!(time_of_event_id(""), None);
+        // Only the hyphenated form, as other languages' readers check it.
+        let simple = uuid::Uuid::parse_str(&id).unwrap().simple().to_string();
+        assert_eq!(time_of_event_id(&simple), None);
+        assert_eq!(time_of_event_id(&id.to_uppercase()), Some(time));
+        // Version 7 of another variant (the 20th character not one of `89ab`).
+        let mut other_variant = id;
+        other_variant.replace_range(19..20, "c");
+        assert_eq!(time_of_event_id(&other_variant), None);
     }
 
     #[test]

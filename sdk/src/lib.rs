@@ -50,6 +50,7 @@ mod client;
 pub mod compat;
 mod event;
 pub mod headers;
+mod json_view;
 mod names;
 pub mod protocol;
 mod provision;

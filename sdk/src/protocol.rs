@@ -150,9 +150,13 @@ pub mod header {
     pub const TYPE: &str = "ce-type";
     /// `ce-source`: URI-reference of the producer.
     pub const SOURCE: &str = "ce-source";
-    /// `ce-time`: RFC 3339 UTC time of the occurrence.
+    /// `ce-time`: RFC 3339 UTC time of the occurrence, written when the publisher chose the
+    /// id or the time; without it, a UUIDv7 `ce-id` tells the time
+    /// ([`time_of_event_id`](crate::headers::time_of_event_id)).
     pub const TIME: &str = "ce-time";
-    /// `ce-datacontenttype`: [`JSON_CONTENT_TYPE`].
+    /// `ce-datacontenttype`. Not written: an event without it carries JSON
+    /// ([`JSON_CONTENT_TYPE`]), the only data of protocol version 1. Events stored by older
+    /// SDKs carry it with that value; readers accept both.
     pub const DATA_CONTENT_TYPE: &str = "ce-datacontenttype";
     /// `ce-dataschema`: `urn:ns:schema:T:N` (see [`super::data_schema_urn`]).
     pub const DATA_SCHEMA: &str = "ce-dataschema";
@@ -210,7 +214,8 @@ pub mod header {
 
     /// The CloudEvents version Herald writes in [`SPEC_VERSION`].
     pub const SPEC_VERSION_VALUE: &str = "1.0";
-    /// The only data content type of protocol version 1.
+    /// The only data content type of protocol version 1, meant when [`DATA_CONTENT_TYPE`]
+    /// is absent.
     pub const JSON_CONTENT_TYPE: &str = "application/json";
     /// The `content-type` of a structured-mode CloudEvent.
     pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";

@@ -8,6 +8,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::Event;
+use crate::json_view::{JsonTape, RecordError, TapeJson, record, scratch};
 
 /// The JSON Schema (draft 2020-12) of `E`, describing what `E` accepts when deserialising.
 pub fn schema_for<E: schemars::JsonSchema + ?Sized>() -> Value {
@@ -90,6 +91,9 @@ pub struct CompiledSchema {
     event_type: String,
     schema: Value,
     validator: jsonschema::Validator,
+    /// The same schema for JSON text read in place ([`CompiledSchema::validate_json`]);
+    /// `None` where this build cannot read text that way.
+    text_validator: Option<jsonschema::Validator<TapeJson>>,
 }
 
 impl fmt::Debug for CompiledSchema {
@@ -111,10 +115,18 @@ impl CompiledSchema {
                 event_type: event_type.to_owned(),
                 reason: error.to_string(),
             })?;
+        // Compiles wherever the first did (same schema, same options); if it ever did not,
+        // text is validated through `serde_json::Value` instead.
+        let text_validator = jsonschema::options_for::<TapeJson>()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&schema)
+            .ok();
         Ok(CompiledSchema {
             event_type: event_type.to_owned(),
             schema,
             validator,
+            text_validator,
         })
     }
 
@@ -147,6 +159,94 @@ impl CompiledSchema {
             })
             .collect())
     }
+}
+
+impl CompiledSchema {
+    /// [`validate`](Self::validate) for JSON text: `Ok` if `payload` is valid, else every
+    /// violation with its JSON path (text that is not JSON is one violation at `$`).
+    ///
+    /// The text is read once into a tree whose strings borrow from it, a fraction of the
+    /// cost of building a `serde_json::Value`; only an invalid payload is parsed again, into
+    /// a `Value`, to collect its violations.
+    pub fn validate_json(&self, payload: &[u8]) -> Result<(), Vec<Violation>> {
+        if let Some(text_validator) = &self.text_validator
+            && let Ok(tape) = JsonTape::parse(payload, scratch::take())
+        {
+            let valid = text_validator.is_valid(tape.root());
+            scratch::give_back(tape.into_nodes());
+            if valid {
+                return Ok(());
+            }
+        }
+        let value: Value = serde_json::from_slice(payload).map_err(|error| {
+            vec![Violation {
+                path: "$".to_owned(),
+                message: format!("not JSON: {error}"),
+            }]
+        })?;
+        self.validate(&value)
+    }
+
+    /// Serialises `value` as compact JSON, appending to `out` exactly the bytes
+    /// `serde_json::to_writer` writes, and validates them: what a publish does.
+    ///
+    /// The serialiser notes each value as it writes it, so the bytes are validated without
+    /// being parsed or turned into a `serde_json::Value` (values it does not follow, such as
+    /// raw JSON, are parsed instead); only an invalid payload is parsed into a `Value`, to
+    /// collect its violations. On [`SerializeError::Invalid`], `out` holds the invalid JSON.
+    pub fn serialize_validated<T: serde::Serialize + ?Sized>(
+        &self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SerializeError> {
+        let start = out.len();
+        let Some(text_validator) = &self.text_validator else {
+            serde_json::to_writer(&mut *out, value).map_err(SerializeError::Json)?;
+            return self
+                .validate_json(&out[start..])
+                .map_err(SerializeError::Invalid);
+        };
+        let valid = match record(value, out, scratch::take()) {
+            Ok(tape) => {
+                let valid = text_validator.is_valid(tape.root());
+                scratch::give_back(tape.into_nodes());
+                valid
+            }
+            Err(RecordError::Serialize(error)) => return Err(SerializeError::Json(error)),
+            // What the recorder does not follow (raw JSON, say) is read from the bytes.
+            Err(RecordError::NotFollowed(_)) => {
+                return self
+                    .validate_json(&out[start..])
+                    .map_err(SerializeError::Invalid);
+            }
+        };
+        if valid {
+            return Ok(());
+        }
+        self.validate_json(&out[start..])
+            .map_err(SerializeError::Invalid)
+    }
+}
+
+/// Why [`CompiledSchema::serialize_validated`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SerializeError {
+    /// The value cannot be serialised to JSON (a map with non-string keys, a failing
+    /// `Serialize` implementation).
+    #[error("cannot be serialised to JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// The JSON breaks the schema: every violation, with its JSON path.
+    #[error("breaks its schema: {}", list(.0))]
+    Invalid(Vec<Violation>),
+}
+
+fn list(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Turns a JSON Pointer (`/items/2/id`) into a JSON path (`$.items[2].id`).
@@ -423,5 +523,26 @@ mod tests {
         let missing = compiled.validate(&json!({})).unwrap_err();
         assert_eq!(missing[0].path, "$");
         assert!(missing[0].message.contains("\"n\""), "{missing:?}");
+    }
+
+    #[test]
+    fn json_text_is_validated_like_values() {
+        let schema = json!({
+            "type": "object",
+            "properties": {"n": {"type": "integer"}, "items": {"type": "array", "items": {"type": "string"}}},
+            "required": ["n"]
+        });
+        let compiled = CompiledSchema::compile("t", schema).unwrap();
+        assert!(compiled.text_validator.is_some());
+        assert!(compiled.validate_json(br#"{"n":1,"items":["a"]}"#).is_ok());
+        let text = br#"{"n":"x","items":["a",3]}"#;
+        let from_text = compiled.validate_json(text).unwrap_err();
+        let from_value = compiled
+            .validate(&serde_json::from_slice(text).unwrap())
+            .unwrap_err();
+        assert_eq!(from_text, from_value);
+        let not_json = compiled.validate_json(b"{\"n\":").unwrap_err();
+        assert_eq!(not_json[0].path, "$");
+        assert!(not_json[0].message.starts_with("not JSON"), "{not_json:?}");
     }
 }

@@ -94,12 +94,10 @@ async fn every_envelope_header_is_set_with_exact_names_and_values() {
         names,
         [
             "Nats-Msg-Id",
-            "ce-datacontenttype",
             "ce-id",
             "ce-source",
             "ce-specversion",
             "ce-subject",
-            "ce-time",
             "ce-type",
             "traceparent"
         ]
@@ -107,19 +105,18 @@ async fn every_envelope_header_is_set_with_exact_names_and_values() {
     assert_eq!(headers["ce-specversion"], "1.0");
     assert_eq!(headers["ce-type"], "user.signup");
     assert_eq!(headers["ce-source"], "urn:herald:service:tests");
-    assert_eq!(headers["ce-datacontenttype"], "application/json");
+    // Not written: an event without it is JSON (protocol section 4).
+    assert!(!headers.contains_key("ce-datacontenttype"));
     assert_eq!(headers["ce-subject"], "user-1");
     assert_eq!(headers["ce-id"], ack.event_id);
     assert_eq!(headers["Nats-Msg-Id"], ack.event_id);
     let id = uuid::Uuid::parse_str(&headers["ce-id"]).unwrap();
     assert_eq!(id.get_version_num(), 7, "ce-id is a UUIDv7");
 
-    // RFC 3339 UTC, microseconds, within this test's run time.
-    let time = &headers["ce-time"];
-    assert_eq!(time.len(), "2026-11-25T07:30:00.123456Z".len(), "{time}");
-    assert!(time.ends_with('Z') && time.as_bytes()[10] == b'T', "{time}");
-    assert!(time.as_str() >= herald::headers::format_time(before).as_str());
-    assert!(time.as_str() <= herald::headers::format_time(SystemTime::now()).as_str());
+    // No `ce-time`: the UUIDv7 id tells when the event happened, to the millisecond.
+    let time = herald::headers::time_of_event_id(&headers["ce-id"]).unwrap();
+    let millisecond = Duration::from_millis(1);
+    assert!(time + millisecond >= before && time <= SystemTime::now());
 
     let traceparent = &headers["traceparent"];
     assert!(
@@ -133,6 +130,50 @@ async fn every_envelope_header_is_set_with_exact_names_and_values() {
         body,
         serde_json::json!({"user_id": "user-1", "email": "user1@example.com", "plan": null})
     );
+}
+
+#[tokio::test]
+async fn an_event_with_a_chosen_id_or_time_carries_ce_time() {
+    let nats = LocalNats::start().unwrap();
+    let client = provisioned(&nats).await;
+    let stream = client
+        .jetstream()
+        .get_stream("HERALD_EVENTS")
+        .await
+        .unwrap();
+    let before = SystemTime::now();
+    let chosen_id = PublishOptions {
+        id: Some("signup-7".into()),
+        ..Default::default()
+    };
+    let ack = client
+        .publish_with(&signup(7), chosen_id)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let headers = headers_of(&stream.get_raw_message(ack.sequence).await.unwrap());
+    // RFC 3339 UTC, microseconds, within this test's run time.
+    let time = &headers["ce-time"];
+    assert_eq!(time.len(), "2026-11-25T07:30:00.123456Z".len(), "{time}");
+    assert!(time.ends_with('Z') && time.as_bytes()[10] == b'T', "{time}");
+    assert!(time.as_str() >= herald::headers::format_time(before).as_str());
+    assert!(time.as_str() <= herald::headers::format_time(SystemTime::now()).as_str());
+
+    let yesterday = SystemTime::now() - Duration::from_secs(86_400);
+    let chosen_time = PublishOptions {
+        time: Some(yesterday),
+        ..Default::default()
+    };
+    let ack = client
+        .publish_with(&signup(8), chosen_time)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let headers = headers_of(&stream.get_raw_message(ack.sequence).await.unwrap());
+    assert_eq!(headers["ce-time"], herald::headers::format_time(yesterday));
+    assert!(uuid::Uuid::parse_str(&headers["ce-id"]).is_ok());
 }
 
 #[tokio::test]

@@ -33,6 +33,9 @@ pub struct DeadLetterEntry {
     pub event_type: String,
     /// `ce-id` of the event.
     pub event_id: String,
+    /// When the event happened: its `ce-time`, else the time its UUIDv7 `ce-id` was made
+    /// (protocol section 4); `None` for an event with neither.
+    pub event_time: Option<String>,
     /// Every header.
     pub headers: HeaderMap,
     /// The event's body.
@@ -111,6 +114,12 @@ fn entry(sequence: u64, headers: HeaderMap, payload: Bytes) -> DeadLetterEntry {
         time: text(&headers, DLQ_TIME),
         event_type: text(&headers, herald::headers::TYPE),
         event_id: text(&headers, herald::headers::ID),
+        event_time: herald::headers::event_time(
+            headers
+                .get(herald::headers::TIME)
+                .map(|time| time.as_str().to_owned()),
+            &text(&headers, herald::headers::ID),
+        ),
         headers,
         payload,
     }
@@ -273,5 +282,45 @@ impl DeadLetters {
             Err(error) if error.to_string().contains("no message found") => Ok(()),
             Err(error) => Err(dlq_error(format!("delete dead letter {sequence}"))(error)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dead_letter(event_headers: &[(&str, &str)]) -> DeadLetterEntry {
+        let mut headers = HeaderMap::new();
+        for (name, value) in event_headers {
+            headers.insert(*name, *value);
+        }
+        headers.insert(DLQ_FUNCTION, "billing");
+        headers.insert(DLQ_TIME, "2026-11-26T09:00:00.000000Z");
+        entry(7, headers, Bytes::from_static(b"{}"))
+    }
+
+    /// Events of current SDKs carry no `ce-time` (their UUIDv7 id tells it), older ones and
+    /// events with a chosen id do; a dead letter tells the event's time either way.
+    #[test]
+    fn a_dead_letter_tells_when_its_event_happened() {
+        // A UUIDv7 made at 2026-11-25T07:31:01.490Z.
+        let id = "01a2119d-74f2-7a1c-9f0e-2b3c4d5e6f70";
+        let current = dead_letter(&[("ce-id", id), ("ce-type", "order.placed")]);
+        assert_eq!(
+            current.event_time.as_deref(),
+            Some("2026-11-25T07:31:01.490000Z")
+        );
+        assert_eq!(current.time, "2026-11-26T09:00:00.000000Z");
+        let older = dead_letter(&[
+            ("ce-id", id),
+            ("ce-time", "2026-11-25T07:31:01.490068Z"),
+            ("ce-datacontenttype", "application/json"),
+        ]);
+        assert_eq!(
+            older.event_time.as_deref(),
+            Some("2026-11-25T07:31:01.490068Z")
+        );
+        let chosen = dead_letter(&[("ce-id", "signup-42")]);
+        assert_eq!(chosen.event_time, None);
     }
 }

@@ -30,7 +30,7 @@ impl Envelope {
     pub fn source(&self) -> &str {
         &self.meta.source
     }
-    /// `ce-time`, if given.
+    /// When the event happened: `ce-time`, else the time of its UUIDv7 id (RFC 3339 UTC).
     pub fn time(&self) -> Option<&str> {
         self.meta.time.as_deref()
     }
@@ -64,6 +64,11 @@ fn header(map: &HeaderMap, name: &str) -> Option<String> {
 /// Reads the envelope of a delivered message. Structured mode (`content-type:
 /// application/cloudevents+json`) is normalised into attributes and data. Returns the
 /// attributes, the data, or why the message cannot be read.
+///
+/// Events of both forms of protocol section 4 are read alike. Those stored by older SDKs
+/// carry `ce-datacontenttype: application/json` and `ce-time`; current ones carry neither
+/// unless the publisher chose the id or the time: data without a content type is JSON, and
+/// an event without `ce-time` happened when its UUIDv7 id was made.
 pub(crate) fn read(
     map: Option<&HeaderMap>,
     payload: &Bytes,
@@ -86,27 +91,29 @@ pub(crate) fn read(
             Some(data) => Bytes::from(serde_json::to_vec(&data).map_err(|e| e.to_string())?),
             None => Bytes::from_static(b"null"),
         };
-        let meta = EnvelopeMeta {
+        let mut meta = EnvelopeMeta {
             id: text(&body, "id").unwrap_or_else(|| format!("seq-{stream_sequence}")),
             event_type: text(&body, "type")
                 .or_else(|| subject.strip_prefix(events_prefix).map(str::to_owned))
                 .unwrap_or_default(),
             source: text(&body, "source").unwrap_or_default(),
-            time: text(&body, "time"),
+            time: None,
             subject: text(&body, "subject"),
             data_schema: text(&body, "dataschema"),
         };
+        meta.time = headers::event_time(text(&body, "time"), &meta.id);
         return Ok((meta, data));
     }
+    let id = header(map, headers::ID)
+        .or_else(|| header(map, headers::NATS_MSG_ID))
+        .unwrap_or_else(|| format!("seq-{stream_sequence}"));
     let meta = EnvelopeMeta {
-        id: header(map, headers::ID)
-            .or_else(|| header(map, headers::NATS_MSG_ID))
-            .unwrap_or_else(|| format!("seq-{stream_sequence}")),
+        time: headers::event_time(header(map, headers::TIME), &id),
+        id,
         event_type: header(map, headers::TYPE)
             .or_else(|| subject.strip_prefix(events_prefix).map(str::to_owned))
             .unwrap_or_default(),
         source: header(map, headers::SOURCE).unwrap_or_default(),
-        time: header(map, headers::TIME),
         subject: header(map, headers::SUBJECT),
         data_schema: header(map, headers::DATA_SCHEMA),
     };
@@ -136,6 +143,74 @@ mod tests {
         assert_eq!(meta.event_type, "user.signup");
         assert_eq!(meta.subject.as_deref(), Some("José"));
         assert_eq!(data, payload);
+    }
+
+    fn signup_headers(id: &str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", id),
+            ("ce-type", "user.signup"),
+            ("ce-source", "urn:herald:service:api"),
+            ("ce-subject", "user-1"),
+            ("Nats-Msg-Id", id),
+        ] {
+            map.insert(name, value);
+        }
+        map
+    }
+
+    fn read_signup(map: &HeaderMap) -> (EnvelopeMeta, Bytes) {
+        let payload = Bytes::from_static(b"{\"email\":\"a@b.c\"}");
+        read(
+            Some(map),
+            &payload,
+            "ns.events.user.signup",
+            "ns.events.",
+            3,
+        )
+        .unwrap()
+    }
+
+    /// Events stored by older SDKs carry `ce-datacontenttype: application/json` and
+    /// `ce-time`; current ones carry neither (their UUIDv7 id tells the time). Both read
+    /// the same.
+    #[test]
+    fn events_of_older_and_current_sdks_read_alike() {
+        // A UUIDv7 made at 2026-11-25T07:31:01.490Z.
+        let id = "01a2119d-74f2-7a1c-9f0e-2b3c4d5e6f70";
+        let current = signup_headers(id);
+        let mut older = current.clone();
+        older.insert("ce-datacontenttype", "application/json");
+        older.insert("ce-time", "2026-11-25T07:31:01.490000Z");
+        let ((current_meta, current_data), (older_meta, older_data)) =
+            (read_signup(&current), read_signup(&older));
+        assert_eq!(format!("{current_meta:?}"), format!("{older_meta:?}"));
+        assert_eq!(current_data, older_data);
+        assert_eq!(current_meta.id, id);
+        assert_eq!(current_meta.source, "urn:herald:service:api");
+        assert_eq!(
+            current_meta.time.as_deref(),
+            Some("2026-11-25T07:31:01.490000Z")
+        );
+        assert_eq!(current_meta.subject.as_deref(), Some("user-1"));
+    }
+
+    #[test]
+    fn ce_time_wins_and_other_ids_tell_no_time() {
+        let mut chosen = signup_headers("signup-42");
+        assert_eq!(read_signup(&chosen).0.time, None);
+        chosen.insert("ce-time", "2026-11-25T08:00:00Z");
+        assert_eq!(
+            read_signup(&chosen).0.time.as_deref(),
+            Some("2026-11-25T08:00:00Z")
+        );
+        let mut uuid_v7 = signup_headers("01a2119d-74f2-7a1c-9f0e-2b3c4d5e6f70");
+        uuid_v7.insert("ce-time", "2026-11-25T08:00:00Z");
+        assert_eq!(
+            read_signup(&uuid_v7).0.time.as_deref(),
+            Some("2026-11-25T08:00:00Z")
+        );
     }
 
     #[test]

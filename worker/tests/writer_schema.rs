@@ -32,7 +32,8 @@ struct Profile {
     nickname: Option<String>,
 }
 
-/// Publishes bytes and headers directly, as a producer in another language would.
+/// Publishes bytes and headers directly, as a producer in another language would (with
+/// `ce-datacontenttype`, which Herald's SDK no longer writes but readers still accept).
 async fn publish_as_foreign_producer(
     client: &herald::Client,
     id: &str,

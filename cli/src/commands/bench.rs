@@ -71,6 +71,14 @@ pub(crate) struct PublishBench {
     /// Rounds; each round runs every mode once, in rotating order. The median is reported.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Parts of a round: each mode publishes its events in this many parts, the modes taking
+    /// turns, so that load from other programs on the machine falls on every mode alike (1:
+    /// each mode publishes all its events at once).
+    #[arg(long, default_value_t = 10)]
+    chunks: usize,
+    /// Only these modes (comma-separated), e.g. `--modes herald` to profile one.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    modes: Vec<Mode>,
 }
 
 /// A ~250-byte event, as a real service would publish.
@@ -114,7 +122,7 @@ pub(crate) fn sample_event() -> OrderPlaced {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
     Raw,
     RawWithMsgId,
@@ -146,8 +154,8 @@ impl Mode {
 impl PublishBench {
     pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(
-            self.count > 0 && self.window > 0 && self.rounds > 0,
-            "--count, --window and --rounds must be positive"
+            self.count > 0 && self.window > 0 && self.rounds > 0 && self.chunks > 0,
+            "--count, --window, --rounds and --chunks must be positive"
         );
         let (_local, url) = self.connection.server_or_local()?;
         let options = self
@@ -167,8 +175,9 @@ impl PublishBench {
         let subject = OrderPlaced::subject(herald_on.namespace());
         let stream_name = herald_on.namespace().events_stream();
         println!(
-            "publish benchmark: {} events of {payload_len} bytes, {} acks in flight, {} rounds, server {url}",
-            self.count, self.window, self.rounds
+            "publish benchmark: {} events of {payload_len} bytes, {} acks in flight, {} rounds of \
+             {} parts, server {url}",
+            self.count, self.window, self.rounds, self.chunks
         );
 
         // Run on a worker thread, as a service's request handlers do.
@@ -199,68 +208,123 @@ impl PublishBench {
         subject: &str,
         stream_name: &str,
     ) -> anyhow::Result<()> {
-        let mut results: Vec<(Mode, Vec<f64>)> =
-            Mode::ALL.iter().map(|m| (*m, Vec::new())).collect();
+        let constants = ConstantHeaders {
+            spec_version: herald::protocol::header::SPEC_VERSION_VALUE.into(),
+            event_type: OrderPlaced::TYPE.into(),
+            source: herald::headers::encode_value(herald_on.source())
+                .into_owned()
+                .into(),
+        };
+        let modes = if self.modes.is_empty() {
+            Mode::ALL.to_vec()
+        } else {
+            self.modes.clone()
+        };
+        // Per mode: msgs/s and client CPU µs per event, one sample per round.
+        let mut results: Vec<(Mode, Vec<f64>, Vec<f64>)> =
+            modes.iter().map(|m| (*m, Vec::new(), Vec::new())).collect();
+        let chunks = self.chunks.min(self.count);
         for round in 0..self.rounds {
-            for offset in 0..Mode::ALL.len() {
-                let mode = Mode::ALL[(round + offset) % Mode::ALL.len()];
-                let mut stream = raw_js.get_stream(&stream_name).await?;
-                stream.purge().await.context("purging the bench stream")?;
-                let started = Instant::now();
-                let (count, window) = (self.count, self.window);
-                match mode {
-                    Mode::Raw => {
-                        raw_run(raw_js, subject, event, count, window, Headers::None).await?;
+            // Per mode, this round: time and CPU time over its parts.
+            let mut elapsed = vec![Duration::ZERO; modes.len()];
+            let mut cpu = vec![Some(Duration::ZERO); modes.len()];
+            for chunk in 0..chunks {
+                let count = self.count / chunks + usize::from(chunk < self.count % chunks);
+                for offset in 0..modes.len() {
+                    // Each mode starts the turn equally often, and follows each other mode
+                    // equally often (every other part runs the turn backwards).
+                    let step = if chunk % 2 == 0 {
+                        offset
+                    } else {
+                        modes.len() - 1 - offset
+                    };
+                    let index = (round + chunk / 2 + step) % modes.len();
+                    let mode = modes[index];
+                    let mut stream = raw_js.get_stream(&stream_name).await?;
+                    stream.purge().await.context("purging the bench stream")?;
+                    let cpu_before = process_cpu_time();
+                    let started = Instant::now();
+                    let window = self.window;
+                    let raw = |headers| raw_run(raw_js, subject, event, count, window, headers);
+                    match mode {
+                        Mode::Raw => raw(Headers::None).await?,
+                        Mode::RawWithMsgId => raw(Headers::MsgId).await?,
+                        Mode::RawSameHeaders => raw(Headers::Envelope(&constants)).await?,
+                        Mode::HeraldNoValidation => {
+                            herald_run(herald_off, event, count, window).await?;
+                        }
+                        Mode::Herald => herald_run(herald_on, event, count, window).await?,
                     }
-                    Mode::RawWithMsgId => {
-                        raw_run(raw_js, subject, event, count, window, Headers::MsgId).await?;
-                    }
-                    Mode::RawSameHeaders => {
-                        raw_run(raw_js, subject, event, count, window, Headers::Envelope).await?;
-                    }
-                    Mode::HeraldNoValidation => {
-                        herald_run(herald_off, event, count, window).await?;
-                    }
-                    Mode::Herald => herald_run(herald_on, event, count, window).await?,
-                }
-                let rate = self.count as f64 / started.elapsed().as_secs_f64();
-                let stored = stream.info().await?.state.messages;
-                anyhow::ensure!(
-                    stored == self.count as u64,
-                    "{} stored {stored} of {} events",
-                    mode.label(),
-                    self.count
-                );
-                if let Some((_, rates)) = results.iter_mut().find(|(m, _)| *m == mode) {
-                    rates.push(rate);
+                    elapsed[index] += started.elapsed();
+                    let used = process_cpu_time()
+                        .zip(cpu_before)
+                        .map(|(after, before)| after.saturating_sub(before));
+                    cpu[index] = cpu[index].zip(used).map(|(sum, used)| sum + used);
+                    let stored = stream.info().await?.state.messages;
+                    anyhow::ensure!(
+                        stored == count as u64,
+                        "{} stored {stored} of {count} events",
+                        mode.label(),
+                    );
                 }
             }
+            for (index, (_, rates, cpus)) in results.iter_mut().enumerate() {
+                rates.push(self.count as f64 / elapsed[index].as_secs_f64());
+                cpus.extend(cpu[index].map(|cpu| cpu.as_secs_f64() * 1e6 / self.count as f64));
+            }
         }
-        let median = |rates: &[f64]| {
-            let mut sorted = rates.to_vec();
+        let median = |samples: &[f64]| {
+            let mut sorted = samples.to_vec();
             sorted.sort_by(f64::total_cmp);
-            sorted[sorted.len() / 2]
+            sorted.get(sorted.len() / 2).copied()
         };
-        let raw_rate = median(&results[0].1);
-        let same_message_rate = median(&results[2].1);
+        let rates_of = |mode: Mode| {
+            results
+                .iter()
+                .find(|(m, ..)| *m == mode)
+                .map(|(_, rates, _)| rates.as_slice())
+        };
+        // A ratio is the median of its rounds' ratios: the modes of a round take turns, so
+        // they share the round's conditions (other load on the machine) more than rounds do.
+        let paired = |rates: &[f64], reference: Option<&[f64]>| {
+            let reference = reference?;
+            let ratios: Vec<f64> = rates.iter().zip(reference).map(|(a, b)| a / b).collect();
+            median(&ratios)
+        };
+        let show = |ratio: Option<f64>| ratio.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+        let (raw, same_message) = (rates_of(Mode::Raw), rates_of(Mode::RawSameHeaders));
         println!(
-            "{:<42} {:>15} {:>8} {:>14}",
-            "mode", "msgs/s (median)", "vs raw", "vs same msg"
+            "{:<42} {:>15} {:>8} {:>12} {:>14}",
+            "mode", "msgs/s (median)", "vs raw", "vs same msg", "client µs/msg"
         );
-        for (mode, rates) in &results {
-            let rate = median(rates);
+        for (mode, rates, cpus) in &results {
+            let Some(rate) = median(rates) else { continue };
+            let cpu = median(cpus).map_or_else(|| "-".to_owned(), |cpu| format!("{cpu:.2}"));
             println!(
-                "{:<42} {:>15.0} {:>8.2} {:>14.2}",
+                "{:<42} {:>15.0} {:>8} {:>12} {:>14}",
                 mode.label(),
                 rate,
-                rate / raw_rate,
-                rate / same_message_rate
+                show(paired(rates, raw)),
+                show(paired(rates, same_message)),
+                cpu
+            );
+        }
+        if let Some(cost) =
+            rates_of(Mode::RawWithMsgId).and_then(|msg_id| paired(msg_id, same_message))
+        {
+            println!(
+                "header-set cost: Herald's headers take {:+.1} % time per event over Nats-Msg-Id alone \
+                 (raw client)",
+                (cost - 1.0) * 100.0
             );
         }
         println!(
             "\"vs same msg\" compares with the raw client publishing the identical message (same \
              payload and envelope headers), i.e. Herald's own cost; \"vs raw\" also includes the \
-             cost of the protocol's headers and deduplication, mostly paid by the server."
+             cost of the protocol's headers and deduplication, mostly paid by the server. \
+             Ratios are medians of the rounds' ratios. \"client µs/msg\" is this process's CPU \
+             time per event (all its threads), which other load on the machine disturbs less \
+             than msgs/s."
         );
         raw_js.get_stream(stream_name).await?.purge().await?;
         Ok(())
@@ -268,10 +332,46 @@ impl PublishBench {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Headers {
+enum Headers<'a> {
     None,
     MsgId,
-    Envelope,
+    /// The header set Herald writes on this event (protocol section 4).
+    Envelope(&'a ConstantHeaders),
+}
+
+/// The envelope header values that are the same on every event of the bench's type.
+#[derive(Debug)]
+struct ConstantHeaders {
+    spec_version: async_nats::header::HeaderValue,
+    event_type: async_nats::header::HeaderValue,
+    source: async_nats::header::HeaderValue,
+}
+
+/// CPU time this process's threads have used: to the nanosecond from the scheduler's
+/// statistics (`/proc/self/task/*/schedstat`), else in clock ticks (`/proc/self/stat`);
+/// `None` where neither exists.
+fn process_cpu_time() -> Option<Duration> {
+    let from_schedstat = || {
+        let mut nanoseconds = 0_u64;
+        for task in std::fs::read_dir("/proc/self/task").ok()? {
+            let schedstat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            nanoseconds += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(Duration::from_nanos(nanoseconds))
+    };
+    let from_stat = || {
+        // The clock tick of every Linux platform Herald builds for.
+        const TICKS_PER_SECOND: u64 = 100;
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // After the parenthesised command name come fields 3..; utime and stime are 14, 15.
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+        let user: u64 = fields.next()?.parse().ok()?;
+        let system: u64 = fields.next()?.parse().ok()?;
+        Some(Duration::from_millis(
+            (user + system) * 1000 / TICKS_PER_SECOND,
+        ))
+    };
+    from_schedstat().or_else(from_stat)
 }
 
 async fn raw_run(
@@ -280,7 +380,7 @@ async fn raw_run(
     event: &OrderPlaced,
     count: usize,
     window: usize,
-    headers: Headers,
+    headers: Headers<'_>,
 ) -> anyhow::Result<()> {
     let mut in_flight = VecDeque::with_capacity(window);
     for _ in 0..count {
@@ -292,19 +392,29 @@ async fn raw_run(
         match headers {
             Headers::None => {}
             Headers::MsgId => message = message.message_id(uuid::Uuid::now_v7().to_string()),
-            Headers::Envelope => {
-                // The same header set Herald writes, built by hand with no checks.
-                let id = uuid::Uuid::now_v7().to_string();
+            Headers::Envelope(constants) => {
+                // The header set Herald writes on this event (no `ce-time`: the UUIDv7 id
+                // tells it), built by hand with no checks, as Herald builds it: constant
+                // names, and the values that are the same for every event built once.
+                use async_nats::header::{HeaderName, HeaderValue};
                 use herald::protocol::header as h;
+                let id = HeaderValue::from(uuid::Uuid::now_v7().to_string());
                 let mut map = async_nats::HeaderMap::new();
-                map.insert(h::SPEC_VERSION, h::SPEC_VERSION_VALUE);
-                map.insert(h::ID, id.as_str());
-                map.insert(h::TYPE, "bench.order_placed");
-                map.insert(h::SOURCE, "urn:herald:service:herald");
-                map.insert(h::TIME, "2026-11-25T07:30:00.123456Z");
-                map.insert(h::DATA_CONTENT_TYPE, h::JSON_CONTENT_TYPE);
-                map.insert(h::SUBJECT, "01936f2b-7c2e-7a1c-9f0e-2b3c4d5e6f71");
-                map.insert(h::NATS_MSG_ID, id);
+                map.insert(
+                    HeaderName::from_static(h::SPEC_VERSION),
+                    constants.spec_version.clone(),
+                );
+                map.insert(HeaderName::from_static(h::ID), id.clone());
+                map.insert(
+                    HeaderName::from_static(h::TYPE),
+                    constants.event_type.clone(),
+                );
+                map.insert(HeaderName::from_static(h::SOURCE), constants.source.clone());
+                map.insert(
+                    HeaderName::from_static(h::SUBJECT),
+                    "01936f2b-7c2e-7a1c-9f0e-2b3c4d5e6f71",
+                );
+                map.insert(HeaderName::from_static(h::NATS_MSG_ID), id);
                 message = message.headers(map);
             }
         }

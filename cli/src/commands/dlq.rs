@@ -119,6 +119,7 @@ fn entry_json(entry: &DeadLetterEntry, with_payload: bool) -> serde_json::Value 
         "time": entry.time,
         "event_type": entry.event_type,
         "event_id": entry.event_id,
+        "event_time": entry.event_time,
     });
     if with_payload {
         let headers: serde_json::Map<String, serde_json::Value> = entry
@@ -188,6 +189,13 @@ impl Dlq {
                 println!("  reason    {}", entry.reason);
                 println!("  error     {}", entry.error);
                 println!("  attempts  {}", entry.attempts);
+                println!("  at        {}", entry.time);
+                println!(
+                    "  event     {} {} at {}",
+                    entry.event_type,
+                    entry.event_id,
+                    entry.event_time.as_deref().unwrap_or("(no time)")
+                );
                 if let Some(step) = &entry.step {
                     println!("  step      {step}");
                 }

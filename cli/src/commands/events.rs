@@ -150,6 +150,12 @@ impl Events {
                             .unwrap_or_default()
                     };
                     let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+                    // An event without `ce-time` happened when its UUIDv7 id was made.
+                    let time = herald::headers::event_time(
+                        Some(header(headers::TIME)).filter(|time| !time.is_empty()),
+                        &header(headers::ID),
+                    )
+                    .unwrap_or_default();
                     if json {
                         let data: serde_json::Value = serde_json::from_slice(&message.payload)
                             .unwrap_or_else(|_| {
@@ -160,12 +166,12 @@ impl Events {
                         println!(
                             "{}",
                             serde_json::json!({"seq": sequence, "subject": message.subject.as_str(), "type": header(headers::TYPE),
-                                "id": header(headers::ID), "time": header(headers::TIME), "source": header(headers::SOURCE), "data": data})
+                                "id": header(headers::ID), "time": time, "source": header(headers::SOURCE), "data": data})
                         );
                     } else {
                         println!(
                             "#{sequence:<8} {:<27} {:<24} {:<38} {}",
-                            header(headers::TIME),
+                            time,
                             header(headers::TYPE),
                             header(headers::ID),
                             String::from_utf8_lossy(&message.payload)

@@ -299,15 +299,22 @@ pub(crate) async fn asyncapi(registry: &Registry) -> anyhow::Result<Value> {
                 ID: {"type": "string", "minLength": 1, "maxLength": 256},
                 TYPE: {"type": "string"},
                 SOURCE: {"type": "string"},
-                TIME: {"type": "string", "format": "date-time"},
-                DATA_CONTENT_TYPE: {"const": JSON_CONTENT_TYPE},
+                TIME: {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "When the event happened. Written when the producer chose the id or the time; without it the event happened when its ce-id, a UUIDv7, was made: the first 48 bits of the id are the Unix time in milliseconds (protocol section 4)."
+                },
+                DATA_CONTENT_TYPE: {
+                    "const": JSON_CONTENT_TYPE,
+                    "description": "Written by earlier SDKs only: data without it is JSON."
+                },
                 DATA_SCHEMA: {"type": "string"},
                 SUBJECT: {"type": "string"},
                 NATS_MSG_ID: {"type": "string"},
                 TRACEPARENT: {"type": "string"},
                 TRACESTATE: {"type": "string"}
             },
-            "required": [SPEC_VERSION, ID, TYPE, SOURCE, TIME, NATS_MSG_ID]
+            "required": [SPEC_VERSION, ID, TYPE, SOURCE, NATS_MSG_ID]
         })
     };
     for event_type in registry.types().await? {

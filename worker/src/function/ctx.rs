@@ -62,7 +62,8 @@ impl Ctx {
     pub fn source(&self) -> &str {
         &self.envelope.source
     }
-    /// When the event happened (`ce-time`, RFC 3339), if the producer said.
+    /// When the event happened, RFC 3339: its `ce-time`, else the time its UUIDv7 id was made
+    /// (to the millisecond); `None` for an event with neither.
     pub fn time(&self) -> Option<&str> {
         self.envelope.time.as_deref()
     }
