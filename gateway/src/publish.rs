@@ -46,11 +46,9 @@ pub(crate) fn build(
         HeaderName::from_static(headers::SOURCE),
         &encode_value(&event.source),
     );
+    // The caller chose the id, so the time is written (protocol section 4); no
+    // `ce-datacontenttype`: absent means JSON, as the SDK writes it.
     put(HeaderName::from_static(headers::TIME), &event.time);
-    put(
-        HeaderName::from_static(headers::DATA_CONTENT_TYPE),
-        headers::JSON_CONTENT_TYPE,
-    );
     if let Some(data_schema) = &data_schema {
         put(HeaderName::from_static(headers::DATA_SCHEMA), data_schema);
     }
