@@ -6,6 +6,11 @@ use herald::Client;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long shutdown waits for the pull and watch loops to end after the stop.
+const LOOPS_PATIENCE: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the connection's last acks to reach the server.
+const FLUSH_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Completes on ctrl-c or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -58,11 +63,17 @@ impl RunningWorker {
 
     /// Stops pulling, lets running handlers finish within the grace period, NAKs what is
     /// still running so another replica takes it at once, and flushes the connection.
-    pub async fn shutdown(self) -> ShutdownReport {
+    pub async fn shutdown(mut self) -> ShutdownReport {
         tracing::info!("shutdown: no more pulls");
         self.stop.cancel();
-        for handle in self.loops {
-            let _ = handle.await;
+        // Loops end at once on the stop; one stuck on a NATS call that cannot answer (the
+        // server gone) is not waited for past this.
+        let loops = futures::future::join_all(self.loops.iter_mut());
+        if tokio::time::timeout(LOOPS_PATIENCE, loops).await.is_err() {
+            tracing::warn!("shutdown: a pull or watch loop did not stop in time; leaving it");
+            for handle in &self.loops {
+                handle.abort();
+            }
         }
         self.tracker.close();
         tracing::info!(in_flight = self.tracker.len(), grace = ?self.grace, "shutdown: waiting for running handlers");
@@ -77,8 +88,13 @@ impl RunningWorker {
             self.abandon.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await;
         }
-        if let Err(error) = self.client.nats().flush().await {
-            tracing::warn!(%error, "shutdown: flushing the connection failed");
+        // A flush waits for the server: with NATS gone it would never end.
+        match tokio::time::timeout(FLUSH_PATIENCE, self.client.nats().flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "shutdown: flushing the connection failed"),
+            Err(_) => tracing::warn!(
+                "shutdown: the connection could not be flushed within {FLUSH_PATIENCE:?} (is NATS reachable?); acks and NAKs not yet sent are lost and their messages come back after ack_wait"
+            ),
         }
         tracing::info!("shutdown: done");
         ShutdownReport { finished_in_grace }
