@@ -149,7 +149,7 @@ async fn wake(
     event_key: &str,
     reason: &str,
 ) -> Result<bool, CancelError> {
-    fire_now(client, function, event_key, Some(reason))
+    fire_now(client, function, event_key, Some(reason), None)
         .await
         .map_err(nats(function))
 }
@@ -162,6 +162,7 @@ pub(crate) async fn fire_now(
     function: &str,
     event_key: &str,
     cancelled: Option<&str>,
+    only_for_step: Option<&str>,
 ) -> Result<bool, async_nats::Error> {
     let namespace = client.namespace();
     let subject = protocol::schedule_subject(namespace, function, event_key);
@@ -174,6 +175,17 @@ pub(crate) async fn fire_now(
         Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(false),
         Err(error) => return Err(error.into()),
     };
+    // A wake meant for one step leaves a later continuation of the run (another sleep or
+    // wait) alone.
+    if let Some(step) = only_for_step
+        && pending
+            .headers
+            .get(herald::protocol::header::WAKE)
+            .map(|v| v.as_str())
+            != Some(step)
+    {
+        return Ok(false);
+    }
     let mut headers: HeaderMap = protocol::copy_headers_except_transport(&pending.headers, &[]);
     headers.insert(NATS_SCHEDULER, subject.as_str());
     headers.insert(NATS_SCHEDULE_NEXT, "purge");

@@ -61,7 +61,14 @@ pub(crate) async fn answer(
     let value = serde_json::to_vec(&call_record(result))?;
     match kv.create(&key, value.into()).await {
         Ok(_) => {
-            crate::cancel::fire_now(client, caller.as_str(), run.as_str(), None).await?;
+            crate::cancel::fire_now(
+                client,
+                caller.as_str(),
+                run.as_str(),
+                None,
+                Some(step.as_str()),
+            )
+            .await?;
             Ok(())
         }
         Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),

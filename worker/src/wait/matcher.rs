@@ -164,15 +164,21 @@ impl Matcher {
         }
     }
 
-    /// Waits until every registration stored before now is in memory.
-    async fn barrier(&self) {
+    /// Waits until every registration stored before now is in memory; false when that
+    /// cannot be known now (the bucket electing a leader, the watch behind): the batch is
+    /// then handed back rather than matched against registrations that may be missing.
+    async fn barrier(&self) -> bool {
         let Ok(last) = self.last_registration().await else {
-            return;
+            return false;
         };
         let until = Instant::now() + BARRIER_PATIENCE;
-        while self.applied.load(Ordering::SeqCst) < last && Instant::now() < until {
+        while self.applied.load(Ordering::SeqCst) < last {
+            if Instant::now() >= until {
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        true
     }
 
     async fn match_type(self: Arc<Self>, event_type: String) {
@@ -209,7 +215,20 @@ impl Matcher {
                     _ => break,
                 }
             }
-            self.barrier().await;
+            if !self.barrier().await {
+                tracing::debug!(
+                    event_type,
+                    "registrations not known yet; handing the batch back"
+                );
+                for message in messages.into_iter().flatten() {
+                    let _ = message
+                        .ack_with(async_nats::jetstream::AckKind::Nak(Some(
+                            Duration::from_millis(500),
+                        )))
+                        .await;
+                }
+                continue;
+            }
             for message in messages {
                 let message = message?;
                 let sequence = message.info()?.stream_sequence;

@@ -47,6 +47,33 @@ pub(crate) fn outcome_record(resolution: Resolution<'_>) -> StepRecord {
     }
 }
 
+/// Fires the run's continuation, trying again through a leader election (up to 30 s).
+async fn wake(
+    client: &herald::Client,
+    registration: &Registration,
+) -> Result<(), async_nats::Error> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        match crate::cancel::fire_now(
+            client,
+            &registration.function,
+            &registration.event_key,
+            None,
+            Some(&registration.step),
+        )
+        .await
+        {
+            Ok(_) => return Ok(()),
+            Err(error) if tokio::time::Instant::now() >= deadline => return Err(error),
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+        }
+    }
+}
+
 /// Records the outcome of `registration` unless another resolver did, wakes its run, and
 /// removes the registration. True when this call decided the outcome.
 pub(crate) async fn resolve(
@@ -59,20 +86,32 @@ pub(crate) async fn resolve(
         Kind::Wait => {
             let key = runs::step_record_key(&registration.run_key(), &registration.step);
             let value = serde_json::to_vec(&outcome_record(resolution))?;
-            match kv.create(&key, value.into()).await {
-                Ok(_) => {
-                    crate::cancel::fire_now(
-                        client,
-                        &registration.function,
-                        &registration.event_key,
-                        None,
-                    )
-                    .await?;
-                    true
+            let ours = match kv.create(&key, value.into()).await {
+                Ok(_) => true,
+                Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    // Recorded before by this same resolution (a resolver that failed to
+                    // wake the run and is trying again): wake it now.
+                    let stored = kv.get(&key).await?;
+                    let id = match resolution {
+                        Resolution::Event { id, .. } => Some(id),
+                        Resolution::Timeout => None,
+                    };
+                    let same = stored
+                        .and_then(|bytes| serde_json::from_slice::<StepRecord>(&bytes).ok())
+                        .and_then(|record| match record {
+                            StepRecord::Ok { output, .. } => {
+                                output.get("id").and_then(|v| v.as_str()).map(str::to_owned)
+                            }
+                            _ => None,
+                        });
+                    id.is_some() && same.as_deref() == id
                 }
-                Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => false,
                 Err(error) => return Err(error.into()),
+            };
+            if ours {
+                wake(client, registration).await?;
             }
+            ours
         }
         Kind::Cancel => {
             let reason = format!(
