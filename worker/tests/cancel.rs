@@ -1,5 +1,6 @@
 //! Cancelling runs against a real nats-server: while asleep (ended at once), during a step
-//! (no later step runs), before the run starts, and a thousand sleeping runs in bulk.
+//! (no later step runs), before the run starts, a thousand sleeping runs in bulk, and a
+//! waiting run dated by its event for a bulk cancel.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -375,5 +376,83 @@ async fn run_timeouts_cancel_a_run_queued_or_running_too_long() {
         0,
         "no step after the deadline"
     );
+    worker.shutdown().await;
+}
+
+/// A run waiting in a continuation is in a bulk cancel's range by its event's time, which
+/// for an event without `ce-time` is its UUIDv7 id's (protocol section 4), not when the
+/// continuation was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_cancel_dates_a_waiting_run_by_its_event_id_without_ce_time() {
+    use herald::Event;
+    use herald::protocol::header;
+    let (_nats, client) = server_and_client().await;
+    let entered = Arc::new(AtomicU32::new(0));
+    let count = Arc::clone(&entered);
+    let function = Function::new("dozers")
+        .on::<Job>()
+        .handler(move |_: Job, ctx: Ctx| {
+            count.fetch_add(1, Ordering::SeqCst);
+            async move {
+                ctx.sleep("nap", Duration::from_secs(3600)).await?;
+                Ok::<(), HandlerError>(())
+            }
+        });
+    let worker = Worker::builder(client.clone())
+        .function(function)
+        .start()
+        .await
+        .unwrap();
+    // An event whose UUIDv7 id was made an hour ago, published now without `ce-time`, as a
+    // producer in another language may.
+    let made = (std::time::SystemTime::now() - Duration::from_secs(3600))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        made.as_secs(),
+        made.subsec_nanos(),
+    ))
+    .to_string();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(header::SPEC_VERSION, header::SPEC_VERSION_VALUE);
+    headers.insert(header::ID, id.as_str());
+    headers.insert(header::TYPE, Job::TYPE);
+    headers.insert(header::SOURCE, "urn:example:service:elsewhere");
+    headers.insert(header::NATS_MSG_ID, id.as_str());
+    client
+        .jetstream()
+        .publish_with_headers(
+            client.namespace().event_subject(Job::TYPE),
+            headers,
+            serde_json::to_vec(&Job {
+                n: 1,
+                label: String::new(),
+            })
+            .unwrap()
+            .into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    wait_for("the run sleeps", || async {
+        entered.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    wait_consumer_drained(&client, "dozers").await;
+    // Until half an hour ago: the event (an hour old by its id) is in the range; the event
+    // message and the continuation were both stored just now.
+    let report = BulkCancel {
+        function: "dozers".to_owned(),
+        since: None,
+        until: Some(std::time::SystemTime::now() - Duration::from_secs(1800)),
+        dry_run: true,
+        reason: "old".to_owned(),
+    }
+    .run(&client)
+    .await
+    .unwrap();
+    assert_eq!(report.matched, 1, "{report:?}");
     worker.shutdown().await;
 }

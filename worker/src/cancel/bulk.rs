@@ -111,6 +111,8 @@ impl BulkCancel {
                 Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
                 Err(error) => return Err(nats(function)(error)),
             };
+            // The event's time (protocol section 4): its `ce-time`, else its UUIDv7 id's,
+            // else (an event with neither) when the schedule was stored.
             let time = message
                 .headers
                 .get(header::TIME)
@@ -122,6 +124,10 @@ impl BulkCancel {
                     .ok()
                 })
                 .map(SystemTime::from)
+                .or_else(|| {
+                    let id = message.headers.get(header::ID)?;
+                    herald::headers::time_of_event_id(id.as_str())
+                })
                 .unwrap_or_else(|| message.time.into());
             if self.in_range(time)
                 && let Some(key) = subject.strip_prefix(&prefix)
