@@ -71,7 +71,8 @@ fn dev_starts_a_provisioned_server_and_stops_on_sigterm() {
             "herald-schemas",
             "herald-runs",
             "herald-keys",
-            "herald-push"
+            "herald-push",
+            "HERALD_ACTIVITY"
         ]
     );
     assert!(

@@ -86,6 +86,21 @@ impl Namespace {
         format!("{}_DLQ", self.upper)
     }
 
+    /// The stream of per-attempt activity records, `NS_ACTIVITY` (protocol section 15).
+    pub fn activity_stream(&self) -> String {
+        format!("{}_ACTIVITY", self.upper)
+    }
+
+    /// The activity subject of one run, `ns.activity.F.<event-key>`.
+    pub fn activity_subject(&self, function: &str, event_key: &str) -> String {
+        format!("{}.activity.{function}.{event_key}", self.name)
+    }
+
+    /// Every activity subject, `ns.activity.>`.
+    pub fn activity_wildcard(&self) -> String {
+        format!("{}.activity.>", self.name)
+    }
+
     /// The stream that keeps max-deliveries advisories, `NS_ADVISORIES`.
     pub fn advisories_stream(&self) -> String {
         format!("{}_ADVISORIES", self.upper)

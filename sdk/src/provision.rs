@@ -401,6 +401,9 @@ impl Desired {
     }
 }
 
+/// The most activity records `NS_ACTIVITY` keeps per run (per subject).
+pub(crate) const ACTIVITY_PER_RUN: i64 = 64;
+
 /// The streams and buckets of a namespace, in the order they must be created
 /// (`NS_ADVISORIES` before anything that could raise an advisory).
 pub(crate) fn desired(
@@ -472,6 +475,17 @@ pub(crate) fn desired(
         ),
         bucket(namespace.keys_bucket(), 1, Duration::ZERO, false),
         bucket(namespace.push_bucket(), 1, Duration::ZERO, false),
+        // Activity records (protocol section 15): observability only, kept as long as the
+        // events they describe, the last 64 records of a run.
+        Desired::Stream(Box::new(stream::Config {
+            max_messages_per_subject: ACTIVITY_PER_RUN,
+            ..stream(
+                namespace.activity_stream(),
+                vec![namespace.activity_wildcard()],
+                settings.events_max_age,
+                Duration::from_secs(120),
+            )
+        })),
     ]
 }
 
@@ -891,7 +905,8 @@ mod tests {
                 "shop-schemas",
                 "shop-runs",
                 "shop-keys",
-                "shop-push"
+                "shop-push",
+                "SHOP_ACTIVITY"
             ]
         );
         let Desired::Stream(events) = &all[1] else {

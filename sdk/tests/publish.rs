@@ -409,7 +409,7 @@ async fn provisioning_twice_is_a_no_op_and_drift_is_reported_then_applied_on_req
     let client = Client::connect(&nats.url()).await.unwrap();
 
     let first = client.provision().await.unwrap();
-    assert_eq!(first.resources.len(), 7);
+    assert_eq!(first.resources.len(), 8);
     assert!(
         first
             .resources

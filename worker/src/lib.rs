@@ -49,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod activity;
 mod backoff;
 pub mod cancel;
 pub mod cron;

@@ -153,9 +153,11 @@ impl FunctionLoop {
         known: Known,
         trace: &opentelemetry::Context,
     ) {
+        let mut started = None;
         let outcome = match self.prepare(delivery, run.as_ref(), known, trace).await {
             Prepared::Settled(outcome) => outcome,
             Prepared::Ready(future, permit) => {
+                started = self.activity_started(delivery, run.as_deref(), trace).await;
                 let outcome = self.run(delivery, future, run.as_deref()).await;
                 drop(permit);
                 // The run's output (for an invoking caller): `null` unless the handler gave one.
@@ -170,6 +172,8 @@ impl FunctionLoop {
         let step_failures = self.count_failure(delivery, &outcome, run.as_deref()).await;
         let facts = self.facts(delivery, run.as_deref(), step_failures);
         let settlement = decide(outcome, &facts);
+        self.activity_finished(delivery, run.as_deref(), started, &settlement, trace)
+            .await;
         self.settle(delivery, run.as_deref(), settlement).await;
     }
 

@@ -20,6 +20,7 @@
 //! schedules continuations and wake-ups, `sweeper.rs` dead-letters what ran out of
 //! deliveries with no worker alive, `writer_schemas.rs` caches the registry's schemas.
 
+mod activity;
 mod attempt;
 mod cancel_on;
 mod consumer;
@@ -75,6 +76,8 @@ pub(crate) struct Shared {
     schedules: bool,
     /// `NS_EVENTS` accepts `Nats-TTL`, so schedules can outlive its `max_age`.
     schedules_ttl: bool,
+    /// Where activity records go (protocol section 15); `None` when they are off.
+    activity: Option<activity::Activity>,
 }
 
 /// One function's runtime: its consumer binding, permits and counters.

@@ -209,6 +209,7 @@ impl WorkerBuilder {
             log_payloads: self.log_payloads,
             schedules,
             schedules_ttl,
+            activity: super::activity::Activity::new(&client, self.activity),
             stop: stop.clone(),
             abandon: abandon.clone(),
             tracker: tracker.clone(),

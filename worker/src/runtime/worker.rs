@@ -72,6 +72,7 @@ pub struct WorkerBuilder {
     pub(super) http: Option<std::net::SocketAddr>,
     pub(super) prometheus: Option<prometheus::Registry>,
     pub(super) log_payloads: bool,
+    pub(super) activity: bool,
 }
 
 /// The worker runtime: one pull loop per function, handlers under a per-replica concurrency
@@ -109,6 +110,7 @@ impl Worker {
             http: None,
             prometheus: None,
             log_payloads: false,
+            activity: true,
         }
     }
 }
@@ -187,6 +189,14 @@ impl WorkerBuilder {
     /// payloads may hold personal data). For debugging only.
     pub fn log_payloads(mut self, enabled: bool) -> Self {
         self.log_payloads = enabled;
+        self
+    }
+
+    /// Publish per-attempt activity records (protocol section 15), which the console shows
+    /// as attempts and in-flight runs. On by default; `HERALD_ACTIVITY=off` also turns them
+    /// off. They are fire-and-forget: turning them off changes nothing else.
+    pub fn activity_records(mut self, enabled: bool) -> Self {
+        self.activity = enabled;
         self
     }
 

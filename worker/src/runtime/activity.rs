@@ -1,0 +1,171 @@
+//! Publishing activity records (protocol section 15, [`crate::activity`]): one when a
+//! handler starts, one when its attempt is settled. Core NATS publishes that wait for no
+//! acknowledgement; a failure is logged at debug level and forgotten.
+
+use opentelemetry::trace::TraceContextExt as _;
+
+use super::FunctionLoop;
+use super::decide::Settlement;
+use super::delivery::Delivery;
+use crate::activity::{ActivityKind, ActivityRecord};
+use crate::steps::RunState;
+use herald::protocol::runs;
+
+/// Where a worker publishes its activity records.
+pub(crate) struct Activity {
+    nats: async_nats::Client,
+    /// `ns.activity.`
+    prefix: String,
+}
+
+impl Activity {
+    /// The publisher for `client`'s namespace, or `None` when records are turned off.
+    pub(crate) fn new(client: &herald::Client, enabled: bool) -> Option<Activity> {
+        if !enabled || crate::activity::disabled_by_env() {
+            return None;
+        }
+        Some(Activity {
+            nats: client.nats().clone(),
+            prefix: client
+                .namespace()
+                .activity_wildcard()
+                .trim_end_matches('>')
+                .to_owned(),
+        })
+    }
+}
+
+/// The run key of a delivery: its run state's, else built from its event id.
+fn run_key(function: &str, delivery: &Delivery, run: Option<&RunState>) -> String {
+    run.map_or_else(
+        || runs::run_key(function, &runs::event_key(delivery.event_id())),
+        |run| run.run_key.clone(),
+    )
+}
+
+/// The outcome name, error, retry delay and step of a settlement.
+fn describe(
+    settlement: &Settlement,
+) -> (&'static str, Option<String>, Option<u64>, Option<String>) {
+    match settlement {
+        Settlement::Ack { .. } => ("ok", None, None, None),
+        Settlement::Park(step) => ("parked", None, None, Some(step.clone())),
+        Settlement::Skip(reason) => ("skipped", Some(reason.clone()), None, None),
+        Settlement::Cancel(reason) => ("cancelled", Some(reason.clone()), None, None),
+        Settlement::Retry { delay, error } => (
+            "retry",
+            Some(error.clone()),
+            Some(delay.as_millis() as u64),
+            None,
+        ),
+        Settlement::HandBack => ("handed_back", None, None, None),
+        Settlement::Continue { at_ms, wake, error } => (
+            if wake.is_some() {
+                "sleeping"
+            } else {
+                "continued"
+            },
+            error.clone(),
+            Some(at_ms.saturating_sub(crate::steps::now_ms())),
+            wake.clone(),
+        ),
+        Settlement::DeadLetter {
+            reason,
+            error,
+            step,
+            ..
+        } => (
+            "dead_lettered",
+            Some(format!("{}: {error}", reason.as_str())),
+            None,
+            step.clone(),
+        ),
+    }
+}
+
+impl FunctionLoop {
+    /// Publishes the `started` record of an attempt whose handler starts now; returns when
+    /// it started (Unix ms), or `None` when records are off.
+    pub(super) async fn activity_started(
+        &self,
+        delivery: &Delivery,
+        run: Option<&RunState>,
+        trace: &opentelemetry::Context,
+    ) -> Option<u64> {
+        let activity = self.shared.activity.as_ref()?;
+        let now = crate::steps::now_ms();
+        let record = self.activity_record(delivery, run, trace, ActivityKind::Started, now);
+        self.publish_activity(activity, &record).await;
+        Some(now)
+    }
+
+    /// Publishes the `finished` record of an attempt that ran its handler (`started`), or
+    /// that ended its run before it (a dead letter, a cancel, a skip).
+    pub(super) async fn activity_finished(
+        &self,
+        delivery: &Delivery,
+        run: Option<&RunState>,
+        started: Option<u64>,
+        settlement: &Settlement,
+        trace: &opentelemetry::Context,
+    ) {
+        let Some(activity) = self.shared.activity.as_ref() else {
+            return;
+        };
+        let ends_run = matches!(
+            settlement,
+            Settlement::DeadLetter { .. } | Settlement::Cancel(_) | Settlement::Skip(_)
+        );
+        if started.is_none() && !ends_run {
+            return;
+        }
+        let now = crate::steps::now_ms();
+        let mut record = self.activity_record(delivery, run, trace, ActivityKind::Finished, now);
+        let (outcome, error, retry_in_ms, step) = describe(settlement);
+        record.started_ms = started;
+        record.outcome = Some(outcome.to_owned());
+        record.error = error;
+        record.retry_in_ms = retry_in_ms;
+        record.step = step;
+        self.publish_activity(activity, &record).await;
+    }
+
+    fn activity_record(
+        &self,
+        delivery: &Delivery,
+        run: Option<&RunState>,
+        trace: &opentelemetry::Context,
+        kind: ActivityKind,
+        at_ms: u64,
+    ) -> ActivityRecord {
+        let span = trace.span();
+        let context = span.span_context();
+        ActivityRecord {
+            kind,
+            function: self.function.id.to_string(),
+            run: run_key(&self.function.id, delivery, run),
+            event_id: delivery.event_id().to_owned(),
+            event_type: delivery.meta.event_type.clone(),
+            attempt: delivery.delivered,
+            stream_seq: delivery.stream_sequence,
+            at_ms,
+            started_ms: None,
+            outcome: None,
+            error: None,
+            retry_in_ms: None,
+            step: None,
+            trace_id: context.is_valid().then(|| context.trace_id().to_string()),
+        }
+    }
+
+    async fn publish_activity(&self, activity: &Activity, record: &ActivityRecord) {
+        let Ok(body) = serde_json::to_vec(record) else {
+            return;
+        };
+        // `F.<event-key>` → `ns.activity.F.<event-key>`.
+        let subject = format!("{}{}", activity.prefix, record.run);
+        if let Err(error) = activity.nats.publish(subject, body.into()).await {
+            tracing::debug!(function = %self.function.id, %error, "an activity record was not sent");
+        }
+    }
+}
