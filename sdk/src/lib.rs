@@ -46,6 +46,7 @@
 //! Errors are typed per operation ([`PublishError`], [`ConnectError`], [`ProvisionError`]);
 //! each message says what happened and what to do.
 
+pub mod asyncapi;
 mod client;
 pub mod compat;
 mod event;

@@ -59,6 +59,7 @@ mod envelope;
 pub mod flow;
 mod function;
 mod health;
+pub mod overview;
 mod pause;
 mod replay;
 mod run_store;
