@@ -1,0 +1,207 @@
+//! Reads the pages need beyond the library's stores: activity records (protocol section
+//! 15) and events of `NS_EVENTS`, each a bounded read of an ordered consumer.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
+use bytes::Bytes;
+use futures::StreamExt;
+use herald::protocol::header;
+use herald_worker::activity::ActivityRecord;
+
+use crate::error::PageError;
+
+/// How long one message of a bounded read may take before the read stops.
+const NEXT_WITHIN: Duration = Duration::from_secs(2);
+
+/// One stored event.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredEvent {
+    pub(crate) sequence: u64,
+    pub(crate) subject: String,
+    pub(crate) event_type: String,
+    pub(crate) id: String,
+    pub(crate) time: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) payload: Bytes,
+}
+
+impl StoredEvent {
+    pub(crate) fn new(
+        sequence: u64,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> StoredEvent {
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default()
+        };
+        let id = text(header::ID);
+        let time =
+            herald::headers::event_time(Some(text(header::TIME)).filter(|t| !t.is_empty()), &id)
+                .unwrap_or_default();
+        StoredEvent {
+            sequence,
+            subject,
+            event_type: text(header::TYPE),
+            id,
+            time,
+            headers,
+            payload,
+        }
+    }
+
+    /// From a message of an ordered consumer on `NS_EVENTS`.
+    pub(crate) fn from_message(message: &jetstream::Message) -> StoredEvent {
+        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        StoredEvent::new(
+            sequence,
+            message.subject.to_string(),
+            message.headers.clone().unwrap_or_default(),
+            message.payload.clone(),
+        )
+    }
+}
+
+/// Reads an ordered consumer on `stream` until nothing is pending (or `limit` messages).
+async fn read_bounded(
+    client: &herald::Client,
+    stream: &str,
+    filter_subject: String,
+    deliver_policy: DeliverPolicy,
+    limit: usize,
+) -> Result<Vec<jetstream::Message>, PageError> {
+    let stream = client.jetstream().get_stream(stream).await?;
+    let mut consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject,
+            deliver_policy,
+            ..Default::default()
+        })
+        .await?;
+    let pending = consumer.info().await?.num_pending;
+    let mut found = Vec::new();
+    if pending == 0 {
+        return Ok(found);
+    }
+    let mut messages = consumer.messages().await?;
+    while found.len() < limit {
+        let Ok(Some(message)) = tokio::time::timeout(NEXT_WITHIN, messages.next()).await else {
+            break;
+        };
+        let message = message.map_err(PageError::nats)?;
+        let last = message.info().map_or(true, |i| i.pending == 0);
+        found.push(message);
+        if last {
+            break;
+        }
+    }
+    Ok(found)
+}
+
+/// The latest activity record of every run (of `function`, or of all).
+pub(crate) async fn latest_activity(
+    client: &herald::Client,
+    function: Option<&str>,
+) -> Result<Vec<ActivityRecord>, PageError> {
+    let namespace = client.namespace();
+    let subject = match function {
+        Some(function) => namespace.activity_subject(function, ">"),
+        None => namespace.activity_wildcard(),
+    };
+    let messages = read_bounded(
+        client,
+        &namespace.activity_stream(),
+        subject,
+        DeliverPolicy::LastPerSubject,
+        50_000,
+    )
+    .await?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| serde_json::from_slice(&m.payload).ok())
+        .collect())
+}
+
+/// Every activity record of one run, oldest first.
+pub(crate) async fn run_activity(
+    client: &herald::Client,
+    function: &str,
+    event_key: &str,
+) -> Result<Vec<ActivityRecord>, PageError> {
+    let namespace = client.namespace();
+    let messages = read_bounded(
+        client,
+        &namespace.activity_stream(),
+        namespace.activity_subject(function, event_key),
+        DeliverPolicy::All,
+        1_000,
+    )
+    .await?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| serde_json::from_slice(&m.payload).ok())
+        .collect())
+}
+
+/// The last `limit` events whose type matches `pattern` among the last `scan` stored
+/// events, newest first; with `id`, only events with that `ce-id`.
+pub(crate) async fn recent_events(
+    client: &herald::Client,
+    pattern: &str,
+    id: Option<&str>,
+    limit: usize,
+    scan: u64,
+) -> Result<Vec<StoredEvent>, PageError> {
+    let namespace = client.namespace();
+    let name = namespace.events_stream();
+    let mut stream = client.jetstream().get_stream(&name).await?;
+    let last = stream.info().await?.state.last_sequence;
+    if last == 0 {
+        return Ok(Vec::new());
+    }
+    let start = last.saturating_sub(scan).max(1);
+    let messages = read_bounded(
+        client,
+        &name,
+        namespace.event_subject(pattern),
+        DeliverPolicy::ByStartSequence {
+            start_sequence: start,
+        },
+        scan as usize,
+    )
+    .await?;
+    let mut events: Vec<StoredEvent> = messages
+        .iter()
+        .map(StoredEvent::from_message)
+        .filter(|e| id.is_none_or(|id| e.id == id))
+        .collect();
+    events.reverse();
+    events.truncate(limit);
+    Ok(events)
+}
+
+/// One event by its `NS_EVENTS` sequence.
+pub(crate) async fn event_at(
+    client: &herald::Client,
+    sequence: u64,
+) -> Result<StoredEvent, PageError> {
+    let stream = client
+        .jetstream()
+        .get_stream(client.namespace().events_stream())
+        .await?;
+    let message = stream
+        .get_raw_message(sequence)
+        .await
+        .map_err(|e| PageError::not_found(format!("no event #{sequence}: {e}")))?;
+    Ok(StoredEvent::new(
+        sequence,
+        message.subject.to_string(),
+        message.headers,
+        message.payload,
+    ))
+}

@@ -1,0 +1,122 @@
+//! The page shell (navigation, stylesheet, scripts) and shared pieces of markup.
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use crate::assets;
+use crate::state::AppState;
+
+/// A page of the console: navigation, `body`, and the scripts that make it live.
+// Markup is built to be handed over, as the html! macro does with its parts.
+#[allow(clippy::needless_pass_by_value)]
+pub(crate) fn page(state: &AppState, title: &str, active: &str, body: Markup) -> Markup {
+    let namespace = state.client.namespace().as_str().to_owned();
+    let nav = [
+        ("functions", "/", "Functions"),
+        ("runs", "/runs", "Runs"),
+        ("events", "/events", "Events"),
+        ("send", "/send", "Send"),
+        ("dlq", "/dlq", "Dead letters"),
+        ("schemas", "/schemas", "Schemas"),
+    ];
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Herald " (namespace) }
+                link rel="stylesheet" href=(assets::CSS_PATH);
+                script src=(assets::HTMX_PATH) defer {}
+                script src=(assets::SSE_PATH) defer {}
+            }
+            body {
+                header.top {
+                    span.brand { "Herald" }
+                    span.ns { "namespace " code { (namespace) } }
+                    nav {
+                        @for (key, href, label) in nav {
+                            @if key == "send" && state.config.read_only {
+                            } @else {
+                                a href=(href) class=[(key == active).then_some("active")] { (label) }
+                            }
+                        }
+                    }
+                    @if state.config.read_only { span.badge { "read-only" } }
+                }
+                main { (body) }
+                // A page that fell behind its live feed reloads.
+                script { (PreEscaped("document.addEventListener('htmx:sseMessage',function(e){if(e.detail&&e.detail.type==='resync'){location.reload()}});")) }
+            }
+        }
+    }
+}
+
+/// A page without navigation (errors, the token prompt).
+// Markup is built to be handed over, as the html! macro does with its parts.
+#[allow(clippy::needless_pass_by_value)]
+pub(crate) fn bare(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { (title) " · Herald" }
+                link rel="stylesheet" href=(assets::CSS_PATH);
+            }
+            body { main { (body) } }
+        }
+    }
+}
+
+/// A region that fetches its page again (and keeps only itself) whenever the server says
+/// something it shows changed: `changes` is the query of `/live/changes`.
+// Markup is built to be handed over, as the html! macro does with its parts.
+#[allow(clippy::needless_pass_by_value)]
+pub(crate) fn live(self_url: &str, changes: &str, body: Markup) -> Markup {
+    html! {
+        div hx-ext="sse" sse-connect={ "/live/changes" (changes) } {
+            div #live hx-get=(self_url) hx-trigger="sse:changed throttle:300ms"
+                hx-select="#live" hx-target="this" hx-swap="outerHTML" {
+                (body)
+            }
+        }
+    }
+}
+
+/// A notice above a page's content (after an action).
+pub(crate) fn notice(text: Option<&str>) -> Markup {
+    html! {
+        @if let Some(text) = text.filter(|t| !t.is_empty()) {
+            p.notice role="status" { (text) }
+        }
+    }
+}
+
+/// A status as a coloured label.
+pub(crate) fn status(status: &str) -> Markup {
+    let class = match status {
+        "ok" => "ok",
+        "running" | "started" | "sleeping" | "parked" | "continued" => "running",
+        "retry" | "handed_back" => "warn",
+        "dead_lettered" | "failed" => "bad",
+        _ => "muted",
+    };
+    html! { span class={ "status " (class) } { (status) } }
+}
+
+/// A form that posts to `action` with one button; absent in read-only mode.
+pub(crate) fn action_button(
+    state: &AppState,
+    action: &str,
+    label: &str,
+    hidden: &[(&str, &str)],
+) -> Markup {
+    html! {
+        @if !state.config.read_only {
+            form.inline method="post" action=(action) {
+                @for (name, value) in hidden { input type="hidden" name=(name) value=(value); }
+                button type="submit" { (label) }
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The state shared by the console's handlers, and its live feeds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use herald_worker::{DeadLetters, RunStore};
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::ConsoleError;
+use crate::config::ConsoleConfig;
+use crate::data::StoredEvent;
+use crate::live::{self, Change};
+
+/// Aborts the feeds when the last handle on the state goes.
+pub(crate) struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Everything a handler needs.
+pub(crate) struct AppState {
+    pub(crate) client: herald::Client,
+    pub(crate) config: ConsoleConfig,
+    pub(crate) runs: RunStore,
+    pub(crate) letters: DeadLetters,
+    pub(crate) registry: herald::registry::Registry,
+    /// New events, as they are stored.
+    pub(crate) events: broadcast::Sender<Arc<StoredEvent>>,
+    /// Activity records and dead letters, as they arrive.
+    pub(crate) changes: broadcast::Sender<Arc<Change>>,
+    /// The last delivered sequence seen per function, for events per second.
+    pub(crate) rates: Mutex<HashMap<String, (Instant, u64, f64)>>,
+    pub(crate) _tasks: Tasks,
+}
+
+impl AppState {
+    pub(crate) async fn new(
+        client: herald::Client,
+        config: ConsoleConfig,
+    ) -> Result<Arc<AppState>, ConsoleError> {
+        let runs = RunStore::open(&client).await?;
+        let registry = client.registry().await?.clone();
+        let (events, _) = broadcast::channel(1024);
+        let (changes, _) = broadcast::channel(1024);
+        let tasks = vec![
+            tokio::spawn(live::follow_events(client.clone(), events.clone())),
+            tokio::spawn(live::follow_activity(client.clone(), changes.clone())),
+            tokio::spawn(live::follow_dead_letters(client.clone(), changes.clone())),
+        ];
+        Ok(Arc::new(AppState {
+            letters: DeadLetters::new(client.clone()),
+            client,
+            config,
+            runs,
+            registry,
+            events,
+            changes,
+            rates: Mutex::new(HashMap::new()),
+            _tasks: Tasks(tasks),
+        }))
+    }
+
+    /// Events per second delivered to `function` since the previous call (its consumer's
+    /// delivered stream sequence as the clock); the previous figure within a second.
+    pub(crate) fn rate(&self, function: &str, delivered_seq: u64) -> Option<f64> {
+        let now = Instant::now();
+        let mut rates = self.rates.lock();
+        match rates.get(function).copied() {
+            Some((at, seq, rate)) => {
+                let elapsed = now.duration_since(at).as_secs_f64();
+                if elapsed < 1.0 {
+                    return Some(rate);
+                }
+                let rate = delivered_seq.saturating_sub(seq) as f64 / elapsed;
+                rates.insert(function.to_owned(), (now, delivered_seq, rate));
+                Some(rate)
+            }
+            None => {
+                rates.insert(function.to_owned(), (now, delivered_seq, 0.0));
+                None
+            }
+        }
+    }
+}
