@@ -19,6 +19,9 @@ pub(crate) struct Dev {
     /// Schema folder to push if it exists.
     #[arg(long, default_value = "schemas")]
     schemas: PathBuf,
+    /// Where the web console listens.
+    #[arg(long, default_value = "127.0.0.1:8289")]
+    console: std::net::SocketAddr,
 }
 
 impl Dev {
@@ -70,6 +73,13 @@ impl Dev {
                 "pushed {pushed} schema version(s) from {}",
                 self.schemas.display()
             );
+        }
+        // The server is what `dev` is for: a console that cannot listen is reported, not fatal.
+        match super::console::spawn(client.clone(), self.console, Default::default()).await {
+            Ok(console) => println!("console: {console}"),
+            Err(error) => {
+                println!("console not started ({error}); choose another --console address")
+            }
         }
         println!();
         println!("  export NATS_URL={url}");

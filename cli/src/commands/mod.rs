@@ -9,6 +9,7 @@ mod bench_latency;
 mod bench_steps;
 mod bench_telemetry;
 mod bench_validate;
+mod console;
 mod dev;
 mod dlq;
 mod events;
@@ -83,6 +84,10 @@ enum Command {
     Push(push::Push),
     /// The HTTP gateway's API keys: create, list, revoke.
     Keys(keys::Keys),
+    /// The web console: functions, runs, events, dead letters, schemas, live.
+    ///
+    /// Example: `herald console --listen 127.0.0.1:8289 --read-only`
+    Console(console::Console),
     /// Print a shell completion script.
     ///
     /// Example: `herald completions bash > /etc/bash_completion.d/herald`
@@ -200,6 +205,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(serve) => Box::pin(serve.run()).await,
         Command::Keys(keys) => Box::pin(keys.run()).await,
         Command::Push(push) => Box::pin(push.run()).await,
+        Command::Console(console) => Box::pin(console.run()).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());
