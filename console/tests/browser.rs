@@ -363,3 +363,47 @@ async fn the_pages_work_with_javascript_off() {
     })
     .await;
 }
+
+/// Writes the README's screenshots, `docs/img/console-functions.png` and
+/// `docs/img/console-run.png`:
+/// `cargo test -p herald-console --test browser -- --ignored readme_screenshots`.
+#[tokio::test]
+#[ignore = "writes the README's screenshots"]
+async fn readme_screenshots() {
+    let setup = setup().await;
+    let base = serve(&setup).await;
+    for (email, plan) in [
+        ("ada@example.com", None),
+        ("bob@example.com", Some("pro")),
+        ("cy@example.com", Some("fail")),
+    ] {
+        setup.publish(email, plan).await;
+    }
+    let (id, _) = setup.publish("dee@example.com", Some("flaky")).await;
+    setup
+        .wait_for_page(&format!("/runs/welcome/{id}"), "data-status=\"ok\"")
+        .await;
+    setup.wait_for_page("/", "terminal_error").await;
+    let images = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/img");
+    std::fs::create_dir_all(&images).unwrap();
+    in_browser("readme", true, |client| async move {
+        client.goto(&format!("{base}/")).await.unwrap();
+        wait_for(&client, "tr[data-function=welcome]").await;
+        std::fs::write(
+            images.join("console-functions.png"),
+            client.screenshot().await.unwrap(),
+        )
+        .unwrap();
+        client
+            .goto(&format!("{base}/runs/welcome/{id}"))
+            .await
+            .unwrap();
+        wait_for(&client, "#waterfall").await;
+        std::fs::write(
+            images.join("console-run.png"),
+            client.screenshot().await.unwrap(),
+        )
+        .unwrap();
+    })
+    .await;
+}
