@@ -45,21 +45,16 @@ impl ConsoleConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn only_loopback_is_open_without_a_token() {
         let open = ConsoleConfig::default();
-        assert!(
-            open.check_listen("127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!()))
-                .is_ok()
-        );
-        assert!(
-            open.check_listen("[::1]:1".parse().unwrap_or_else(|_| unreachable!()))
-                .is_ok()
-        );
-        let public: SocketAddr = "0.0.0.0:8289".parse().unwrap_or_else(|_| unreachable!());
+        assert!(open.check_listen("127.0.0.1:1".parse().unwrap()).is_ok());
+        assert!(open.check_listen("[::1]:1".parse().unwrap()).is_ok());
+        let public: SocketAddr = "0.0.0.0:8289".parse().unwrap();
         assert!(open.check_listen(public).is_err());
         let with_token = ConsoleConfig {
             token: Some("s3cret".into()),

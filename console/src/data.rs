@@ -127,6 +127,78 @@ pub(crate) async fn latest_activity(
         .collect())
 }
 
+/// The latest state of every run (of `function`, or of all): its newest activity record,
+/// or its run record in `ns-runs` (`F.<event-key>`) when that is newer. Fast first attempts
+/// that succeed publish no activity (protocol section 15): their run record tells them.
+pub(crate) async fn latest_runs(
+    client: &herald::Client,
+    function: Option<&str>,
+) -> Result<Vec<ActivityRecord>, PageError> {
+    let mut latest: std::collections::HashMap<String, ActivityRecord> =
+        latest_activity(client, function)
+            .await?
+            .into_iter()
+            .map(|r| (r.run.clone(), r))
+            .collect();
+    let bucket = client.namespace().runs_bucket();
+    let subject = format!("$KV.{bucket}.{}.*", function.unwrap_or("*"));
+    let prefix = format!("$KV.{bucket}.");
+    let messages = read_bounded(
+        client,
+        &herald::protocol::kv_stream(&bucket),
+        subject,
+        DeliverPolicy::LastPerSubject,
+        50_000,
+    )
+    .await?;
+    for message in messages {
+        let Ok(record) = serde_json::from_slice::<herald_worker::RunRecord>(&message.payload)
+        else {
+            continue;
+        };
+        let Some(run) = message.subject.as_str().strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((function, event_key)) = run.split_once('.') else {
+            continue;
+        };
+        let at_ms = crate::util::parse_ms(&record.finished_at).unwrap_or(0);
+        if latest.get(run).is_some_and(|a| a.at_ms > at_ms) {
+            continue;
+        }
+        let previous = latest.remove(run);
+        let status = serde_json::to_value(record.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned));
+        latest.insert(
+            run.to_owned(),
+            ActivityRecord {
+                kind: herald_worker::activity::ActivityKind::Finished,
+                function: function.to_owned(),
+                run: run.to_owned(),
+                // A hashed event key (`h-…`) is not the id; the activity record knows it.
+                event_id: previous
+                    .as_ref()
+                    .map_or_else(|| event_key.to_owned(), |p| p.event_id.clone()),
+                event_type: previous
+                    .as_ref()
+                    .map(|p| p.event_type.clone())
+                    .unwrap_or_default(),
+                attempt: previous.as_ref().map_or(1, |p| p.attempt),
+                stream_seq: previous.as_ref().map_or(0, |p| p.stream_seq),
+                at_ms,
+                started_ms: None,
+                outcome: status,
+                error: record.detail,
+                retry_in_ms: None,
+                step: None,
+                trace_id: previous.and_then(|p| p.trace_id),
+            },
+        );
+    }
+    Ok(latest.into_values().collect())
+}
+
 /// Every activity record of one run, oldest first.
 pub(crate) async fn run_activity(
     client: &herald::Client,

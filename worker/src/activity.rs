@@ -1,8 +1,9 @@
 //! Per-attempt activity records (protocol section 15): what a console needs to show when an
 //! attempt started, how it ended and why, and which runs are in flight.
 //!
-//! A worker publishes one [`ActivityRecord`] when a handler starts and one when the attempt
-//! is settled, on `ns.activity.<F>.<event-key>` into the stream `NS_ACTIVITY`, with a core
+//! A worker publishes an [`ActivityRecord`] when a handler is still running at its first
+//! progress ack (`ack_wait / 3`) and one when the attempt is settled (except a first
+//! attempt that succeeds before that: its run record tells it), on `ns.activity.<F>.<event-key>` into the stream `NS_ACTIVITY`, with a core
 //! NATS publish that waits for nothing: a lost record costs observability, never
 //! correctness. `WorkerBuilder::activity_records(false)` (or `HERALD_ACTIVITY=off`) turns
 //! them off.

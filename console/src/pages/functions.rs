@@ -122,7 +122,7 @@ pub(crate) async fn show(
             "no function {id:?} (no consumer on the events stream)"
         )));
     };
-    let mut records = crate::data::latest_activity(&state.client, Some(&id)).await?;
+    let mut records = crate::data::latest_runs(&state.client, Some(&id)).await?;
     records.sort_by_key(|r| std::cmp::Reverse(r.at_ms));
     records.truncate(20);
     let letters = state

@@ -94,7 +94,7 @@ pub(crate) async fn list(
     };
     let since = bound(q.since.as_ref())?;
     let until = bound(q.until.as_ref())?;
-    let mut records = crate::data::latest_activity(&state.client, function).await?;
+    let mut records = crate::data::latest_runs(&state.client, function).await?;
     records.retain(|r| {
         wanted_status.is_none_or(|s| run_status(r) == s)
             && event.is_none_or(|e| r.event_id == e)

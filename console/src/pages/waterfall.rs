@@ -64,6 +64,18 @@ pub(crate) fn bars(
             _ => {
                 match open.take() {
                     Some(start) => bars.push(attempt_bar(start, Some(record))),
+                    None if record.started_ms.is_some() => {
+                        // A fast attempt: its start was not published, its end says when.
+                        let outcome = record.outcome.as_deref().unwrap_or("unknown");
+                        bars.push(Bar {
+                            kind: "attempt",
+                            label: format!("attempt {} · {outcome}", record.attempt),
+                            start_ms: record.started_ms.unwrap_or(record.at_ms),
+                            end_ms: record.at_ms,
+                            class: class_of(outcome),
+                            detail: record.error.clone(),
+                        });
+                    }
                     None => {
                         // Settled before the handler ran (dead-lettered, cancelled, skipped).
                         let outcome = record.outcome.as_deref().unwrap_or("unknown");

@@ -83,46 +83,74 @@ fn describe(
     }
 }
 
+/// An attempt whose handler started (Unix ms).
+pub(crate) struct Begun {
+    at_ms: u64,
+}
+
 impl FunctionLoop {
-    /// Publishes the `started` record of an attempt whose handler starts now; returns when
-    /// it started (Unix ms), or `None` when records are off.
+    /// Notes when a handler starts; `None` when records are off. Nothing is published yet:
+    /// [`Self::activity_running`] announces a handler still running at its first progress
+    /// ack.
     pub(super) async fn activity_started(
         &self,
-        delivery: &Delivery,
-        run: Option<&RunState>,
-        trace: &opentelemetry::Context,
-    ) -> Option<u64> {
-        let activity = self.shared.activity.as_ref()?;
-        let now = crate::steps::now_ms();
-        let record = self.activity_record(delivery, run, trace, ActivityKind::Started, now);
-        self.publish_activity(activity, &record).await;
-        Some(now)
+        _delivery: &Delivery,
+        _run: Option<&RunState>,
+        _trace: &opentelemetry::Context,
+    ) -> Option<Begun> {
+        self.shared.activity.as_ref()?;
+        Some(Begun {
+            at_ms: crate::steps::now_ms(),
+        })
     }
 
-    /// Publishes the `finished` record of an attempt that ran its handler (`started`), or
-    /// that ended its run before it (a dead letter, a cancel, a skip).
+    /// Publishes the `started` record of a handler still running at its first progress ack
+    /// (`ack_wait / 3` after it started).
+    pub(super) async fn activity_running(&self, delivery: &Delivery, run: Option<&RunState>) {
+        let Some(activity) = self.shared.activity.as_ref() else {
+            return;
+        };
+        let at_ms = crate::steps::now_ms()
+            .saturating_sub((self.function.settings.ack_wait / 3).as_millis() as u64);
+        let trace = opentelemetry::Context::current();
+        let record = self.activity_record(delivery, run, &trace, ActivityKind::Started, at_ms);
+        self.publish_activity(activity, &record).await;
+    }
+
+    /// Publishes the `finished` record of an attempt, unless it is the unremarkable case the
+    /// run record already tells (a first attempt of an idempotent run, ok within
+    /// `ack_wait / 3`); and of a delivery that ended its run before the handler (a dead
+    /// letter, a cancel, a skip).
     pub(super) async fn activity_finished(
         &self,
         delivery: &Delivery,
         run: Option<&RunState>,
-        started: Option<u64>,
+        begun: Option<Begun>,
         settlement: &Settlement,
         trace: &opentelemetry::Context,
     ) {
         let Some(activity) = self.shared.activity.as_ref() else {
             return;
         };
+        let now = crate::steps::now_ms();
+        let announced = begun.as_ref().is_some_and(|b| {
+            now.saturating_sub(b.at_ms) >= (self.function.settings.ack_wait / 3).as_millis() as u64
+        });
         let ends_run = matches!(
             settlement,
             Settlement::DeadLetter { .. } | Settlement::Cancel(_) | Settlement::Skip(_)
         );
-        if started.is_none() && !ends_run {
+        let plain = matches!(settlement, Settlement::Ack { .. })
+            && delivery.delivered == 1
+            && !announced
+            && self.function.settings.idempotent
+            && run.is_some();
+        if (begun.is_none() && !ends_run) || plain {
             return;
         }
-        let now = crate::steps::now_ms();
         let mut record = self.activity_record(delivery, run, trace, ActivityKind::Finished, now);
         let (outcome, error, retry_in_ms, step) = describe(settlement);
-        record.started_ms = started;
+        record.started_ms = begun.map(|b| b.at_ms);
         record.outcome = Some(outcome.to_owned());
         record.error = error;
         record.retry_in_ms = retry_in_ms;

@@ -430,6 +430,9 @@ impl FunctionLoop {
                         break Outcome::TimedOut;
                     }
                     delivery.progress().await;
+                    if next_progress == begun + every {
+                        self.activity_running(delivery, run).await;
+                    }
                     next_progress += every;
                     timer.as_mut().reset(next_progress.min(deadline));
                 }
