@@ -78,7 +78,7 @@ impl Dev {
         match super::console::spawn(client.clone(), self.console, Default::default()).await {
             Ok(console) => println!("console: {console}"),
             Err(error) => {
-                println!("console not started ({error}); choose another --console address")
+                println!("console not started ({error}); choose another --console address");
             }
         }
         println!();
