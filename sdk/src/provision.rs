@@ -483,7 +483,7 @@ pub(crate) fn desired(
                 namespace.activity_stream(),
                 vec![namespace.activity_wildcard()],
                 settings.events_max_age,
-                Duration::from_secs(120),
+                settings.events_duplicate_window,
             )
         })),
     ]
