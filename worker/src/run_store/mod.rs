@@ -12,9 +12,11 @@ use tokio::time::Instant;
 
 use crate::steps::{FailureRecord, RunRecord, StepRecord};
 
+mod fresh;
 mod lock;
 mod many;
 mod started;
+pub(crate) use fresh::leader_get;
 use herald::protocol::runs;
 pub(crate) use lock::Locked;
 
