@@ -29,6 +29,8 @@ pub enum DeadLetterReason {
     Timeout,
     /// A delivery beyond the attempts budget (the worker crashed or hung on the last one).
     MaxDeliveries,
+    /// A throttle would have started the run later than its `max_delay`.
+    ThrottledTooLong,
 }
 
 impl DeadLetterReason {
@@ -41,6 +43,7 @@ impl DeadLetterReason {
             DeadLetterReason::DecodeError => "decode_error",
             DeadLetterReason::Timeout => "timeout",
             DeadLetterReason::MaxDeliveries => "max_deliveries",
+            DeadLetterReason::ThrottledTooLong => "throttled_too_long",
         }
     }
 }

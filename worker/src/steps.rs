@@ -150,6 +150,8 @@ pub(crate) struct RunState {
     pub(crate) output: parking_lot::Mutex<Option<serde_json::Value>>,
     /// With a finish timeout: when the run must have finished (Unix ms; 0 without).
     pub(crate) finish_by: std::sync::atomic::AtomicU64,
+    /// With a throttle or rate limit: the delivery's place in the function's turnstile.
+    pub(crate) turn: Option<crate::runtime::turnstile::Ticket>,
 }
 
 impl RunState {

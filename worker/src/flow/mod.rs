@@ -3,3 +3,5 @@
 pub(crate) mod debounce;
 
 pub use debounce::{HEADER_FIRST, HEADER_KEY, HEADER_SEQ, key_token, schedule_subject};
+pub(crate) mod gcra;
+pub(crate) mod limits;

@@ -3,6 +3,7 @@
 mod builder;
 mod ctx;
 mod error;
+mod flow;
 mod handlers;
 mod settings;
 

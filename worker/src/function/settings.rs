@@ -36,6 +36,12 @@ pub(crate) struct Settings {
     pub(crate) cancel_on: Vec<crate::wait::cancel_on::CancelOn>,
     pub(crate) start_timeout: Option<Duration>,
     pub(crate) finish_timeout: Option<Duration>,
+    pub(crate) throttle: Option<crate::flow::limits::PaceLimit>,
+    pub(crate) rate_limit: Option<crate::flow::limits::PaceLimit>,
+    /// The flow control that `key`, `burst` and `max_delay` configure: the last one added.
+    pub(crate) last_flow: Option<crate::flow::limits::Excess>,
+    /// Misuses of the flow-control builder, reported by `check`.
+    pub(crate) flow_errors: Vec<String>,
 }
 
 /// What a cron tick does while the previous tick of the same trigger still runs.
@@ -67,6 +73,10 @@ impl Default for Settings {
             cancel_on: Vec::new(),
             start_timeout: None,
             finish_timeout: None,
+            throttle: None,
+            rate_limit: None,
+            last_flow: None,
+            flow_errors: Vec::new(),
         }
     }
 }

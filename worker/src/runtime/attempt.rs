@@ -226,6 +226,11 @@ impl FunctionLoop {
             parked: parking_lot::Mutex::new(None),
             output: parking_lot::Mutex::new(None),
             finish_by: std::sync::atomic::AtomicU64::new(0),
+            turn: self
+                .turnstile
+                .as_ref()
+                .filter(|_| delivery.header(header::CONTINUATION).is_none())
+                .map(|turnstile| turnstile.ticket(delivery.stream_sequence)),
         }))
     }
 
@@ -297,6 +302,11 @@ impl FunctionLoop {
                 && let Some(folded) = Box::pin(self.debounced(delivery)).await
             {
                 return Prepared::Settled(folded);
+            }
+            if (settings.rate_limit.is_some() || settings.throttle.is_some())
+                && let Some(paced) = Box::pin(self.paced(delivery, run)).await
+            {
+                return Prepared::Settled(paced);
             }
             // A retry or a continuation may have a failure count to continue from.
             if delivery.delivered > 1 || delivery.header(header::CONTINUATION).is_some() {

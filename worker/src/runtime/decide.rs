@@ -39,6 +39,12 @@ pub(crate) enum Outcome {
     /// The run is not to run at all (a cron tick while the previous one still runs): it is
     /// recorded `skipped` with this reason and acked.
     Skipped(String),
+    /// A throttle reserved the run a start later on: it parks until then.
+    Throttled {
+        /// When its continuation fires (Unix milliseconds, a whole second at most 1 s
+        /// before the reserved start).
+        at_ms: u64,
+    },
     /// The runs bucket could not be read within the patience: whether the run finished is
     /// unknown, so the handler does not run now.
     StoreUnavailable(String),
@@ -176,6 +182,22 @@ pub(crate) fn decide(outcome: Outcome, facts: &Facts) -> Settlement {
         ),
         Outcome::AlreadyFinished | Outcome::Debounced => Settlement::Ack { record_run: false },
         Outcome::Skipped(reason) => Settlement::Skip(reason),
+        Outcome::Throttled { at_ms } => {
+            if facts.schedules {
+                Settlement::Continue {
+                    at_ms,
+                    wake: Some(crate::flow::limits::THROTTLE_WAKE.to_owned()),
+                    error: None,
+                }
+            } else {
+                dead_letter(
+                    DeadLetterReason::TerminalError,
+                    "throttle needs nats-server 2.12 or newer (scheduled messages) to delay a run"
+                        .to_owned(),
+                    facts.delivered,
+                )
+            }
+        }
         Outcome::Parked { step_key } => Settlement::Park(step_key),
         Outcome::Cancelled(reason) => Settlement::Cancel(reason),
         Outcome::StoreUnavailable(error) => Settlement::Retry {

@@ -28,6 +28,7 @@ mod debounce;
 pub(crate) mod decide;
 mod delivery;
 pub(crate) mod failures;
+mod limits;
 mod overlap;
 mod pace;
 mod pull;
@@ -37,6 +38,7 @@ mod stall;
 mod start;
 mod sweeper;
 mod timeouts;
+pub(crate) mod turnstile;
 mod worker;
 mod writer_schemas;
 
@@ -96,6 +98,8 @@ pub(crate) struct FunctionLoop {
     counts: Arc<FunctionCounts>,
     /// The function's cancelled runs (followed from their cancel records).
     cancelled: Arc<crate::cancel::watch::Cancelled>,
+    /// With a throttle or rate limit: paced decisions in arrival order.
+    turnstile: Option<Arc<turnstile::Turnstile>>,
 }
 
 /// The fewest messages a function's worker may hold at once; more with a higher concurrency.
@@ -116,6 +120,9 @@ impl FunctionLoop {
             function_attribute: crate::telemetry::function_attribute(&function.id),
             counts,
             cancelled: Arc::default(),
+            turnstile: (function.settings.throttle.is_some()
+                || function.settings.rate_limit.is_some())
+            .then(Arc::default),
             function,
             shared,
         }

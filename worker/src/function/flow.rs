@@ -1,0 +1,152 @@
+//! The flow-control methods of [`FunctionBuilder`]: throttle and rate limit, and the
+//! `key`, `burst` and `max_delay` that configure the one added last.
+
+use std::time::Duration;
+
+use herald::Event;
+
+use super::FunctionBuilder;
+use crate::flow::limits::{Excess, PaceLimit};
+
+impl<E: Event> FunctionBuilder<E> {
+    /// Throttles the function's run starts to `limit` per `period` (per key with
+    /// [`key`](Self::key), a burst with [`burst`](Self::burst)): a start beyond the pace is
+    /// delayed, never dropped. The run is reserved the next start at the pace (so starts
+    /// keep the order the events arrive in), acked and parked until then, holding no
+    /// handler, permit or message; [`max_delay`](Self::max_delay) dead-letters an event
+    /// whose start would be further out (`throttled_too_long`). Continuations of a run that
+    /// started (sleeps, waits, retries) are not throttled again. Needs nats-server 2.12+.
+    /// The period is between 1 s and 7 days.
+    ///
+    /// ```
+    /// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, herald::Event)]
+    /// # #[event(type = "repo.starred")]
+    /// # struct Starred { owner: String }
+    /// use std::time::Duration;
+    /// use herald_worker::{Ctx, Function, HandlerError};
+    ///
+    /// // GitHub answers 429 beyond 10 calls a second per token: pace the calls per owner.
+    /// let sync = Function::new("sync-stars")
+    ///     .on::<Starred>()
+    ///     .throttle(10, Duration::from_secs(1))
+    ///     .burst(5)
+    ///     .key(|e: &Starred| e.owner.clone())
+    ///     .max_delay(Duration::from_secs(600))
+    ///     .handler(|_e: Starred, _ctx: Ctx| async move { Ok::<(), HandlerError>(()) });
+    /// assert!(sync.check().is_ok());
+    /// ```
+    pub fn throttle(mut self, limit: u32, period: Duration) -> Self {
+        if self.settings.throttle.is_some() {
+            self.flow_error("throttle is set twice");
+        }
+        self.settings.throttle = Some(PaceLimit {
+            excess: Excess::Delay,
+            limit,
+            period,
+            burst: 0,
+            key: None,
+            max_delay: None,
+        });
+        self.settings.last_flow = Some(Excess::Delay);
+        self
+    }
+
+    /// Limits the function to `limit` runs per `period` (per key with [`key`](Self::key),
+    /// a burst with [`burst`](Self::burst)) and drops the rest: an event beyond the pace is
+    /// acked without running, recorded `skipped` with the reason `rate_limited`, and counted
+    /// in `herald.function.runs` (`outcome=skipped`). The decision is stored with the run,
+    /// so a redelivered event gets the same one. Starts are paced evenly: `limit` per
+    /// `period` means one every `period / limit`, plus the burst at once. Needs
+    /// nats-server 2.12+. The period is between 1 s and 7 days.
+    ///
+    /// ```
+    /// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, herald::Event)]
+    /// # #[event(type = "user.login")]
+    /// # struct Login { user_id: String }
+    /// use std::time::Duration;
+    /// use herald_worker::{Ctx, Function, HandlerError};
+    ///
+    /// // At most one "new device" email per user every 10 minutes.
+    /// let alert = Function::new("new-device-email")
+    ///     .on::<Login>()
+    ///     .rate_limit(1, Duration::from_secs(600))
+    ///     .key(|e: &Login| e.user_id.clone())
+    ///     .handler(|_e: Login, _ctx: Ctx| async move { Ok::<(), HandlerError>(()) });
+    /// assert!(alert.check().is_ok());
+    /// ```
+    pub fn rate_limit(mut self, limit: u32, period: Duration) -> Self {
+        if self.settings.rate_limit.is_some() {
+            self.flow_error("rate_limit is set twice");
+        }
+        self.settings.rate_limit = Some(PaceLimit {
+            excess: Excess::Drop,
+            limit,
+            period,
+            burst: 0,
+            key: None,
+            max_delay: None,
+        });
+        self.settings.last_flow = Some(Excess::Drop);
+        self
+    }
+
+    /// The key of the [`throttle`](Self::throttle) or [`rate_limit`](Self::rate_limit)
+    /// added just before: each key has its own pace (default: one for the whole function).
+    pub fn key<K, F>(mut self, key: F) -> Self
+    where
+        F: Fn(&E) -> K + Send + Sync + 'static,
+        K: AsRef<str>,
+    {
+        let key_of = move |payload: &[u8]| {
+            serde_json::from_slice::<E>(payload)
+                .map(|event| key(&event).as_ref().to_owned())
+                .map_err(|error| error.to_string())
+        };
+        match self.last_limit("key") {
+            Some(limit) => limit.key = Some(std::sync::Arc::new(key_of)),
+            None => return self,
+        }
+        self
+    }
+
+    /// How many starts beyond the pace the [`throttle`](Self::throttle) or
+    /// [`rate_limit`](Self::rate_limit) added just before lets through at once (default 0).
+    pub fn burst(mut self, burst: u32) -> Self {
+        if let Some(limit) = self.last_limit("burst") {
+            limit.burst = burst;
+        }
+        self
+    }
+
+    /// The longest a [`throttle`](Self::throttle) delays a start; an event whose start would
+    /// be later is dead-lettered with the reason `throttled_too_long` (default: no bound).
+    pub fn max_delay(mut self, delay: Duration) -> Self {
+        match self.settings.throttle.as_mut() {
+            Some(throttle) => throttle.max_delay = Some(delay),
+            None => self.flow_error("max_delay needs throttle(limit, period) before it"),
+        }
+        self
+    }
+
+    fn last_limit(&mut self, what: &str) -> Option<&mut PaceLimit> {
+        let limit = match self.settings.last_flow {
+            Some(Excess::Delay) => self.settings.throttle.as_mut(),
+            Some(Excess::Drop) => self.settings.rate_limit.as_mut(),
+            None => None,
+        };
+        if limit.is_none() {
+            self.flow_error(&format!(
+                "{what} needs throttle(..) or rate_limit(..) before it"
+            ));
+            return None;
+        }
+        match self.settings.last_flow {
+            Some(Excess::Delay) => self.settings.throttle.as_mut(),
+            _ => self.settings.rate_limit.as_mut(),
+        }
+    }
+
+    fn flow_error(&mut self, error: &str) {
+        self.settings.flow_errors.push(error.to_owned());
+    }
+}
