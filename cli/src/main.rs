@@ -3,18 +3,35 @@
 //! ```text
 //! herald bench publish            # Herald vs the raw async-nats client, side by side
 //! herald provision                # create or check the namespace's streams and buckets
+//! herald --server URL dlq list    # connection options before or after the command
 //! ```
 //!
-//! Every command reads `NATS_URL` (or `--server`) and `--namespace`.
+//! Every command reads `NATS_URL` (or `--server`) and `--namespace`; the exit codes are
+//! defined in [`exit`].
 
 mod commands;
+mod exit;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
+use exit::Exit;
+
 fn main() -> ExitCode {
-    let cli = commands::Cli::parse();
+    let cli = match commands::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // --help and --version are not errors.
+            let code = if error.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            };
+            let _ = error.print();
+            return code.into();
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -22,14 +39,15 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+            return Exit::Failure.into();
         }
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            let (code, line) = exit::describe(&error);
+            eprintln!("error: {line}");
+            code.into()
         }
     }
 }
