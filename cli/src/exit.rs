@@ -198,6 +198,11 @@ fn is_not_found(cause: &(dyn std::error::Error + 'static)) -> bool {
     ) || matches!(
         cause.downcast_ref::<CancelError>(),
         Some(CancelError::UnknownFunction { .. })
+    ) || matches!(
+        cause
+            .downcast_ref::<async_nats::jetstream::stream::RawMessageError>()
+            .map(|e| e.kind()),
+        Some(async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound)
     ) || jetstream_code(cause) == Some(async_nats::jetstream::ErrorCode::NO_MESSAGE_FOUND)
         || cause.to_string().contains("error code 10037")
 }

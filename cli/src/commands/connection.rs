@@ -17,6 +17,7 @@ pub(crate) struct Global {
 
 /// How to reach NATS.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Connection (before or after the command)")]
 pub(crate) struct Connection {
     /// NATS server URL(s), comma-separated.
     #[arg(long, short, env = "NATS_URL", global = true)]
