@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Every command reads `NATS_URL` (or `--server`) and `--namespace`; the exit codes are
-//! defined in [`exit`].
+//! defined in `exit.rs`, and only there.
 
 mod commands;
 mod exit;

@@ -1,5 +1,6 @@
 //! The commands and their shared options.
 
+mod asyncapi;
 mod connection;
 mod dev;
 mod dlq;
