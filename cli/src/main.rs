@@ -19,6 +19,7 @@ use clap::Parser;
 use exit::Exit;
 
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = match commands::Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -50,4 +51,22 @@ fn main() -> ExitCode {
             code.into()
         }
     }
+}
+
+/// `herald … | head` ends quietly when the reader goes away, as other command-line tools do,
+/// instead of panicking on the next line printed.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

@@ -166,7 +166,7 @@ impl Dlq {
                     ]);
                 }
                 output::align_right(&mut table, &[0, 3]);
-                println!("{table}");
+                output::print(&table);
                 println!("{} dead letter(s)", found.len());
                 Ok(ExitCode::SUCCESS)
             }

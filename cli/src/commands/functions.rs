@@ -253,5 +253,5 @@ fn print_table(rows: &[serde_json::Value]) {
         ]);
     }
     output::align_right(&mut table, &[2, 3, 4, 5]);
-    println!("{table}");
+    output::print(&table);
 }

@@ -89,7 +89,7 @@ impl Keys {
                         key.scopes.join(","),
                     ]);
                 }
-                println!("{table}");
+                output::print(&table);
             }
             KeysCommand::Revoke { id } => {
                 let key = store.revoke(&id).await?;

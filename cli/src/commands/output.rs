@@ -7,7 +7,17 @@ pub(crate) fn table<const N: usize>(header: [&str; N]) -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
     table.load_style(comfy_table::presets::NOTHING);
     table.set_header(header);
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
     table
+}
+
+/// Prints a table made by [`table`], without trailing spaces.
+pub(crate) fn print(table: &comfy_table::Table) {
+    for line in table.lines() {
+        println!("{}", line.trim_end());
+    }
 }
 
 /// Aligns these columns (0-based) to the right: counts and sizes.

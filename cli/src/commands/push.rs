@@ -142,7 +142,7 @@ impl Push {
                         ]);
                     }
                     output::align_right(&mut table, &[2, 3, 4]);
-                    println!("{table}");
+                    output::print(&table);
                 }
             }
             PushCommand::Remove { name } => {

@@ -250,7 +250,7 @@ impl Runs {
             }
         }
         output::align_right(&mut table, &[2]);
-        println!("{table}");
+        output::print(&table);
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -63,7 +63,7 @@ impl Schedules {
                 schedule.next.as_deref().unwrap_or("-"),
             ]);
         }
-        println!("{table}");
+        output::print(&table);
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -326,6 +326,6 @@ async fn list(registry: &Registry, as_json: bool) -> anyhow::Result<ExitCode> {
         let latest = versions.last().map_or("-".to_owned(), ToString::to_string);
         table.add_row([event_type, latest, mode.as_str().to_owned()]);
     }
-    println!("{table}");
+    output::print(&table);
     Ok(ExitCode::SUCCESS)
 }

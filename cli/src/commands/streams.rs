@@ -90,5 +90,5 @@ fn print_table(
         ]);
     }
     output::align_right(&mut table, &[2, 3, 4, 5]);
-    println!("{table}");
+    output::print(&table);
 }
