@@ -252,6 +252,37 @@ async fn every_command_takes_the_server_first_and_every_json_output_parses() {
     let mut serve = herald_bare();
     serve.args(["--server", u, "serve", "--gateway", "127.0.0.1:0"]);
     assert!(first_line_then_stop(serve, "gateway on http://").contains("127.0.0.1"));
+    let out = dir.path().join("asyncapi.json");
+    let wrote = json(u, &["schemas", "asyncapi", "--out", out.to_str().unwrap()]);
+    assert_eq!(wrote["wrote"], out.to_str().unwrap());
+    // `dev` takes the namespace before it (and starts its own server).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut dev = herald_bare()
+        .args(["--namespace", "other", "dev", "--port", &port.to_string()])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
+    let dev_url = lines
+        .find_map(|line| {
+            let line = line.ok()?;
+            line.trim()
+                .strip_prefix("export NATS_URL=")
+                .map(str::to_owned)
+        })
+        .unwrap();
+    let streams = json(&dev_url, &["--namespace", "other", "streams"]);
+    assert_eq!(streams[1]["name"], "OTHER_EVENTS");
+    Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(dev.wait().unwrap().success());
     // And after the command, mixed.
     let after = herald_bare()
         .args([

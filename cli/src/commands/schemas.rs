@@ -224,6 +224,9 @@ impl Schemas {
                     Some(path) => {
                         std::fs::write(&path, text)
                             .with_context(|| format!("cannot write {}", path.display()))?;
+                        if json {
+                            return output::json(&json!({"wrote": path.display().to_string()}));
+                        }
                         eprintln!("wrote {}", path.display());
                     }
                     None => print!("{text}"),
