@@ -10,6 +10,7 @@
 //! defined in `exit.rs`, and only there.
 
 mod commands;
+mod denied;
 mod exit;
 
 use std::process::ExitCode;

@@ -188,3 +188,100 @@ fn an_unreachable_server_is_one_line_with_the_url_and_what_to_do() {
     assert_eq!(none.status.code(), Some(1));
     assert!(one_line(&none).contains("--server"), "{}", text(&none));
 }
+
+/// A nats-server run from a config file (users with permissions), stopped on drop.
+struct ConfiguredServer {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ConfiguredServer {
+    fn start(authorization: &str) -> ConfiguredServer {
+        let binary = herald_local_nats::find_or_install().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("nats.conf");
+        let store = dir.path().join("data");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {:?} }}\n{authorization}\n",
+                store.display().to_string()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new(&binary.path)
+            .arg("-c")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = ConfiguredServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        // Polling for the port with a deadline, not synchronising by sleeping.
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < until,
+                "nats-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for ConfiguredServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_permission_the_server_denies_is_refused_at_once_in_one_line() {
+    let server = ConfiguredServer::start(
+        r#"authorization { users = [
+  { user: admin, password: a }
+  { user: ops, password: o, permissions: { publish: { deny: ["$KV.herald-keys.>"] } } }
+] }"#,
+    );
+    let u = server.url.as_str();
+    let admin = herald_at(u, &["--user", "admin", "--password", "a", "provision"]);
+    assert!(admin.status.success(), "{}", text(&admin));
+    let listed = herald_at(u, &["--user", "ops", "--password", "o", "keys", "list"]);
+    assert!(
+        listed.status.success(),
+        "reading is allowed: {}",
+        text(&listed)
+    );
+    let denied = herald_at(
+        u,
+        &[
+            "--user",
+            "ops",
+            "--password",
+            "o",
+            "keys",
+            "create",
+            "--name",
+            "x",
+        ],
+    );
+    assert_eq!(denied.status.code(), Some(4), "{}", text(&denied));
+    let line = one_line(&denied);
+    assert!(
+        line.contains("denied a permission") && line.contains("Permissions Violation"),
+        "{line}"
+    );
+    assert!(line.contains("$KV.herald-keys."), "{line}");
+}

@@ -93,8 +93,24 @@ enum Command {
     },
 }
 
-/// Runs the command line's command.
+/// Runs the command line's command; a command that the server denies a permission ends at
+/// once, refused (see `denied.rs`).
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !cli.command.runs_until_stopped() {
+        crate::denied::watch();
+        return tokio::select! {
+            result = Box::pin(command(cli)) => result,
+            text = crate::denied::denied() => Err(crate::exit::Failed::refused(format!(
+                "the NATS server denied a permission ({text}); ask for it, or use other \
+                 credentials"
+            ))
+            .into()),
+        };
+    }
+    command(cli).await
+}
+
+async fn command(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
     if global.json && !cli.command.has_json() {
         return Err(crate::exit::Failed::usage(
@@ -130,13 +146,19 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 impl Command {
-    /// Whether the command prints JSON with --json (the others refuse the flag: long-running
-    /// commands whose output is a report for people).
-    fn has_json(&self) -> bool {
-        !matches!(
+    /// Whether the command runs until ctrl-c (or measures): its permission errors are its
+    /// own to handle, and `bench` installs its own `tracing` subscriber.
+    fn runs_until_stopped(&self) -> bool {
+        matches!(
             self,
             Command::Bench(_) | Command::Dev(_) | Command::Serve(_) | Command::Completions { .. }
         )
+    }
+
+    /// Whether the command prints JSON with --json (the others refuse the flag: long-running
+    /// commands whose output is a report for people).
+    fn has_json(&self) -> bool {
+        !self.runs_until_stopped()
     }
 }
 
