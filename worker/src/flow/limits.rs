@@ -10,6 +10,35 @@ use super::gcra::Gcra;
 /// reserved start is in its decision record.
 pub(crate) const THROTTLE_WAKE: &str = "_throttle";
 
+/// The flow control that `key` and `burst` configure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FlowSlot {
+    Throttle,
+    RateLimit,
+    Singleton,
+}
+
+/// A singleton function: one run per key at a time.
+#[derive(Clone)]
+pub(crate) struct Singleton {
+    pub(crate) mode: crate::SingletonMode,
+    pub(crate) key: Option<KeyOf>,
+}
+
+impl std::fmt::Debug for Singleton {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Singleton")
+            .field("mode", &self.mode)
+            .field("keyed", &self.key.is_some())
+            .finish()
+    }
+}
+
+/// The lock of a singleton key: `_singleton.<F>.<key token>`.
+pub(crate) fn singleton_lock(function: &str, token: &str) -> String {
+    format!("_singleton.{function}.{token}")
+}
+
 /// What a limit does with a start beyond its pace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Excess {

@@ -6,7 +6,8 @@ use std::time::Duration;
 use herald::Event;
 
 use super::FunctionBuilder;
-use crate::flow::limits::{Excess, PaceLimit};
+use crate::SingletonMode;
+use crate::flow::limits::{Excess, FlowSlot, PaceLimit, Singleton};
 
 impl<E: Event> FunctionBuilder<E> {
     /// Throttles the function's run starts to `limit` per `period` (per key with
@@ -47,7 +48,7 @@ impl<E: Event> FunctionBuilder<E> {
             key: None,
             max_delay: None,
         });
-        self.settings.last_flow = Some(Excess::Delay);
+        self.settings.last_flow = Some(FlowSlot::Throttle);
         self
     }
 
@@ -86,25 +87,75 @@ impl<E: Event> FunctionBuilder<E> {
             key: None,
             max_delay: None,
         });
-        self.settings.last_flow = Some(Excess::Drop);
+        self.settings.last_flow = Some(FlowSlot::RateLimit);
         self
     }
 
-    /// The key of the [`throttle`](Self::throttle) or [`rate_limit`](Self::rate_limit)
-    /// added just before: each key has its own pace (default: one for the whole function).
+    /// One run per key at a time (per key with [`key`](Self::key); default one for the
+    /// whole function): an event whose key has a run going (running, sleeping or waiting)
+    /// is skipped ([`SingletonMode::Skip`], recorded `skipped`, reason `singleton`) or
+    /// cancels that run and starts at once ([`SingletonMode::Cancel`]: the old run stops
+    /// at its next step, recorded `cancelled`). The key is held by a lock in the runs
+    /// bucket, released when the run ends; a lock whose run died is taken over once that
+    /// run is recorded finished or dead-lettered. Needs idempotent runs (the default).
+    ///
+    /// ```
+    /// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, herald::Event)]
+    /// # #[event(type = "index.requested")]
+    /// # struct IndexRequested { tenant: String }
+    /// use herald_worker::{Ctx, Function, HandlerError, SingletonMode};
+    ///
+    /// // A reindex per tenant at a time; a newer request replaces the one running.
+    /// let reindex = Function::new("reindex")
+    ///     .on::<IndexRequested>()
+    ///     .singleton(SingletonMode::Cancel)
+    ///     .key(|e: &IndexRequested| e.tenant.clone())
+    ///     .handler(|_e: IndexRequested, _ctx: Ctx| async move { Ok::<(), HandlerError>(()) });
+    /// assert!(reindex.check().is_ok());
+    /// ```
+    pub fn singleton(mut self, mode: SingletonMode) -> Self {
+        if self.settings.singleton.is_some() {
+            self.flow_error("singleton is set twice");
+        }
+        self.settings.singleton = Some(Singleton { mode, key: None });
+        self.settings.last_flow = Some(FlowSlot::Singleton);
+        self
+    }
+
+    /// The key of the [`throttle`](Self::throttle), [`rate_limit`](Self::rate_limit) or
+    /// [`singleton`](Self::singleton) added just before: each key has its own (default:
+    /// one for the whole function).
     pub fn key<K, F>(mut self, key: F) -> Self
     where
         F: Fn(&E) -> K + Send + Sync + 'static,
         K: AsRef<str>,
     {
-        let key_of = move |payload: &[u8]| {
+        let key_of: crate::flow::debounce::KeyOf = std::sync::Arc::new(move |payload: &[u8]| {
             serde_json::from_slice::<E>(payload)
                 .map(|event| key(&event).as_ref().to_owned())
                 .map_err(|error| error.to_string())
-        };
-        match self.last_limit("key") {
-            Some(limit) => limit.key = Some(std::sync::Arc::new(key_of)),
-            None => return self,
+        });
+        match self.settings.last_flow {
+            Some(FlowSlot::Throttle) => {
+                if let Some(limit) = self.settings.throttle.as_mut() {
+                    limit.key = Some(key_of);
+                }
+            }
+            Some(FlowSlot::RateLimit) => {
+                if let Some(limit) = self.settings.rate_limit.as_mut() {
+                    limit.key = Some(key_of);
+                }
+            }
+            Some(FlowSlot::Singleton) => {
+                if let Some(singleton) = self.settings.singleton.as_mut() {
+                    singleton.key = Some(key_of);
+                }
+            }
+            None => {
+                self.flow_error(
+                    "key needs throttle(..), rate_limit(..) or singleton(..) before it",
+                );
+            }
         }
         self
     }
@@ -129,19 +180,19 @@ impl<E: Event> FunctionBuilder<E> {
     }
 
     fn last_limit(&mut self, what: &str) -> Option<&mut PaceLimit> {
-        let limit = match self.settings.last_flow {
-            Some(Excess::Delay) => self.settings.throttle.as_mut(),
-            Some(Excess::Drop) => self.settings.rate_limit.as_mut(),
-            None => None,
+        let exists = match self.settings.last_flow {
+            Some(FlowSlot::Throttle) => self.settings.throttle.is_some(),
+            Some(FlowSlot::RateLimit) => self.settings.rate_limit.is_some(),
+            _ => false,
         };
-        if limit.is_none() {
+        if !exists {
             self.flow_error(&format!(
                 "{what} needs throttle(..) or rate_limit(..) before it"
             ));
             return None;
         }
         match self.settings.last_flow {
-            Some(Excess::Delay) => self.settings.throttle.as_mut(),
+            Some(FlowSlot::Throttle) => self.settings.throttle.as_mut(),
             _ => self.settings.rate_limit.as_mut(),
         }
     }

@@ -14,7 +14,7 @@ pub(crate) use error::ErrorKind;
 pub use error::HandlerError;
 pub(crate) use handlers::{BoxFuture, Decoded, ErasedHandler};
 pub(crate) use settings::Settings;
-pub use settings::{Overlap, StartFrom};
+pub use settings::{Overlap, SingletonMode, StartFrom};
 
 use std::fmt;
 use std::sync::Arc;

@@ -303,6 +303,11 @@ impl FunctionLoop {
             {
                 return Prepared::Settled(folded);
             }
+            if settings.singleton.is_some()
+                && let Some(outcome) = Box::pin(self.single(delivery, run)).await
+            {
+                return Prepared::Settled(outcome);
+            }
             if (settings.rate_limit.is_some() || settings.throttle.is_some())
                 && let Some(paced) = Box::pin(self.paced(delivery, run)).await
             {

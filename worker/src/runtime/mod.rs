@@ -34,6 +34,7 @@ mod pace;
 mod pull;
 mod settle;
 mod shutdown;
+mod singleton;
 mod stall;
 mod start;
 mod sweeper;
