@@ -428,18 +428,19 @@ pub(crate) fn desired(
         num_replicas: replicas,
         ..Default::default()
     };
-    let bucket = |bucket: String, history: i64, max_age, allow_message_ttl, allow_atomic| Desired::Bucket {
-        config: Box::new(kv::Config {
-            bucket,
-            history,
-            max_age,
-            storage: settings.storage,
-            num_replicas: replicas,
-            ..Default::default()
-        }),
-        allow_message_ttl,
-        allow_atomic,
-    };
+    let bucket =
+        |bucket: String, history: i64, max_age, allow_message_ttl, allow_atomic| Desired::Bucket {
+            config: Box::new(kv::Config {
+                bucket,
+                history,
+                max_age,
+                storage: settings.storage,
+                num_replicas: replicas,
+                ..Default::default()
+            }),
+            allow_message_ttl,
+            allow_atomic,
+        };
     let events = stream::Config {
         // Durable sleeps and step continuations are scheduled messages (2.12+) that must
         // outlive max_age: they carry `Nats-TTL: never`, which needs allow_msg_ttl (2.11+).

@@ -102,15 +102,15 @@ async fn a_throttle_paces_starts_per_key_in_order_and_drops_none() {
         (0..30).collect::<Vec<_>>(),
         "starts in arrival order"
     );
-    // Within the bound in every window: burst + ceil(W / 100 ms), with 50 ms of slack for
-    // timers.
+    // Within the bound in every window: burst + ceil(W / 100 ms). A start is never early,
+    // but a late one (a busy machine) lands nearer the next: 150 ms of slack for that.
     let times: Vec<Instant> = octo.iter().map(|(_, at)| *at).collect();
-    for window in [Duration::from_millis(300), Duration::from_secs(1)] {
+    for window in [Duration::from_millis(500), Duration::from_secs(1)] {
         let bound = 5 + window.as_millis().div_ceil(100) as usize;
         for (i, from) in times.iter().enumerate() {
             let inside = times[i..]
                 .iter()
-                .take_while(|at| **at < *from + window - Duration::from_millis(50))
+                .take_while(|at| **at < *from + window - Duration::from_millis(150))
                 .count();
             assert!(
                 inside <= bound,
