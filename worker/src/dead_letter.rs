@@ -31,6 +31,8 @@ pub enum DeadLetterReason {
     MaxDeliveries,
     /// A throttle would have started the run later than its `max_delay`.
     ThrottledTooLong,
+    /// Too many runs of the event's key were parked waiting for a concurrency slot.
+    QueueFull,
 }
 
 impl DeadLetterReason {
@@ -44,6 +46,7 @@ impl DeadLetterReason {
             DeadLetterReason::Timeout => "timeout",
             DeadLetterReason::MaxDeliveries => "max_deliveries",
             DeadLetterReason::ThrottledTooLong => "throttled_too_long",
+            DeadLetterReason::QueueFull => "queue_full",
         }
     }
 }

@@ -152,6 +152,8 @@ pub(crate) struct RunState {
     pub(crate) finish_by: std::sync::atomic::AtomicU64,
     /// With a throttle or rate limit: the delivery's place in the function's turnstile.
     pub(crate) turn: Option<crate::runtime::turnstile::Ticket>,
+    /// The concurrency slots the attempt holds.
+    pub(crate) slots: parking_lot::Mutex<Vec<crate::runtime::concurrency::HeldSlot>>,
 }
 
 impl RunState {

@@ -16,6 +16,8 @@ pub(crate) enum FlowSlot {
     Throttle,
     RateLimit,
     Singleton,
+    /// The concurrency limit at this index.
+    Concurrency(usize),
 }
 
 /// A singleton function: one run per key at a time.

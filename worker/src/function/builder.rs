@@ -201,6 +201,9 @@ impl<E> FunctionBuilder<E> {
         if let Some(reason) = self.settings.flow_errors.first() {
             return Err(invalid(reason));
         }
+        for limit in &self.settings.concurrency_limits {
+            limit.check().map_err(|reason| invalid(&reason))?;
+        }
         for limit in [&self.settings.throttle, &self.settings.rate_limit]
             .into_iter()
             .flatten()

@@ -122,9 +122,77 @@ impl<E: Event> FunctionBuilder<E> {
         self
     }
 
-    /// The key of the [`throttle`](Self::throttle), [`rate_limit`](Self::rate_limit) or
-    /// [`singleton`](Self::singleton) added just before: each key has its own (default:
-    /// one for the whole function).
+    /// At most `limit` attempts of this function run at once per key ([`key`](Self::key);
+    /// default one key), across all replicas; at most two such limits per function. A run
+    /// holds a slot only while an attempt runs: a sleeping or waiting run, or one waiting
+    /// for its retry, holds none. A run that finds no slot is **parked**: acked, holding no
+    /// handler, permit or message, and woken when a slot of its key frees (oldest first),
+    /// so a busy key never holds back the other keys. Slots are leases that expire 30 s
+    /// after their worker died. [`max_parked`](Self::max_parked) caps the parked runs per
+    /// key. Needs nats-server 2.12+.
+    ///
+    /// ```
+    /// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, herald::Event)]
+    /// # #[event(type = "export.requested")]
+    /// # struct ExportRequested { tenant_id: String }
+    /// use herald_worker::{Ctx, Function, HandlerError};
+    ///
+    /// // Three exports per tenant at a time, ten in all (a limit shared with other functions).
+    /// let export = Function::new("export")
+    ///     .on::<ExportRequested>()
+    ///     .concurrency_limit(3)
+    ///     .key(|e: &ExportRequested| e.tenant_id.clone())
+    ///     .shared_concurrency_limit("warehouse", 10)
+    ///     .handler(|_e: ExportRequested, _ctx: Ctx| async move { Ok::<(), HandlerError>(()) });
+    /// assert!(export.check().is_ok());
+    /// ```
+    pub fn concurrency_limit(self, limit: u32) -> Self {
+        self.add_concurrency(limit, None)
+    }
+
+    /// A concurrency limit named `name`, shared by every function that names it (each
+    /// giving the same `limit`): at most `limit` attempts of all of them at once (per key
+    /// with [`key`](Self::key)). Counts towards the two limits of a function.
+    pub fn shared_concurrency_limit(self, name: &str, limit: u32) -> Self {
+        self.add_concurrency(limit, Some(name.to_owned()))
+    }
+
+    /// The most runs of one key parked waiting for a slot of the
+    /// [`concurrency_limit`](Self::concurrency_limit) added just before; an event beyond is
+    /// dead-lettered with the reason `queue_full` (default: no cap).
+    pub fn max_parked(mut self, runs: u32) -> Self {
+        match self.settings.last_flow {
+            Some(FlowSlot::Concurrency(index)) => {
+                if let Some(limit) = self.settings.concurrency_limits.get_mut(index) {
+                    limit.max_parked = Some(runs);
+                }
+            }
+            _ => self.flow_error("max_parked needs concurrency_limit(..) before it"),
+        }
+        self
+    }
+
+    fn add_concurrency(mut self, limit: u32, shared: Option<String>) -> Self {
+        if self.settings.concurrency_limits.len() == 2 {
+            self.flow_error("a function has at most two concurrency limits");
+        }
+        self.settings
+            .concurrency_limits
+            .push(crate::flow::concurrency::ConcurrencyLimit {
+                limit,
+                shared,
+                key: None,
+                max_parked: None,
+            });
+        self.settings.last_flow = Some(FlowSlot::Concurrency(
+            self.settings.concurrency_limits.len() - 1,
+        ));
+        self
+    }
+
+    /// The key of the [`throttle`](Self::throttle), [`rate_limit`](Self::rate_limit),
+    /// [`singleton`](Self::singleton) or [`concurrency_limit`](Self::concurrency_limit)
+    /// added just before: each key has its own (default: one for the whole function).
     pub fn key<K, F>(mut self, key: F) -> Self
     where
         F: Fn(&E) -> K + Send + Sync + 'static,
@@ -149,6 +217,11 @@ impl<E: Event> FunctionBuilder<E> {
             Some(FlowSlot::Singleton) => {
                 if let Some(singleton) = self.settings.singleton.as_mut() {
                     singleton.key = Some(key_of);
+                }
+            }
+            Some(FlowSlot::Concurrency(index)) => {
+                if let Some(limit) = self.settings.concurrency_limits.get_mut(index) {
+                    limit.key = Some(key_of);
                 }
             }
             None => {

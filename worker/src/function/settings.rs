@@ -39,6 +39,7 @@ pub(crate) struct Settings {
     pub(crate) throttle: Option<crate::flow::limits::PaceLimit>,
     pub(crate) rate_limit: Option<crate::flow::limits::PaceLimit>,
     pub(crate) singleton: Option<crate::flow::limits::Singleton>,
+    pub(crate) concurrency_limits: Vec<crate::flow::concurrency::ConcurrencyLimit>,
     /// The flow control that `key` and `burst` configure: the last one added.
     pub(crate) last_flow: Option<crate::flow::limits::FlowSlot>,
     /// Misuses of the flow-control builder, reported by `check`.
@@ -91,6 +92,7 @@ impl Default for Settings {
             throttle: None,
             rate_limit: None,
             singleton: None,
+            concurrency_limits: Vec::new(),
             last_flow: None,
             flow_errors: Vec::new(),
         }

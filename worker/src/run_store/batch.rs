@@ -69,15 +69,17 @@ impl RunStore {
 
     /// Stores `writes` in one atomic batch: all of them, or none when a key's last sequence
     /// is not the expected one ([`BatchError::Conflict`]) or the batch fails.
-    pub(crate) async fn write_atomically(&self, writes: &[Write<'_>]) -> Result<(), BatchError> {
+    /// Returns the stream sequence of the last write.
+    pub(crate) async fn write_atomically(&self, writes: &[Write<'_>]) -> Result<u64, BatchError> {
         let Backend::Bucket(bucket) = &self.backend else {
             return Err(
                 store_error("write", "a batch")("flow control needs the runs bucket").into(),
             );
         };
         let Some(last) = writes.len().checked_sub(1) else {
-            return Ok(());
+            return Ok(0);
         };
+        let mut sequence = 0;
         let client = bucket.js.client();
         let prefix = bucket.kv.put_prefix.as_ref().unwrap_or(&bucket.kv.prefix);
         let batch_id = uuid::Uuid::new_v4().simple().to_string();
@@ -116,8 +118,14 @@ impl RunStore {
                     .into()
                 });
             }
+            if index == last {
+                sequence = serde_json::from_slice::<serde_json::Value>(&reply.payload)
+                    .ok()
+                    .and_then(|ack| ack.get("seq").and_then(serde_json::Value::as_u64))
+                    .unwrap_or(0);
+            }
         }
-        Ok(())
+        Ok(sequence)
     }
 }
 
@@ -136,4 +144,81 @@ fn error_code(payload: &[u8]) -> Option<(u64, String)> {
             .unwrap_or("unknown error")
             .to_owned(),
     ))
+}
+
+impl RunStore {
+    /// Deletes `key` if its last sequence is still `sequence` (a slot's lease): a delete
+    /// marker that itself expires after a second, so the key is soon as if never written.
+    /// False when the key changed meanwhile.
+    pub(crate) async fn delete_if(&self, key: &str, sequence: u64) -> Result<bool, RunStoreError> {
+        let Backend::Bucket(bucket) = &self.backend else {
+            return Ok(false);
+        };
+        let prefix = bucket.kv.put_prefix.as_ref().unwrap_or(&bucket.kv.prefix);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("KV-Operation", "DEL");
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            sequence.to_string().as_str(),
+        );
+        if self.ttl {
+            headers.insert(herald::protocol::header::NATS_TTL, "1");
+        }
+        let sent = bucket
+            .js
+            .publish_with_headers(format!("{prefix}{key}"), headers, Bytes::new())
+            .await
+            .map_err(store_error("delete", key))?
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(error)
+                if error.kind()
+                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(store_error("delete", key)(error)),
+        }
+    }
+}
+
+impl RunStore {
+    /// Stores `value` at `key` for `ttl` (where the bucket has per-record TTLs).
+    pub(crate) async fn put_for(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<(), RunStoreError> {
+        let Backend::Bucket(bucket) = &self.backend else {
+            return Err(store_error("write", key)(
+                "flow control needs the runs bucket",
+            ));
+        };
+        let prefix = bucket.kv.put_prefix.as_ref().unwrap_or(&bucket.kv.prefix);
+        let mut headers = async_nats::HeaderMap::new();
+        if self.ttl {
+            headers.insert(
+                herald::protocol::header::NATS_TTL,
+                ttl.as_secs().max(1).to_string().as_str(),
+            );
+        }
+        bucket
+            .js
+            .publish_with_headers(format!("{prefix}{key}"), headers, value)
+            .await
+            .map_err(store_error("write", key))?
+            .await
+            .map_err(store_error("write", key))?;
+        Ok(())
+    }
+
+    /// Deletes `key` with a marker that expires after a second.
+    pub(crate) async fn remove(&self, key: &str) -> Result<(), RunStoreError> {
+        if let Some((sequence, Some(_))) = self.read_versioned(key).await? {
+            self.delete_if(key, sequence).await?;
+        }
+        Ok(())
+    }
 }

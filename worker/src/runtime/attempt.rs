@@ -171,6 +171,10 @@ impl FunctionLoop {
         let facts = self.facts(delivery, run.as_deref(), step_failures);
         let settlement = decide(outcome, &facts);
         self.settle(delivery, run.as_deref(), settlement).await;
+        let holds_slots = run.as_ref().is_some_and(|r| !r.slots.lock().is_empty());
+        if holds_slots && let Some(run) = &run {
+            Box::pin(self.give_back(run)).await;
+        }
     }
 
     /// The facts [`decide`] needs.
@@ -231,6 +235,7 @@ impl FunctionLoop {
                 .as_ref()
                 .filter(|_| delivery.header(header::CONTINUATION).is_none())
                 .map(|turnstile| turnstile.ticket(delivery.stream_sequence)),
+            slots: parking_lot::Mutex::default(),
         }))
     }
 
@@ -312,6 +317,11 @@ impl FunctionLoop {
                 && let Some(paced) = Box::pin(self.paced(delivery, run)).await
             {
                 return Prepared::Settled(paced);
+            }
+            if !settings.concurrency_limits.is_empty()
+                && let Some(parked) = Box::pin(self.take_slots(delivery, run)).await
+            {
+                return Prepared::Settled(parked);
             }
             // A retry or a continuation may have a failure count to continue from.
             if delivery.delivered > 1 || delivery.header(header::CONTINUATION).is_some() {

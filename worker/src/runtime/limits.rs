@@ -91,8 +91,9 @@ impl FunctionLoop {
                     "throttled"
                 );
                 let start_ms = start_at_us / 1000;
-                Some(Outcome::Throttled {
+                Some(Outcome::Delayed {
                     at_ms: start_ms / 1000 * 1000,
+                    wake: THROTTLE_WAKE.to_owned(),
                 })
             }
         }
@@ -229,7 +230,7 @@ impl FunctionLoop {
                         ttl: Some(Gcra::record_ttl(reservation.tat_us, now)),
                     });
                 }
-                Ok::<_, RunStoreError>(run.store.write_atomically(&writes).await.map(|()| decision))
+                Ok::<_, RunStoreError>(run.store.write_atomically(&writes).await.map(|_| decision))
             };
             match attempt.await {
                 Ok(Ok(decision)) => return Ok(decision),

@@ -22,6 +22,7 @@
 
 mod attempt;
 mod cancel_on;
+pub(crate) mod concurrency;
 mod consumer;
 pub(crate) mod continuation;
 mod debounce;
