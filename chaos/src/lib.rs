@@ -46,6 +46,7 @@
 
 pub mod cron;
 pub mod event;
+pub mod flow;
 mod harness;
 pub mod invoke;
 mod publisher;

@@ -208,7 +208,7 @@ async fn functions_events_and_a_replay_that_only_one_function_sees() {
 }
 
 #[test]
-fn bad_credentials_are_a_one_line_error_and_a_failure() {
+fn bad_credentials_are_a_one_line_error_and_a_refusal() {
     let nats = herald_local_nats::LocalNats::builder()
         .user_password("ops", "right")
         .start()
@@ -219,7 +219,7 @@ fn bad_credentials_are_a_one_line_error_and_a_failure() {
         .env_remove("NATS_PASSWORD")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(4), "refused");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("refused the credentials"), "{stderr}");
@@ -287,5 +287,5 @@ async fn runs_show_prints_the_steps_of_a_run() {
     );
     assert!(out.contains("reserve") && out.contains("charge"), "{out}");
     let missing = herald(&url, &["runs", "show", "stepped", "nope"]);
-    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(missing.status.code(), Some(3), "not found");
 }

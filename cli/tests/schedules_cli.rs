@@ -61,7 +61,7 @@ async fn schedules_list_delete_and_functions_pause_and_resume() {
         text(&resumed)
     );
     let unknown = herald(&url, &["functions", "pause", "nope"]);
-    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(unknown.status.code(), Some(3), "not found");
     assert!(
         text(&unknown).contains("does not exist"),
         "{}",
@@ -76,7 +76,7 @@ async fn schedules_list_delete_and_functions_pause_and_resume() {
     let deleted = herald(&url, &["schedules", "delete", "weekly-report", &cron_id]);
     assert!(deleted.status.success(), "{}", text(&deleted));
     let again = herald(&url, &["schedules", "delete", "weekly-report", &cron_id]);
-    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(again.status.code(), Some(3), "not found");
     assert!(
         text(&again).contains("has no cron schedule"),
         "{}",

@@ -129,7 +129,7 @@ pub(crate) async fn latest_activity(
 
 /// The latest state of every run (of `function`, or of all): its newest activity record,
 /// or its run record in `ns-runs` (`F.<event-key>`) when that is newer. Fast first attempts
-/// that succeed publish no activity (protocol section 15): their run record tells them.
+/// that succeed publish no activity (protocol section 18): their run record tells them.
 pub(crate) async fn latest_runs(
     client: &herald::Client,
     function: Option<&str>,

@@ -11,7 +11,7 @@
 //! | --- | --- |
 //! | `/` | functions: triggers, lag, ack pending, redelivered, dead letters by reason, last activity, events/s, pause |
 //! | `/functions/{id}` | settings, recent runs, dead letters, replay (a dry-run count first) |
-//! | `/runs?function=&status=&since=&until=&event=` | runs from the activity records (protocol section 15) |
+//! | `/runs?function=&status=&since=&until=&event=` | runs from the activity records (protocol section 18) |
 //! | `/runs/{function}/{event_id}` | a waterfall of attempts, steps and sleeps, errors, outputs, trace id; cancel |
 //! | `/events?type=user.*` and `/events/{seq}` | a live tail; one event's headers, payload and runs in every function |
 //! | `/send` | a skeleton from the registered schema, errors by JSON path before anything is sent |

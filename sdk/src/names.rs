@@ -86,7 +86,7 @@ impl Namespace {
         format!("{}_DLQ", self.upper)
     }
 
-    /// The stream of per-attempt activity records, `NS_ACTIVITY` (protocol section 15).
+    /// The stream of per-attempt activity records, `NS_ACTIVITY` (protocol section 18).
     pub fn activity_stream(&self) -> String {
         format!("{}_ACTIVITY", self.upper)
     }

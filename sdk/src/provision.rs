@@ -357,6 +357,9 @@ pub(crate) enum Desired {
         config: Box<kv::Config>,
         /// `allow_msg_ttl` on the bucket's stream (per-key TTLs).
         allow_message_ttl: bool,
+        /// `allow_atomic` on the bucket's stream (atomic batch publish, nats-server 2.12+):
+        /// flow control stores a decision and a limit's state together.
+        allow_atomic: bool,
     },
 }
 
@@ -399,6 +402,12 @@ impl Desired {
             Desired::Bucket { .. } => false,
         }
     }
+    fn allow_atomic(&self) -> bool {
+        match self {
+            Desired::Stream(config) => config.allow_atomic_publish,
+            Desired::Bucket { allow_atomic, .. } => *allow_atomic,
+        }
+    }
 }
 
 /// The most activity records `NS_ACTIVITY` keeps per run (per subject).
@@ -422,17 +431,19 @@ pub(crate) fn desired(
         num_replicas: replicas,
         ..Default::default()
     };
-    let bucket = |bucket: String, history: i64, max_age, allow_message_ttl| Desired::Bucket {
-        config: Box::new(kv::Config {
-            bucket,
-            history,
-            max_age,
-            storage: settings.storage,
-            num_replicas: replicas,
-            ..Default::default()
-        }),
-        allow_message_ttl,
-    };
+    let bucket =
+        |bucket: String, history: i64, max_age, allow_message_ttl, allow_atomic| Desired::Bucket {
+            config: Box::new(kv::Config {
+                bucket,
+                history,
+                max_age,
+                storage: settings.storage,
+                num_replicas: replicas,
+                ..Default::default()
+            }),
+            allow_message_ttl,
+            allow_atomic,
+        };
     let events = stream::Config {
         // Durable sleeps and step continuations are scheduled messages (2.12+) that must
         // outlive max_age: they carry `Nats-TTL: never`, which needs allow_msg_ttl (2.11+).
@@ -466,16 +477,18 @@ pub(crate) fn desired(
             settings.dlq_max_age,
             settings.dlq_duplicate_window,
         ))),
-        bucket(namespace.schemas_bucket(), 1, Duration::ZERO, false),
+        bucket(namespace.schemas_bucket(), 1, Duration::ZERO, false, false),
+        // Flow control writes a decision and its limit's state in one atomic batch (2.12+).
         bucket(
             namespace.runs_bucket(),
             1,
             runs_max_age,
             features.message_ttl,
+            features.schedules,
         ),
-        bucket(namespace.keys_bucket(), 1, Duration::ZERO, false),
-        bucket(namespace.push_bucket(), 1, Duration::ZERO, false),
-        // Activity records (protocol section 15): observability only, kept as long as the
+        bucket(namespace.keys_bucket(), 1, Duration::ZERO, false, false),
+        bucket(namespace.push_bucket(), 1, Duration::ZERO, false, false),
+        // Activity records (protocol section 18): observability only, kept as long as the
         // events they describe, the last 64 records of a run.
         Desired::Stream(Box::new(stream::Config {
             max_messages_per_subject: ACTIVITY_PER_RUN,
@@ -491,7 +504,7 @@ pub(crate) fn desired(
 
 /// Fields that only add a capability, which provisioning turns on by itself in existing
 /// streams: Herald's timers need them, and the server never lets them be turned off again.
-const CAPABILITY_FIELDS: [&str; 2] = ["allow_msg_schedules", "allow_msg_ttl"];
+const CAPABILITY_FIELDS: [&str; 3] = ["allow_msg_schedules", "allow_msg_ttl", "allow_atomic"];
 
 /// The fields of `actual` that differ from `desired` (only the fields Herald sets), and
 /// whether any of them cannot be changed by an update.
@@ -581,6 +594,14 @@ pub(crate) fn diff(desired: &Desired, actual: &stream::Config) -> (Vec<Drift>, b
             true,
         );
     }
+    if desired.allow_atomic() {
+        check(
+            "allow_atomic",
+            "true".to_owned(),
+            actual.allow_atomic_publish.to_string(),
+            true,
+        );
+    }
     (drift, immutable)
 }
 
@@ -609,6 +630,7 @@ fn updated_config(want: &Desired, actual: &stream::Config) -> stream::Config {
 fn with_capabilities(want: &Desired, config: &mut stream::Config) {
     config.allow_message_schedules |= want.allow_message_schedules();
     config.allow_message_ttl |= want.allow_message_ttl();
+    config.allow_atomic_publish |= want.allow_atomic();
 }
 
 fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
@@ -813,8 +835,11 @@ async fn converge(
             };
             match created {
                 Ok(()) => {
-                    if want.allow_message_ttl() && matches!(want, Desired::Bucket { .. }) {
-                        // A bucket is created without per-key TTLs; turn them on.
+                    if (want.allow_message_ttl() || want.allow_atomic())
+                        && matches!(want, Desired::Bucket { .. })
+                    {
+                        // A bucket is created without per-key TTLs or atomic batches; turn
+                        // them on.
                         let stream = js
                             .get_stream(&stream_name)
                             .await
@@ -928,12 +953,14 @@ mod tests {
         let Desired::Bucket {
             config: runs,
             allow_message_ttl,
+            allow_atomic,
         } = &all[4]
         else {
             panic!("runs is a bucket")
         };
         assert_eq!(runs.max_age, Duration::ZERO, "records carry their own TTL");
         assert!(allow_message_ttl);
+        assert!(allow_atomic, "flow control's decisions are atomic batches");
 
         // A server without per-message TTLs (before 2.11): the bucket keeps the old age.
         let old = desired(
@@ -948,12 +975,13 @@ mod tests {
         let Desired::Bucket {
             config: runs,
             allow_message_ttl,
+            allow_atomic,
         } = &old[4]
         else {
             panic!("runs is a bucket")
         };
         assert_eq!(runs.max_age, events.max_age);
-        assert!(!allow_message_ttl);
+        assert!(!allow_message_ttl && !allow_atomic);
         let Desired::Stream(events) = &old[1] else {
             panic!("events is a stream")
         };
@@ -1017,7 +1045,7 @@ mod tests {
             ..Default::default()
         };
         let fields: Vec<&str> = diff(&all[4], &old_runs).0.iter().map(|d| d.field).collect();
-        assert_eq!(fields, ["max_age", "allow_msg_ttl"]);
+        assert_eq!(fields, ["max_age", "allow_msg_ttl", "allow_atomic"]);
 
         let memory = stream::Config {
             storage: StorageType::Memory,

@@ -1,4 +1,4 @@
-//! Per-attempt activity records (protocol section 15): what a console needs to show when an
+//! Per-attempt activity records (protocol section 18): what a console needs to show when an
 //! attempt started, how it ended and why, and which runs are in flight.
 //!
 //! A worker publishes an [`ActivityRecord`] when a handler is still running at its first

@@ -29,6 +29,10 @@ pub enum DeadLetterReason {
     Timeout,
     /// A delivery beyond the attempts budget (the worker crashed or hung on the last one).
     MaxDeliveries,
+    /// A throttle would have started the run later than its `max_delay`.
+    ThrottledTooLong,
+    /// Too many runs of the event's key were parked waiting for a concurrency slot.
+    QueueFull,
 }
 
 impl DeadLetterReason {
@@ -41,6 +45,8 @@ impl DeadLetterReason {
             DeadLetterReason::DecodeError => "decode_error",
             DeadLetterReason::Timeout => "timeout",
             DeadLetterReason::MaxDeliveries => "max_deliveries",
+            DeadLetterReason::ThrottledTooLong => "throttled_too_long",
+            DeadLetterReason::QueueFull => "queue_full",
         }
     }
 }

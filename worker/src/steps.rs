@@ -150,6 +150,10 @@ pub(crate) struct RunState {
     pub(crate) output: parking_lot::Mutex<Option<serde_json::Value>>,
     /// With a finish timeout: when the run must have finished (Unix ms; 0 without).
     pub(crate) finish_by: std::sync::atomic::AtomicU64,
+    /// With a throttle or rate limit: the delivery's place in the function's turnstile.
+    pub(crate) turn: Option<crate::runtime::turnstile::Ticket>,
+    /// The concurrency slots the attempt holds.
+    pub(crate) slots: parking_lot::Mutex<Vec<crate::runtime::concurrency::HeldSlot>>,
 }
 
 impl RunState {
@@ -197,6 +201,25 @@ impl RunState {
         Ok(found
             .get(key)
             .and_then(|bytes| serde_json::from_slice(bytes).ok()))
+    }
+
+    /// [`read_step`](Self::read_step) for a step that parks (a wait, an invoke): when this
+    /// delivery was woken for `step_key` and the record looks missing, it is read again from
+    /// the bucket's leader, because whoever woke the run wrote it just before and a
+    /// follower may not have it yet (taken as missing, the run would park again until its
+    /// timeout).
+    pub(crate) async fn read_parking_step(
+        &self,
+        key: &str,
+        step_key: &str,
+    ) -> Result<Option<StepRecord>, crate::RunStoreError> {
+        let found = self.read_step(key).await?;
+        if matches!(found, Some(StepRecord::Ok { .. }))
+            || self.woken_for.as_deref() != Some(step_key)
+        {
+            return Ok(found);
+        }
+        crate::run_store::until(self.deadline(), || self.store.get_from_leader(key)).await
     }
 
     /// Whether the run asked for a durable sleep, or parked, in this attempt.

@@ -274,6 +274,8 @@ impl TestWorker {
             parked: parking_lot::Mutex::new(None),
             output: parking_lot::Mutex::new(None),
             finish_by: std::sync::atomic::AtomicU64::new(0),
+            turn: None,
+            slots: parking_lot::Mutex::default(),
         });
         if settings.idempotent
             && let Ok(Some(record)) = run.store.get::<RunRecord>(&run.run_key).await

@@ -6,12 +6,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::Connection;
-
 #[derive(Debug, Args)]
 pub(crate) struct Console {
-    #[command(flatten)]
-    connection: Connection,
     /// The address to listen on; anything but loopback needs --token.
     #[arg(long, default_value = "127.0.0.1:8289")]
     listen: SocketAddr,
@@ -43,12 +39,8 @@ pub(crate) async fn spawn(
 }
 
 impl Console {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let client = self
-            .connection
-            .options()
-            .connect(self.connection.url()?)
-            .await?;
+    pub(crate) async fn run(self, global: &super::Global) -> anyhow::Result<ExitCode> {
+        let client = global.connection.connect().await?;
         let config = herald_console::ConsoleConfig {
             read_only: self.read_only,
             token: self.token,

@@ -13,9 +13,6 @@ pub(crate) struct Dev {
     /// Keep the JetStream data in this folder (default: a temporary folder, removed on exit).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Namespace to provision.
-    #[arg(long, short, env = "HERALD_NAMESPACE", default_value = "herald")]
-    namespace: String,
     /// Schema folder to push if it exists.
     #[arg(long, default_value = "schemas")]
     schemas: PathBuf,
@@ -25,7 +22,8 @@ pub(crate) struct Dev {
 }
 
 impl Dev {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
+    pub(crate) async fn run(self, global: &super::Global) -> anyhow::Result<ExitCode> {
+        let namespace = &global.connection.namespace;
         let mut builder = herald_local_nats::LocalNats::builder().port(self.port);
         if let Some(dir) = &self.data_dir {
             builder = builder.data_dir(dir);
@@ -33,7 +31,7 @@ impl Dev {
         let nats = tokio::task::spawn_blocking(move || builder.start()).await??;
         let url = nats.url();
         let client = herald::Client::builder()
-            .namespace(&self.namespace)
+            .namespace(namespace)
             .connect(&url)
             .await?;
         let report = client.provision().await?;
@@ -48,7 +46,7 @@ impl Dev {
         );
         println!(
             "provisioned namespace {}: {} streams and buckets, replicas {} ({})",
-            self.namespace,
+            namespace,
             report.resources.len(),
             report.replicas,
             report.replicas_source

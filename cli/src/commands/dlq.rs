@@ -1,6 +1,6 @@
 //! `herald dlq list | show | redrive | purge`.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -10,12 +10,11 @@ use clap::{Args, Subcommand};
 use herald_worker::{DeadLetterEntry, DeadLetterFilter, DeadLetters};
 use serde_json::json;
 
-use super::Connection;
+use super::{Global, output};
+use crate::exit::Failed;
 
 #[derive(Debug, Args)]
 pub(crate) struct Dlq {
-    #[command(flatten)]
-    connection: Connection,
     #[command(subcommand)]
     command: DlqCommand,
 }
@@ -64,9 +63,6 @@ enum DlqCommand {
     List {
         #[command(flatten)]
         filter: Filter,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Headers, error and payload of one dead letter.
     ///
@@ -74,9 +70,6 @@ enum DlqCommand {
     Show {
         /// Its sequence in the dead-letter stream.
         sequence: u64,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Send dead letters back to their function (only that function sees them, with a fresh
     /// attempt count), then delete them. Safe to run again after an interruption.
@@ -102,7 +95,8 @@ enum DlqCommand {
     Purge {
         #[command(flatten)]
         filter: Filter,
-        /// Do not ask for confirmation.
+        /// Do not ask for confirmation (without it, and without a terminal to ask on, nothing
+        /// is deleted and the exit code is 4).
         #[arg(long)]
         yes: bool,
     },
@@ -135,17 +129,13 @@ fn entry_json(entry: &DeadLetterEntry, with_payload: bool) -> serde_json::Value 
 }
 
 impl Dlq {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let client = self
-            .connection
-            .options()
-            .connect(self.connection.url()?)
-            .await?;
+    pub(crate) async fn run(self, global: &Global) -> anyhow::Result<ExitCode> {
+        let client = global.connection.connect().await?;
         let letters = DeadLetters::new(client.clone());
         match self.command {
-            DlqCommand::List { filter, json } => {
+            DlqCommand::List { filter } => {
                 let found = letters.list(&filter.to_filter()).await?;
-                if json {
+                if global.json {
                     let items: Vec<_> = found.iter().map(|e| entry_json(e, false)).collect();
                     println!("{}", serde_json::to_string_pretty(&items)?);
                     return Ok(ExitCode::SUCCESS);
@@ -154,10 +144,8 @@ impl Dlq {
                     println!("no dead letters");
                     return Ok(ExitCode::SUCCESS);
                 }
-                println!(
-                    "{:>7}  {:<24} {:<17} {:>3}  {:<27} ERROR",
-                    "SEQ", "FUNCTION", "REASON", "ATT", "TIME"
-                );
+                let mut table =
+                    output::table(["SEQ", "FUNCTION", "REASON", "ATT", "TIME", "ERROR"]);
                 for entry in &found {
                     let mut error = entry.error.clone();
                     if error.len() > 60 {
@@ -168,22 +156,24 @@ impl Dlq {
                         error.truncate(cut);
                         error.push('…');
                     }
-                    println!(
-                        "{:>7}  {:<24} {:<17} {:>3}  {:<27} {error}",
-                        entry.sequence, entry.function, entry.reason, entry.attempts, entry.time
-                    );
+                    table.add_row([
+                        entry.sequence.to_string(),
+                        entry.function.clone(),
+                        entry.reason.clone(),
+                        entry.attempts.to_string(),
+                        entry.time.clone(),
+                        error,
+                    ]);
                 }
+                output::align_right(&mut table, &[0, 3]);
+                output::print(&table);
                 println!("{} dead letter(s)", found.len());
                 Ok(ExitCode::SUCCESS)
             }
-            DlqCommand::Show { sequence, json } => {
+            DlqCommand::Show { sequence } => {
                 let entry = letters.get(sequence).await?;
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&entry_json(&entry, true))?
-                    );
-                    return Ok(ExitCode::SUCCESS);
+                if global.json {
+                    return output::json(&entry_json(&entry, true));
                 }
                 println!("dead letter {} of {}", entry.sequence, entry.function);
                 println!("  reason    {}", entry.reason);
@@ -253,6 +243,10 @@ impl Dlq {
                         }
                     }
                 }
+                if dry_run && global.json {
+                    let items: Vec<_> = found.iter().map(|e| entry_json(e, false)).collect();
+                    return output::json(&json!({"dry_run": true, "would_redrive": items}));
+                }
                 if dry_run {
                     for entry in &found {
                         println!(
@@ -275,6 +269,7 @@ impl Dlq {
                 let started = Instant::now();
                 let total = found.len();
                 let mut done = 0;
+                let bar = output::progress("redrive", total as u64);
                 for entry in &found {
                     if let Some(interval) = interval {
                         let due = started + interval * done as u32;
@@ -284,7 +279,11 @@ impl Dlq {
                         .redrive(entry, replacement.as_ref().map(|(_, bytes)| bytes.clone()))
                         .await?;
                     done += 1;
-                    super::progress("redrive", done, total);
+                    bar.inc(1);
+                }
+                bar.finish_and_clear();
+                if global.json {
+                    return output::json(&json!({"redriven": done}));
                 }
                 println!(
                     "redrove {done} dead letter(s) in {:.1}s",
@@ -294,11 +293,18 @@ impl Dlq {
             }
             DlqCommand::Purge { filter, yes } => {
                 let found = letters.list(&filter.to_filter()).await?;
-                if found.is_empty() {
+                if found.is_empty() && !global.json {
                     println!("no dead letters to purge");
                     return Ok(ExitCode::SUCCESS);
                 }
-                if !yes {
+                if !yes && !found.is_empty() {
+                    if !std::io::stdin().is_terminal() {
+                        return Err(Failed::refused(format!(
+                            "not purging {} dead letter(s) without confirmation: pass --yes",
+                            found.len()
+                        ))
+                        .into());
+                    }
                     eprint!(
                         "delete {} dead letter(s)? type yes to confirm: ",
                         found.len()
@@ -307,12 +313,14 @@ impl Dlq {
                     let mut answer = String::new();
                     std::io::stdin().lock().read_line(&mut answer)?;
                     if answer.trim() != "yes" {
-                        println!("nothing deleted");
-                        return Ok(ExitCode::FAILURE);
+                        return Err(Failed::refused("not confirmed; nothing deleted").into());
                     }
                 }
                 for entry in &found {
                     letters.delete(entry.sequence).await?;
+                }
+                if global.json {
+                    return output::json(&json!({"purged": found.len()}));
                 }
                 println!("purged {} dead letter(s)", found.len());
                 Ok(ExitCode::SUCCESS)

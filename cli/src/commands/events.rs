@@ -9,19 +9,18 @@ use clap::{Args, Subcommand};
 use futures::StreamExt;
 use herald::protocol::header as headers;
 
-use super::Connection;
+use super::Global;
 
 #[derive(Debug, Args)]
 pub(crate) struct Events {
-    #[command(flatten)]
-    connection: Connection,
     #[command(subcommand)]
     command: EventsCommand,
 }
 
 #[derive(Debug, Subcommand)]
 enum EventsCommand {
-    /// Print events as they arrive (or from a time), one line each or as JSON.
+    /// Print events as they arrive (or from a time), one line each; with --json, one JSON
+    /// document per line (JSON lines).
     ///
     /// Example: `herald events tail --type 'user.*' --since 2026-11-25T08:00:00Z`
     Tail {
@@ -34,9 +33,6 @@ enum EventsCommand {
         /// Stop after this many events.
         #[arg(long)]
         limit: Option<usize>,
-        /// Print each event as a JSON line.
-        #[arg(long)]
-        json: bool,
     },
     /// Validate and publish an event given as JSON text or `@file`.
     ///
@@ -56,7 +52,7 @@ enum EventsCommand {
 }
 
 impl Events {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
+    pub(crate) async fn run(self, global: &Global) -> anyhow::Result<ExitCode> {
         match self.command {
             EventsCommand::Publish {
                 event_type,
@@ -64,11 +60,9 @@ impl Events {
                 id,
                 no_validate,
             } => {
-                let client = self
-                    .connection
-                    .options()
-                    .use_registry(true)
-                    .connect(self.connection.url()?)
+                let connection = &global.connection;
+                let client = connection
+                    .connect_checked(connection.options().use_registry(true))
                     .await?;
                 let text = match data.strip_prefix('@') {
                     Some(path) => std::fs::read_to_string(path)
@@ -86,6 +80,15 @@ impl Events {
                     .publish_value(&event_type, &value, options)
                     .await?
                     .await?;
+                if global.json {
+                    return super::output::json(&serde_json::json!({
+                        "type": event_type,
+                        "id": ack.event_id,
+                        "stream": ack.stream,
+                        "sequence": ack.sequence,
+                        "duplicate": ack.duplicate,
+                    }));
+                }
                 println!(
                     "published {event_type} {} to {} #{}{}",
                     ack.event_id,
@@ -103,13 +106,8 @@ impl Events {
                 pattern,
                 since,
                 limit,
-                json,
             } => {
-                let client = self
-                    .connection
-                    .options()
-                    .connect(self.connection.url()?)
-                    .await?;
+                let client = global.connection.connect().await?;
                 let subject = client.namespace().event_subject(&pattern);
                 let deliver_policy = match &since {
                     Some(time) => jetstream::consumer::DeliverPolicy::ByStartTime {
@@ -156,7 +154,7 @@ impl Events {
                         &header(headers::ID),
                     )
                     .unwrap_or_default();
-                    if json {
+                    if global.json {
                         let data: serde_json::Value = serde_json::from_slice(&message.payload)
                             .unwrap_or_else(|_| {
                                 serde_json::Value::String(

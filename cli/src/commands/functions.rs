@@ -12,17 +12,12 @@ use futures::StreamExt;
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 
-use super::Connection;
+use super::{Global, output};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct Functions {
-    #[command(flatten)]
-    connection: Connection,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
-    /// Refresh every few seconds until ctrl-c.
+    /// Refresh every few seconds until ctrl-c (with --json: one JSON line per refresh).
     #[arg(long)]
     watch: bool,
     #[command(subcommand)]
@@ -53,19 +48,17 @@ enum Action {
 }
 
 impl Functions {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let client = self
-            .connection
-            .options()
-            .connect(self.connection.url()?)
-            .await?;
+    pub(crate) async fn run(self, global: &Global) -> anyhow::Result<ExitCode> {
+        let client = global.connection.connect().await?;
         if let Some(action) = self.action {
-            return act(&client, action).await;
+            return act(&client, action, global.json).await;
         }
         loop {
             let rows = collect(&client).await?;
-            if self.json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+            if global.json && self.watch {
+                output::json_line(&rows)?;
+            } else if global.json {
+                return output::json(&rows);
             } else {
                 if self.watch {
                     print!("\x1b[2J\x1b[H");
@@ -83,7 +76,7 @@ impl Functions {
     }
 }
 
-async fn act(client: &herald::Client, action: Action) -> anyhow::Result<ExitCode> {
+async fn act(client: &herald::Client, action: Action, json: bool) -> anyhow::Result<ExitCode> {
     let (function, state) = match action {
         Action::Pause {
             function,
@@ -107,11 +100,19 @@ async fn act(client: &herald::Client, action: Action) -> anyhow::Result<ExitCode
             (function, state)
         }
     };
-    match (state.paused, state.until) {
-        (true, Some(until)) => println!(
-            "{function}: paused until {}",
-            time::OffsetDateTime::from(until).format(&Rfc3339)?
-        ),
+    let until = state
+        .until
+        .map(|until| time::OffsetDateTime::from(until).format(&Rfc3339))
+        .transpose()?;
+    if json {
+        return output::json(&json!({
+            "function": function,
+            "paused": state.paused,
+            "paused_until": until,
+        }));
+    }
+    match (state.paused, until) {
+        (true, Some(until)) => println!("{function}: paused until {until}"),
         (true, None) => println!("{function}: paused until resumed"),
         (false, _) => println!("{function}: running"),
     }
@@ -199,8 +200,7 @@ fn print_table(rows: &[serde_json::Value]) {
         println!("no functions: start a worker (for example `cargo run -p quickstart`)");
         return;
     }
-    println!(
-        "{:<24} {:<28} {:>8} {:>8} {:>6} {:>8}  {:<24} {:<26} {:<26} LAST ACTIVE",
+    let mut table = output::table([
         "FUNCTION",
         "TRIGGERS",
         "PENDING",
@@ -209,8 +209,9 @@ fn print_table(rows: &[serde_json::Value]) {
         "WAITING",
         "DEAD LETTERS",
         "PAUSED",
-        "NEXT TICK"
-    );
+        "NEXT TICK",
+        "LAST ACTIVE",
+    ]);
     for row in rows {
         let mut triggers: Vec<String> = row["triggers"]
             .as_array()
@@ -231,9 +232,8 @@ fn print_table(rows: &[serde_json::Value]) {
             .as_object()
             .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
             .unwrap_or_default();
-        println!(
-            "{:<24} {:<28} {:>8} {:>8} {:>6} {:>8}  {:<24} {:<26} {:<26} {}",
-            row["function"].as_str().unwrap_or(""),
+        table.add_row([
+            row["function"].as_str().unwrap_or("").to_owned(),
             triggers.join(","),
             row["pending"].to_string(),
             row["ack_pending"].to_string(),
@@ -245,11 +245,13 @@ fn print_table(rows: &[serde_json::Value]) {
                 dead.join(" ")
             },
             match row["paused_until"].as_str() {
-                Some("") | None => "-",
-                Some(until) => until,
+                Some("") | None => "-".to_owned(),
+                Some(until) => until.to_owned(),
             },
-            row["next_tick"].as_str().unwrap_or("-"),
-            row["last_active"].as_str().unwrap_or("")
-        );
+            row["next_tick"].as_str().unwrap_or("-").to_owned(),
+            row["last_active"].as_str().unwrap_or("").to_owned(),
+        ]);
     }
+    output::align_right(&mut table, &[2, 3, 4, 5]);
+    output::print(&table);
 }

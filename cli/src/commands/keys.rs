@@ -5,19 +5,18 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use herald_gateway::keys::{Keys as KeyStore, NewKey, Rate};
 
-use super::Connection;
+use super::{Global, output};
 
 #[derive(Debug, Args)]
 pub(crate) struct Keys {
-    #[command(flatten)]
-    connection: Connection,
     #[command(subcommand)]
     command: KeysCommand,
 }
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
-    /// Create a key and print its token (shown once, stored only as a hash).
+    /// Create a key and print its token (shown once, stored only as a hash; with --json, the
+    /// key as JSON with its token).
     ///
     /// Example: `herald keys create --name billing --scope 'billing.>' --rate 50`
     Create {
@@ -36,16 +35,9 @@ enum KeysCommand {
         /// Accept event types without a registered schema (stored unvalidated).
         #[arg(long)]
         allow_unregistered: bool,
-        /// Print the key as JSON (with its token).
-        #[arg(long)]
-        json: bool,
     },
     /// Every key (never a secret).
-    List {
-        /// As JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Revoke a key: gateways refuse it from their next request, without a restart.
     Revoke {
         /// The key id (the part after `hrld_` in the token).
@@ -54,12 +46,8 @@ enum KeysCommand {
 }
 
 impl Keys {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let client = self
-            .connection
-            .options()
-            .connect(self.connection.url()?)
-            .await?;
+    pub(crate) async fn run(self, global: &Global) -> anyhow::Result<ExitCode> {
+        let client = global.connection.connect().await?;
         let store = KeyStore::open(&client).await?;
         match self.command {
             KeysCommand::Create {
@@ -68,7 +56,6 @@ impl Keys {
                 rate,
                 burst,
                 allow_unregistered,
-                json,
             } => {
                 let created = store
                     .create(NewKey {
@@ -78,7 +65,7 @@ impl Keys {
                         allow_unregistered,
                     })
                     .await?;
-                if json {
+                if global.json {
                     let mut value = serde_json::to_value(&created.key)?;
                     value["token"] = created.token.into();
                     println!("{}", serde_json::to_string_pretty(&value)?);
@@ -87,29 +74,28 @@ impl Keys {
                     println!("{}", created.token);
                 }
             }
-            KeysCommand::List { json } => {
+            KeysCommand::List => {
                 let keys = store.list().await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&keys)?);
-                } else {
-                    println!(
-                        "{:<14} {:<16} {:<9} {:<12} SCOPES",
-                        "ID", "NAME", "STATE", "RATE/BURST"
-                    );
-                    for key in keys {
-                        println!(
-                            "{:<14} {:<16} {:<9} {:<12} {}",
-                            key.id,
-                            key.name,
-                            if key.disabled { "revoked" } else { "active" },
-                            format!("{}/{}", key.rate.per_s, key.rate.burst),
-                            key.scopes.join(",")
-                        );
-                    }
+                if global.json {
+                    return output::json(&keys);
                 }
+                let mut table = output::table(["ID", "NAME", "STATE", "RATE/BURST", "SCOPES"]);
+                for key in keys {
+                    table.add_row([
+                        key.id,
+                        key.name,
+                        if key.disabled { "revoked" } else { "active" }.to_owned(),
+                        format!("{}/{}", key.rate.per_s, key.rate.burst),
+                        key.scopes.join(","),
+                    ]);
+                }
+                output::print(&table);
             }
             KeysCommand::Revoke { id } => {
-                store.revoke(&id).await?;
+                let key = store.revoke(&id).await?;
+                if global.json {
+                    return output::json(&key);
+                }
                 println!("key {id} revoked");
             }
         }

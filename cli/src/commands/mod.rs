@@ -1,20 +1,14 @@
 //! The commands and their shared options.
 
-mod bench;
-mod bench_consume;
-mod bench_consumers;
-mod bench_cpu;
-mod bench_gateway;
-mod bench_latency;
-mod bench_steps;
-mod bench_telemetry;
-mod bench_validate;
+mod asyncapi;
+mod connection;
 mod console;
 mod dev;
 mod dlq;
 mod events;
 mod functions;
 mod keys;
+mod output;
 mod provision;
 mod push;
 mod replay;
@@ -26,13 +20,20 @@ mod streams;
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+
+pub(crate) use connection::Global;
 
 /// Typed, durable background functions on NATS JetStream.
+///
+/// The connection options (--server, --namespace, --user/--password, --token, --creds) and
+/// --json go before or after the command: `herald --server URL dlq list` or `herald dlq
+/// list --server URL`.
 #[derive(Debug, Parser)]
-#[command(name = "herald", version, about)]
+#[command(name = "herald", version, about, after_long_help = crate::exit::HELP)]
 pub(crate) struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,7 +42,7 @@ pub(crate) struct Cli {
 enum Command {
     /// Measure Herald against the raw async-nats client on your NATS.
     #[command(subcommand)]
-    Bench(bench::Bench),
+    Bench(herald_bench::Bench),
     /// Create the namespace's streams and buckets, or check the ones that exist.
     ///
     /// Example: `herald provision --server nats://127.0.0.1:4222 --namespace staging`
@@ -97,120 +98,73 @@ enum Command {
     },
 }
 
-/// How to reach NATS; shared by every command.
-#[derive(Debug, Clone, Args)]
-pub(crate) struct Connection {
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, short, env = "NATS_URL", global = true)]
-    server: Option<String>,
-    /// Herald namespace.
-    #[arg(
-        long,
-        short,
-        env = "HERALD_NAMESPACE",
-        default_value = "herald",
-        global = true
-    )]
-    namespace: String,
-    /// User name (with --password).
-    #[arg(long, env = "NATS_USER", global = true, requires = "password")]
-    user: Option<String>,
-    /// Password (with --user).
-    #[arg(long, env = "NATS_PASSWORD", global = true, requires = "user")]
-    password: Option<String>,
-    /// Token.
-    #[arg(long, env = "NATS_TOKEN", global = true)]
-    token: Option<String>,
-    /// Credentials file (JWT and nkey seed).
-    #[arg(long, env = "NATS_CREDS", global = true)]
-    creds: Option<std::path::PathBuf>,
-}
-
-impl Connection {
-    /// Client options for this connection.
-    pub(crate) fn options(&self) -> herald::ConnectOptions {
-        let mut options = herald::Client::builder()
-            .namespace(&self.namespace)
-            .connection_name("herald-cli");
-        if let (Some(user), Some(password)) = (&self.user, &self.password) {
-            options = options.user_and_password(user, password);
-        }
-        if let Some(token) = &self.token {
-            options = options.token(token);
-        }
-        if let Some(creds) = &self.creds {
-            options = options.credentials_file(creds);
-        }
-        options
-    }
-
-    /// The server URL, or a local nats-server started for the command (kept alive by the
-    /// returned handle) when none is given: for benchmarks.
-    pub(crate) fn server_or_local(
-        &self,
-    ) -> anyhow::Result<(Option<herald_local_nats::LocalNats>, String)> {
-        match &self.server {
-            Some(url) => Ok((None, url.clone())),
-            None => {
-                eprintln!("no --server or NATS_URL: starting a local nats-server");
-                let local = herald_local_nats::LocalNats::start()?;
-                let url = local.url();
-                Ok((Some(local), url))
-            }
-        }
-    }
-
-    /// The server URL, or an error that says how to give one.
-    pub(crate) fn url(&self) -> anyhow::Result<&str> {
-        self.server
-            .as_deref()
-            .context("no NATS server given: pass --server nats://HOST:4222 or set NATS_URL")
-    }
-}
-
-/// A one-line progress bar on standard error, drawn only when it is a terminal.
-pub(crate) fn progress(label: &str, done: usize, total: usize) {
-    use std::io::{IsTerminal, Write};
-    let mut stderr = std::io::stderr();
-    if !stderr.is_terminal() || total == 0 {
-        return;
-    }
-    let width = 30;
-    let filled = done * width / total;
-    let _ = write!(
-        stderr,
-        "\r{label} [{}{}] {done}/{total}",
-        "#".repeat(filled),
-        " ".repeat(width - filled)
-    );
-    if done == total {
-        let _ = writeln!(stderr);
-    }
-    let _ = stderr.flush();
-}
-
+/// Runs the command line's command; a command that the server denies a permission ends at
+/// once, refused (see `denied.rs`).
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !cli.command.runs_until_stopped() {
+        crate::denied::watch();
+        return tokio::select! {
+            result = Box::pin(command(cli)) => result,
+            text = crate::denied::denied() => Err(crate::exit::Failed::refused(format!(
+                "the NATS server denied a permission ({text}); ask for it, or use other \
+                 credentials"
+            ))
+            .into()),
+        };
+    }
+    command(cli).await
+}
+
+async fn command(cli: Cli) -> anyhow::Result<ExitCode> {
+    let global = &cli.global;
+    if global.json && !cli.command.has_json() {
+        return Err(crate::exit::Failed::usage(
+            "this command has no JSON output; leave out --json",
+        )
+        .into());
+    }
     match cli.command {
-        Command::Bench(bench) => Box::pin(bench.run()).await,
-        Command::Provision(provision) => provision.run().await,
-        Command::Schemas(schemas) => schemas.run().await,
-        Command::Runs(runs) => runs.run().await,
-        Command::Dlq(dlq) => Box::pin(dlq.run()).await,
-        Command::Dev(dev) => Box::pin(dev.run()).await,
-        Command::Functions(functions) => Box::pin(functions.run()).await,
-        Command::Events(events) => Box::pin(events.run()).await,
-        Command::Schedules(schedules) => Box::pin(schedules.run()).await,
-        Command::Replay(replay) => Box::pin(replay.run()).await,
-        Command::Streams(streams) => Box::pin(streams.run()).await,
-        Command::Serve(serve) => Box::pin(serve.run()).await,
-        Command::Keys(keys) => Box::pin(keys.run()).await,
-        Command::Push(push) => Box::pin(push.run()).await,
-        Command::Console(console) => Box::pin(console.run()).await,
+        Command::Bench(bench) => {
+            let connection = &global.connection;
+            let target = herald_bench::Target::new(connection.server.clone(), connection.options());
+            Box::pin(bench.run(&target)).await
+        }
+        Command::Provision(provision) => provision.run(global).await,
+        Command::Schemas(schemas) => schemas.run(global).await,
+        Command::Runs(runs) => runs.run(global).await,
+        Command::Dlq(dlq) => Box::pin(dlq.run(global)).await,
+        Command::Dev(dev) => Box::pin(dev.run(global)).await,
+        Command::Functions(functions) => Box::pin(functions.run(global)).await,
+        Command::Events(events) => Box::pin(events.run(global)).await,
+        Command::Schedules(schedules) => Box::pin(schedules.run(global)).await,
+        Command::Replay(replay) => Box::pin(replay.run(global)).await,
+        Command::Streams(streams) => Box::pin(streams.run(global)).await,
+        Command::Serve(serve) => Box::pin(serve.run(global)).await,
+        Command::Keys(keys) => Box::pin(keys.run(global)).await,
+        Command::Push(push) => Box::pin(push.run(global)).await,
+        Command::Console(console) => Box::pin(console.run(global)).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+impl Command {
+    /// Whether the command runs until ctrl-c (or measures): its permission errors are its
+    /// own to handle, and `bench` installs its own `tracing` subscriber.
+    fn runs_until_stopped(&self) -> bool {
+        matches!(
+            self,
+            Command::Bench(_) | Command::Dev(_) | Command::Serve(_) | Command::Completions { .. }
+        )
+    }
+
+    /// Whether the command prints JSON with --json (the others refuse the flag: long-running
+    /// commands whose output is a report for people).
+    fn has_json(&self) -> bool {
+        !self.runs_until_stopped()
     }
 }
 

@@ -7,19 +7,18 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use herald_gateway::push::{PushFunction, PushFunctions, sign};
 
-use super::Connection;
+use super::{Global, output};
 
 #[derive(Debug, Args)]
 pub(crate) struct Push {
-    #[command(flatten)]
-    connection: Connection,
     #[command(subcommand)]
     command: PushCommand,
 }
 
 #[derive(Debug, Subcommand)]
 enum PushCommand {
-    /// Add (or replace) a push function: its events are POSTed to URL, signed.
+    /// Add (or replace) a push function: its events are POSTed to URL, signed (with --json:
+    /// its id, and its secret when one was made).
     ///
     /// Example: `herald push add send-welcome --on user.signup --url https://app.example/api/herald --secret-file whsec.txt`
     Add {
@@ -46,11 +45,7 @@ enum PushCommand {
         secret_file: Option<std::path::PathBuf>,
     },
     /// Every push function (never its secret).
-    List {
-        /// As JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Remove a push function (its consumer and dead letters stay).
     Remove {
         /// The function id.
@@ -75,12 +70,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Push {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let client = self
-            .connection
-            .options()
-            .connect(self.connection.url()?)
-            .await?;
+    pub(crate) async fn run(self, global: &Global) -> anyhow::Result<ExitCode> {
+        let client = global.connection.connect().await?;
         let store = PushFunctions::open(&client).await?;
         match self.command {
             PushCommand::Add {
@@ -113,15 +104,21 @@ impl Push {
                     updated_at: herald::headers::format_time(std::time::SystemTime::now()),
                 };
                 store.put(&function).await?;
+                if global.json {
+                    return output::json(&serde_json::json!({
+                        "id": name,
+                        "secret": generated.then_some(secret),
+                    }));
+                }
                 println!("push function {name} stored; `herald serve --push` replicas run it");
                 if generated {
                     println!("its signing secret (shown once; give it to the receiver):");
                     println!("{secret}");
                 }
             }
-            PushCommand::List { json } => {
+            PushCommand::List => {
                 let functions = store.list().await?;
-                if json {
+                if global.json {
                     let rows: Vec<_> = functions
                         .iter()
                         .map(|f| {
@@ -132,25 +129,27 @@ impl Push {
                         .collect();
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                 } else {
-                    println!(
-                        "{:<24} {:<24} {:>4} {:>9} {:>5}  URL",
-                        "FUNCTION", "ON", "ATT", "TIMEOUT", "CONC"
-                    );
+                    let mut table =
+                        output::table(["FUNCTION", "ON", "ATT", "TIMEOUT", "CONC", "URL"]);
                     for f in functions {
-                        println!(
-                            "{:<24} {:<24} {:>4} {:>7}ms {:>5}  {}",
+                        table.add_row([
                             f.id,
                             f.on.join(","),
-                            f.attempts,
-                            f.timeout_ms,
-                            f.concurrency,
-                            f.url
-                        );
+                            f.attempts.to_string(),
+                            format!("{}ms", f.timeout_ms),
+                            f.concurrency.to_string(),
+                            f.url,
+                        ]);
                     }
+                    output::align_right(&mut table, &[2, 3, 4]);
+                    output::print(&table);
                 }
             }
             PushCommand::Remove { name } => {
                 store.remove(&name).await?;
+                if global.json {
+                    return output::json(&serde_json::json!({"id": name, "removed": true}));
+                }
                 println!("push function {name} removed");
             }
         }

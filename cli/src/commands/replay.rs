@@ -6,12 +6,10 @@ use std::time::{Instant, SystemTime};
 use anyhow::Context as _;
 use clap::Args;
 
-use super::Connection;
+use super::{Global, output};
 
 #[derive(Debug, Args)]
 pub(crate) struct Replay {
-    #[command(flatten)]
-    connection: Connection,
     /// The function to run again (only it sees the replayed events).
     #[arg(long)]
     function: String,
@@ -39,12 +37,8 @@ fn parse_time(text: &str) -> anyhow::Result<SystemTime> {
 }
 
 impl Replay {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let client = self
-            .connection
-            .options()
-            .connect(self.connection.url()?)
-            .await?;
+    pub(crate) async fn run(self, global: &Global) -> anyhow::Result<ExitCode> {
+        let client = global.connection.connect().await?;
         let mut replay =
             herald_worker::Replay::new(client, &self.function, parse_time(&self.since)?);
         if let Some(until) = &self.until {
@@ -58,6 +52,13 @@ impl Replay {
         }
         if self.dry_run {
             let count = replay.count().await?;
+            if global.json {
+                return output::json(&serde_json::json!({
+                    "dry_run": true,
+                    "function": self.function,
+                    "would_replay": count,
+                }));
+            }
             println!(
                 "dry run: {count} event(s) would be replayed to {}, nothing changed",
                 self.function
@@ -65,16 +66,22 @@ impl Replay {
             return Ok(ExitCode::SUCCESS);
         }
         let started = Instant::now();
+        let bar = output::progress("replay", 0);
         let outcome = replay
             .run(|progress| {
-                super::progress(
-                    "replay",
-                    progress.replayed as usize,
-                    (progress.replayed + progress.remaining) as usize,
-                );
+                bar.set_length(progress.replayed + progress.remaining);
+                bar.set_position(progress.replayed);
             })
             .await?;
-        eprintln!();
+        bar.finish_and_clear();
+        if global.json {
+            return output::json(&serde_json::json!({
+                "function": self.function,
+                "replay_id": outcome.replay_id,
+                "replayed": outcome.replayed,
+                "seconds": started.elapsed().as_secs_f64(),
+            }));
+        }
         println!(
             "replayed {} event(s) to {} (replay {}) in {:.1}s",
             outcome.replayed,

@@ -7,12 +7,11 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use herald_worker::{RunStore, StepRecord};
 
-use super::Connection;
+use super::{Global, output};
+use crate::exit::Failed;
 
 #[derive(Debug, Args)]
 pub(crate) struct Runs {
-    #[command(flatten)]
-    connection: Connection,
     #[command(subcommand)]
     command: RunsCommand,
 }
@@ -27,9 +26,6 @@ enum RunsCommand {
         function: String,
         /// The event id (`ce-id`).
         event_id: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Cancel a run (by event id), or every unfinished run of a function whose event was
     /// published in a time range: no further step runs, and a sleeping run ends now.
@@ -73,10 +69,30 @@ async fn cancel(
     range: (Option<String>, Option<String>, bool),
     dry_run: bool,
     reason: String,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     if let Some(event_id) = event_id {
         use herald_worker::CancelOutcome;
-        match herald_worker::cancel_run(client, &function, &event_id, &reason).await? {
+        let outcome = herald_worker::cancel_run(client, &function, &event_id, &reason).await?;
+        if json {
+            let (state, detail) = match &outcome {
+                CancelOutcome::Cancelled { woken } => ("cancelled", serde_json::json!(woken)),
+                CancelOutcome::AlreadyCancelled(first) => {
+                    ("already_cancelled", serde_json::json!(first))
+                }
+                CancelOutcome::AlreadyFinished(status) => {
+                    ("already_finished", serde_json::json!(status.to_string()))
+                }
+                other => ("other", serde_json::json!(format!("{other:?}"))),
+            };
+            return output::json(&serde_json::json!({
+                "function": function,
+                "event_id": event_id,
+                "outcome": state,
+                "detail": detail,
+            }));
+        }
+        match outcome {
             CancelOutcome::Cancelled { woken: true } => {
                 println!("cancelled; the run was waiting and ends now");
             }
@@ -103,6 +119,15 @@ async fn cancel(
         reason,
     };
     let report = bulk.run(client).await?;
+    if json {
+        return output::json(&serde_json::json!({
+            "dry_run": dry_run,
+            "matched": report.matched,
+            "cancelled": report.cancelled,
+            "woken": report.woken,
+            "already_cancelled": report.already_cancelled,
+        }));
+    }
     if dry_run {
         println!("{} unfinished runs would be cancelled", report.matched);
     } else {
@@ -115,21 +140,14 @@ async fn cancel(
 }
 
 impl Runs {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let client = self
-            .connection
-            .options()
-            .connect(self.connection.url()?)
-            .await?;
+    pub(crate) async fn run(self, global: &Global) -> anyhow::Result<ExitCode> {
+        let client = global.connection.connect().await?;
         let store = RunStore::open(&client)
             .await
             .context("the runs bucket is not there; provision the namespace first")?;
-        let (function, event_id, json) = match self.command {
-            RunsCommand::Show {
-                function,
-                event_id,
-                json,
-            } => (function, event_id, json),
+        let json = global.json;
+        let (function, event_id) = match self.command {
+            RunsCommand::Show { function, event_id } => (function, event_id),
             RunsCommand::Cancel {
                 function,
                 event_id,
@@ -146,11 +164,19 @@ impl Runs {
                     (since, until, all),
                     dry_run,
                     reason,
+                    json,
                 )
                 .await;
             }
         };
         let report = store.inspect(&function, &event_id).await?;
+        if report.outcome.is_none() && report.failure.is_none() && report.steps.is_empty() {
+            return Err(Failed::not_found(format!(
+                "no stored state for run {} (never ran, or expired)",
+                report.run_key
+            ))
+            .into());
+        }
         if json {
             let steps: Vec<serde_json::Value> = report
                 .steps
@@ -167,13 +193,6 @@ impl Runs {
                 }))?
             );
             return Ok(ExitCode::SUCCESS);
-        }
-        if report.outcome.is_none() && report.failure.is_none() && report.steps.is_empty() {
-            println!(
-                "no stored state for run {} (never ran, or expired)",
-                report.run_key
-            );
-            return Ok(ExitCode::FAILURE);
         }
         println!("run {}", report.run_key);
         match &report.outcome {
@@ -202,10 +221,7 @@ impl Runs {
                 failure.error
             );
         }
-        println!(
-            "  {:<32} {:<10} {:>9} {:>10}",
-            "STEP", "STATUS", "ATTEMPTS", "DURATION"
-        );
+        let mut table = output::table(["STEP", "STATUS", "ATTEMPTS", "DURATION"]);
         for (key, record) in &report.steps {
             match record {
                 StepRecord::Ok {
@@ -213,19 +229,28 @@ impl Runs {
                     duration_ms,
                     ..
                 } => {
-                    println!(
-                        "  {key:<32} {:<10} {:>9} {:>8}ms",
-                        "ok", attempts, duration_ms
-                    );
+                    table.add_row([
+                        key.clone(),
+                        "ok".to_owned(),
+                        attempts.to_string(),
+                        format!("{duration_ms}ms"),
+                    ]);
                 }
                 StepRecord::Sleeping { wake_at_ms } => {
                     let wake = herald::headers::format_time(
                         std::time::UNIX_EPOCH + std::time::Duration::from_millis(*wake_at_ms),
                     );
-                    println!("  {key:<32} {:<10} wakes at {wake}", "sleeping");
+                    table.add_row([
+                        key.clone(),
+                        "sleeping".to_owned(),
+                        String::new(),
+                        format!("wakes at {wake}"),
+                    ]);
                 }
             }
         }
+        output::align_right(&mut table, &[2]);
+        output::print(&table);
         Ok(ExitCode::SUCCESS)
     }
 }

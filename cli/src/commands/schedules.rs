@@ -5,16 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::Connection;
+use super::{Global, output};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct Schedules {
-    #[command(flatten)]
-    connection: Connection,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
     #[command(subcommand)]
     action: Option<Action>,
 }
@@ -34,21 +29,23 @@ enum Action {
 }
 
 impl Schedules {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let client = self
-            .connection
-            .options()
-            .connect(self.connection.url()?)
-            .await?;
+    pub(crate) async fn run(self, global: &Global) -> anyhow::Result<ExitCode> {
+        let client = global.connection.connect().await?;
         if let Some(Action::Delete { function, cron_id }) = self.action {
             herald_worker::cron::delete(&client, &function, &cron_id).await?;
+            if global.json {
+                return output::json(&serde_json::json!({
+                    "function": function,
+                    "cron_id": cron_id,
+                    "deleted": true,
+                }));
+            }
             println!("deleted cron schedule {cron_id} of function {function}");
             return Ok(ExitCode::SUCCESS);
         }
         let schedules = herald_worker::cron::list(&client).await?;
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&schedules)?);
-            return Ok(ExitCode::SUCCESS);
+        if global.json {
+            return output::json(&schedules);
         }
         if schedules.is_empty() {
             println!(
@@ -56,9 +53,7 @@ impl Schedules {
             );
             return Ok(ExitCode::SUCCESS);
         }
-        let mut table = comfy_table::Table::new();
-        table.load_style(comfy_table::presets::NOTHING);
-        table.set_header(["FUNCTION", "CRON ID", "SCHEDULE", "ZONE", "NEXT TICK"]);
+        let mut table = output::table(["FUNCTION", "CRON ID", "SCHEDULE", "ZONE", "NEXT TICK"]);
         for schedule in &schedules {
             table.add_row([
                 schedule.function.as_str(),
@@ -68,7 +63,7 @@ impl Schedules {
                 schedule.next.as_deref().unwrap_or("-"),
             ]);
         }
-        println!("{table}");
+        output::print(&table);
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -8,12 +8,11 @@ use clap::{Args, Subcommand};
 use herald::registry::{CheckOutcome, Registry, RegistryError};
 use serde_json::{Value, json};
 
-use super::Connection;
+use super::{Global, output};
+use crate::exit::Failed;
 
 #[derive(Debug, Args)]
 pub(crate) struct Schemas {
-    #[command(flatten)]
-    connection: Connection,
     #[command(subcommand)]
     command: SchemasCommand,
 }
@@ -41,11 +40,7 @@ enum SchemasCommand {
     /// Every registered type with its versions and compatibility mode.
     ///
     /// Example: `herald schemas list --json`
-    List {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// One registered schema (the latest unless --version).
     ///
     /// Example: `herald schemas show user.signup --version 2`
@@ -134,17 +129,14 @@ fn read_json(path: &Path) -> anyhow::Result<Value> {
 }
 
 impl Schemas {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let client = self
-            .connection
-            .options()
-            .connect(self.connection.url()?)
-            .await?;
+    pub(crate) async fn run(self, global: &Global) -> anyhow::Result<ExitCode> {
+        let client = global.connection.connect().await?;
         let registry = client.registry().await?;
+        let json = global.json;
         match self.command {
-            SchemasCommand::Push { dir } => push(registry, &dir, false).await,
-            SchemasCommand::Check { dir } => push(registry, &dir, true).await,
-            SchemasCommand::List { json } => list(registry, json).await,
+            SchemasCommand::Push { dir } => push(registry, &dir, false, json).await,
+            SchemasCommand::Check { dir } => push(registry, &dir, true, json).await,
+            SchemasCommand::List => list(registry, json).await,
             SchemasCommand::Show {
                 event_type,
                 version,
@@ -153,7 +145,10 @@ impl Schemas {
                     Some(version) => registry.get(&event_type, version).await?,
                     None => registry.latest(&event_type).await?,
                 }
-                .with_context(|| format!("{event_type} has no such version in the registry; see `herald schemas list`"))?;
+                .ok_or_else(|| Failed::not_found(format!("{event_type} has no such version in the registry; see `herald schemas list`")))?;
+                if json {
+                    return output::json(&stored);
+                }
                 println!(
                     "# {} version {} (digest {}, registered {} by {})",
                     stored.event_type,
@@ -174,10 +169,31 @@ impl Schemas {
                     Some(version) => registry.get(&event_type, version).await?,
                     None => registry.latest(&event_type).await?,
                 }
-                .with_context(|| format!("{event_type} is not registered (or has no such version); push its schema first"))?;
+                .ok_or_else(|| Failed::not_found(format!("{event_type} is not registered (or has no such version); push its schema first")))?;
                 let payload = read_json(&file)?;
                 let compiled = herald::schema::CompiledSchema::compile(&event_type, stored.schema)?;
-                match compiled.validate(&payload) {
+                let outcome = compiled.validate(&payload);
+                if json {
+                    let violations: Vec<String> = match &outcome {
+                        Ok(()) => Vec::new(),
+                        Err(violations) => violations.iter().map(ToString::to_string).collect(),
+                    };
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&json!({
+                            "type": event_type,
+                            "version": stored.version,
+                            "valid": outcome.is_ok(),
+                            "violations": violations,
+                        }))?
+                    );
+                    return Ok(if outcome.is_ok() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    });
+                }
+                match outcome {
                     Ok(()) => {
                         println!("valid against {event_type} version {}", stored.version);
                         Ok(ExitCode::SUCCESS)
@@ -193,16 +209,24 @@ impl Schemas {
             }
             SchemasCommand::Mode { event_type, mode } => {
                 registry.set_compatibility(&event_type, mode).await?;
+                if json {
+                    return output::json(
+                        &json!({"type": event_type, "compatibility": mode.as_str()}),
+                    );
+                }
                 println!("{event_type}: compatibility {mode}");
                 Ok(ExitCode::SUCCESS)
             }
             SchemasCommand::Asyncapi { out } => {
-                let document = asyncapi(registry).await?;
+                let document = super::asyncapi::document(registry).await?;
                 let text = serde_json::to_string_pretty(&document)? + "\n";
                 match out {
                     Some(path) => {
                         std::fs::write(&path, text)
                             .with_context(|| format!("cannot write {}", path.display()))?;
+                        if json {
+                            return output::json(&json!({"wrote": path.display().to_string()}));
+                        }
                         eprintln!("wrote {}", path.display());
                     }
                     None => print!("{text}"),
@@ -213,22 +237,42 @@ impl Schemas {
     }
 }
 
-async fn push(registry: &Registry, dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
+async fn push(
+    registry: &Registry,
+    dir: &Path,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let mut refused = 0;
+    // With --json the lines are collected as {file, type, outcome} instead of printed.
+    let mut results = Vec::new();
     for (event_type, _file_version, path) in schema_files(dir)? {
         let schema = read_json(&path)?;
         let label = format!("{event_type} ({})", path.display());
+        let mut println = |line: String| {
+            if json {
+                results.push(json!({
+                    "type": event_type,
+                    "file": path.display().to_string(),
+                    "outcome": line.trim_start_matches(&format!("{label}: ")),
+                }));
+            } else {
+                println!("{line}");
+            }
+        };
         if dry_run {
             match registry.check(&event_type, &schema).await? {
                 CheckOutcome::Registered(version) => {
-                    println!("{label}: registered as version {version}");
+                    println(format!("{label}: registered as version {version}"));
                 }
                 CheckOutcome::Compatible(version) => {
-                    println!("{label}: compatible, would become version {version}");
+                    println(format!(
+                        "{label}: compatible, would become version {version}"
+                    ));
                 }
                 CheckOutcome::Incompatible(report) => {
                     refused += 1;
-                    println!("{label}: would be refused, {report}");
+                    println(format!("{label}: would be refused, {report}"));
                 }
                 _ => {}
             }
@@ -236,18 +280,24 @@ async fn push(registry: &Registry, dir: &Path, dry_run: bool) -> anyhow::Result<
         }
         match registry.register(&event_type, &schema).await {
             Ok(registered) if registered.created => {
-                println!("{label}: registered as version {}", registered.version);
+                println(format!(
+                    "{label}: registered as version {}",
+                    registered.version
+                ));
             }
-            Ok(registered) => println!(
+            Ok(registered) => println(format!(
                 "{label}: already registered as version {}",
                 registered.version
-            ),
+            )),
             Err(RegistryError::Incompatible { report, .. }) => {
                 refused += 1;
-                println!("{label}: refused, {report}");
+                println(format!("{label}: refused, {report}"));
             }
             Err(error) => return Err(error.into()),
         }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
     }
     if refused > 0 {
         eprintln!("{refused} schema(s) refused");
@@ -268,118 +318,17 @@ async fn list(registry: &Registry, as_json: bool) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(t, v, m)| json!({"type": t, "versions": v, "compatibility": m.as_str()}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&items)?);
-        return Ok(ExitCode::SUCCESS);
+        return output::json(&items);
     }
     if rows.is_empty() {
         println!("no schemas registered; push some with `herald schemas push schemas/`");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<40} {:<10} {:<20}", "TYPE", "LATEST", "COMPATIBILITY");
+    let mut table = output::table(["TYPE", "LATEST", "COMPATIBILITY"]);
     for (event_type, versions, mode) in rows {
         let latest = versions.last().map_or("-".to_owned(), ToString::to_string);
-        println!("{event_type:<40} {latest:<10} {:<20}", mode.as_str());
+        table.add_row([event_type, latest, mode.as_str().to_owned()]);
     }
+    output::print(&table);
     Ok(ExitCode::SUCCESS)
-}
-
-/// An AsyncAPI 3.0 document: one channel per type (its subject), one message per type with
-/// the latest schema as payload and the envelope headers.
-pub(crate) async fn asyncapi(registry: &Registry) -> anyhow::Result<Value> {
-    let namespace = registry.namespace();
-    let mut channels = serde_json::Map::new();
-    let mut operations = serde_json::Map::new();
-    let mut messages = serde_json::Map::new();
-    let headers = {
-        use herald::protocol::header::*;
-        json!({
-            "type": "object",
-            "properties": {
-                SPEC_VERSION: {"const": SPEC_VERSION_VALUE},
-                ID: {"type": "string", "minLength": 1, "maxLength": 256},
-                TYPE: {"type": "string"},
-                SOURCE: {"type": "string"},
-                TIME: {
-                    "type": "string",
-                    "format": "date-time",
-                    "description": "When the event happened. Written when the producer chose the id or the time; without it the event happened when its ce-id, a UUIDv7, was made: the first 48 bits of the id are the Unix time in milliseconds (protocol section 4)."
-                },
-                DATA_CONTENT_TYPE: {
-                    "const": JSON_CONTENT_TYPE,
-                    "description": "Written by earlier SDKs only: data without it is JSON."
-                },
-                DATA_SCHEMA: {"type": "string"},
-                SUBJECT: {"type": "string"},
-                NATS_MSG_ID: {"type": "string"},
-                TRACEPARENT: {"type": "string"},
-                TRACESTATE: {"type": "string"}
-            },
-            "required": [SPEC_VERSION, ID, TYPE, SOURCE, NATS_MSG_ID]
-        })
-    };
-    for event_type in registry.types().await? {
-        let Some(latest) = registry.latest(&event_type).await? else {
-            continue;
-        };
-        let message_ref = format!("#/components/messages/{event_type}");
-        channels.insert(
-            event_type.clone(),
-            json!({
-                "address": namespace.event_subject(&event_type),
-                "description": format!("Events of type {event_type} (CloudEvents, binary mode over NATS headers)."),
-                "messages": {(event_type.clone()): {"$ref": message_ref}}
-            }),
-        );
-        operations.insert(
-            format!("publish.{event_type}"),
-            json!({
-                "action": "send",
-                "channel": {"$ref": format!("#/channels/{event_type}")},
-                "messages": [{"$ref": format!("#/channels/{event_type}/messages/{event_type}")}]
-            }),
-        );
-        operations.insert(
-            format!("consume.{event_type}"),
-            json!({
-                "action": "receive",
-                "channel": {"$ref": format!("#/channels/{event_type}")},
-                "messages": [{"$ref": format!("#/channels/{event_type}/messages/{event_type}")}]
-            }),
-        );
-        messages.insert(
-            event_type.clone(),
-            json!({
-                "name": event_type,
-                "title": latest.schema.get("title").cloned().unwrap_or(Value::String(event_type.clone())),
-                "summary": latest.schema.get("description").cloned().unwrap_or(Value::Null),
-                "contentType": "application/json",
-                "headers": headers,
-                "payload": {
-                    "schemaFormat": "application/schema+json;version=draft-2020-12",
-                    "schema": latest.schema
-                },
-                "x-herald-version": latest.version,
-                "x-herald-digest": latest.digest
-            }),
-        );
-    }
-    for message in messages.values_mut() {
-        if let Some(map) = message.as_object_mut()
-            && map.get("summary") == Some(&Value::Null)
-        {
-            map.remove("summary");
-        }
-    }
-    Ok(json!({
-        "asyncapi": "3.0.0",
-        "info": {
-            "title": format!("Herald events of namespace {namespace}"),
-            "version": "1.0.0",
-            "description": "Generated by `herald schemas asyncapi` from the schema registry."
-        },
-        "defaultContentType": "application/json",
-        "channels": channels,
-        "operations": operations,
-        "components": {"messages": messages}
-    }))
 }

@@ -9,12 +9,10 @@ use clap::Args;
 use herald_gateway::GatewayConfig;
 use herald_gateway::inngest::NameMapping;
 
-use super::Connection;
+use super::Global;
 
 #[derive(Debug, Args)]
 pub(crate) struct Serve {
-    #[command(flatten)]
-    connection: Connection,
     /// Serve the HTTP event gateway on this address (CloudEvents on /v1/events, Inngest's
     /// /e/{key}, /healthz, /readyz, /openapi.json).
     #[arg(long, value_name = "ADDR", required_unless_present = "push")]
@@ -42,13 +40,15 @@ pub(crate) struct Serve {
 }
 
 impl Serve {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let client = self
-            .connection
-            .options()
-            .connection_name("herald-gateway")
-            .use_registry(true)
-            .connect(self.connection.url()?)
+    pub(crate) async fn run(self, global: &Global) -> anyhow::Result<ExitCode> {
+        let connection = &global.connection;
+        let client = connection
+            .connect_checked(
+                connection
+                    .options()
+                    .connection_name("herald-gateway")
+                    .use_registry(true),
+            )
             .await?;
         let config = GatewayConfig {
             require_keys: !self.no_auth,

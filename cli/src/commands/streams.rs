@@ -5,26 +5,19 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::json;
 
-use super::Connection;
+use super::Global;
+use super::output;
+use crate::exit::Exit;
 
 #[derive(Debug, Args)]
-pub(crate) struct Streams {
-    #[command(flatten)]
-    connection: Connection,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
-}
+pub(crate) struct Streams {}
 
 impl Streams {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let client = self
-            .connection
-            .options()
-            .connect(self.connection.url()?)
-            .await?;
+    pub(crate) async fn run(self, global: &Global) -> anyhow::Result<ExitCode> {
+        let client = global.connection.connect().await?;
         let namespace = client.namespace();
-        // Provisioning without applying reports what exists and how it differs.
+        // Provisioning without applying reports what exists and how it differs (the
+        // namespace is known to be provisioned: nothing is created but a missing part).
         let report = client.provision().await?;
         let mut rows = Vec::new();
         for resource in &report.resources {
@@ -54,42 +47,48 @@ impl Streams {
                 "created_now": matches!(resource.outcome, herald::ProvisionOutcome::Created),
             }));
         }
-        if self.json {
+        if global.json {
             println!("{}", serde_json::to_string_pretty(&rows)?);
-            return Ok(ExitCode::SUCCESS);
-        }
-        println!(
-            "namespace {namespace}: replicas {} ({})",
-            report.replicas, report.replicas_source
-        );
-        println!(
-            "{:<22} {:<7} {:>10} {:>12} {:>4} {:>9}  DRIFT",
-            "NAME", "KIND", "MESSAGES", "BYTES", "R", "MAX AGE"
-        );
-        for row in &rows {
-            let drift: Vec<&str> = row["drift"]
-                .as_array()
-                .map(|d| d.iter().filter_map(|v| v.as_str()).collect())
-                .unwrap_or_default();
-            println!(
-                "{:<22} {:<7} {:>10} {:>12} {:>4} {:>8}h  {}",
-                row["name"].as_str().unwrap_or(""),
-                row["kind"].as_str().unwrap_or(""),
-                row["messages"].to_string(),
-                row["bytes"].to_string(),
-                row["replicas"].to_string(),
-                row["max_age_s"].as_u64().unwrap_or(0) / 3600,
-                if drift.is_empty() {
-                    "none".to_owned()
-                } else {
-                    drift.join("; ")
-                }
-            );
+        } else {
+            print_table(namespace, &report, &rows);
         }
         Ok(if report.is_converged() {
             ExitCode::SUCCESS
         } else {
-            ExitCode::from(2)
+            Exit::Drift.into()
         })
     }
+}
+
+fn print_table(
+    namespace: &herald::Namespace,
+    report: &herald::ProvisionReport,
+    rows: &[serde_json::Value],
+) {
+    println!(
+        "namespace {namespace}: replicas {} ({})",
+        report.replicas, report.replicas_source
+    );
+    let mut table = output::table(["NAME", "KIND", "MESSAGES", "BYTES", "R", "MAX AGE", "DRIFT"]);
+    for row in rows {
+        let drift: Vec<&str> = row["drift"]
+            .as_array()
+            .map(|d| d.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        table.add_row([
+            row["name"].as_str().unwrap_or("").to_owned(),
+            row["kind"].as_str().unwrap_or("").to_owned(),
+            row["messages"].to_string(),
+            row["bytes"].to_string(),
+            row["replicas"].to_string(),
+            format!("{}h", row["max_age_s"].as_u64().unwrap_or(0) / 3600),
+            if drift.is_empty() {
+                "none".to_owned()
+            } else {
+                drift.join("; ")
+            },
+        ]);
+    }
+    output::align_right(&mut table, &[2, 3, 4, 5]);
+    output::print(&table);
 }

@@ -21,6 +21,31 @@ pub(crate) fn herald_command(url: &str) -> Command {
     command
 }
 
+/// The `herald` binary with every `HERALD_*` and `NATS_*` variable of the caller's
+/// environment removed and none set: the server comes from `--server` only.
+pub(crate) fn herald_bare() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if text.starts_with("HERALD_") || text.starts_with("NATS_") {
+            command.env_remove(&name);
+        }
+    }
+    command
+}
+
+/// Runs `herald --server <url> <args>` (the server before the command, as with `nats`
+/// and `kubectl`) without `NATS_URL`, and waits for it.
+pub(crate) fn herald_at(url: &str, args: &[&str]) -> Output {
+    herald_bare()
+        .arg("--server")
+        .arg(url)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// Runs `herald <args>` against `url` and waits for it.
 pub(crate) fn herald(url: &str, args: &[&str]) -> Output {
     herald_command(url).args(args).output().unwrap()

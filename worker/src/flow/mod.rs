@@ -3,3 +3,6 @@
 pub(crate) mod debounce;
 
 pub use debounce::{HEADER_FIRST, HEADER_KEY, HEADER_SEQ, key_token, schedule_subject};
+pub(crate) mod concurrency;
+pub(crate) mod gcra;
+pub(crate) mod limits;

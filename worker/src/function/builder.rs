@@ -198,6 +198,18 @@ impl<E> FunctionBuilder<E> {
         {
             return Err(invalid(&reason));
         }
+        if let Some(reason) = self.settings.flow_errors.first() {
+            return Err(invalid(reason));
+        }
+        for limit in &self.settings.concurrency_limits {
+            limit.check().map_err(|reason| invalid(&reason))?;
+        }
+        for limit in [&self.settings.throttle, &self.settings.rate_limit]
+            .into_iter()
+            .flatten()
+        {
+            limit.check().map_err(|reason| invalid(&reason))?;
+        }
         match (&self.settings.debounce, self.settings.debounce_timeout) {
             (None, Some(_)) => {
                 return Err(invalid("debounce_timeout needs debounce(key, period)"));

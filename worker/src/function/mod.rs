@@ -3,6 +3,7 @@
 mod builder;
 mod ctx;
 mod error;
+mod flow;
 mod handlers;
 mod settings;
 
@@ -13,7 +14,7 @@ pub(crate) use error::ErrorKind;
 pub use error::HandlerError;
 pub(crate) use handlers::{BoxFuture, Decoded, ErasedHandler};
 pub(crate) use settings::Settings;
-pub use settings::{Overlap, StartFrom};
+pub use settings::{Overlap, SingletonMode, StartFrom};
 
 use std::fmt;
 use std::sync::Arc;

@@ -36,6 +36,28 @@ pub(crate) struct Settings {
     pub(crate) cancel_on: Vec<crate::wait::cancel_on::CancelOn>,
     pub(crate) start_timeout: Option<Duration>,
     pub(crate) finish_timeout: Option<Duration>,
+    pub(crate) throttle: Option<crate::flow::limits::PaceLimit>,
+    pub(crate) rate_limit: Option<crate::flow::limits::PaceLimit>,
+    pub(crate) singleton: Option<crate::flow::limits::Singleton>,
+    pub(crate) concurrency_limits: Vec<crate::flow::concurrency::ConcurrencyLimit>,
+    /// The flow control that `key` and `burst` configure: the last one added.
+    pub(crate) last_flow: Option<crate::flow::limits::FlowSlot>,
+    /// Misuses of the flow-control builder, reported by `check`.
+    pub(crate) flow_errors: Vec<String>,
+}
+
+/// What a [singleton](crate::FunctionBuilder::singleton) function does with an event whose
+/// key already has a run going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SingletonMode {
+    /// The new run is skipped: recorded `skipped` (reason `singleton`) without running
+    /// (default).
+    #[default]
+    Skip,
+    /// The running one is cancelled (it stops at its next step, recorded `cancelled`) and
+    /// the new one starts at once.
+    Cancel,
 }
 
 /// What a cron tick does while the previous tick of the same trigger still runs.
@@ -67,6 +89,12 @@ impl Default for Settings {
             cancel_on: Vec::new(),
             start_timeout: None,
             finish_timeout: None,
+            throttle: None,
+            rate_limit: None,
+            singleton: None,
+            concurrency_limits: Vec::new(),
+            last_flow: None,
+            flow_errors: Vec::new(),
         }
     }
 }

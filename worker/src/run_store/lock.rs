@@ -69,7 +69,8 @@ impl RunStore {
             if owner == holder {
                 return Ok(Locked::Held);
             }
-            let finished = match self.get::<RunRecord>(&owner).await? {
+            // From the leader: a follower behind could still show a finished run going.
+            let finished = match self.get_from_leader::<RunRecord>(&owner).await? {
                 Some(record) => {
                     record.status.is_final() || record.status == RunStatus::DeadLettered
                 }
@@ -87,6 +88,40 @@ impl RunStore {
             }
         }
         Ok(Locked::Busy(busy))
+    }
+
+    /// Takes the lock at `key` from `from` (whose run is being cancelled) for `holder`;
+    /// true when `holder` holds it afterwards.
+    pub(crate) async fn take_over(
+        &self,
+        key: &str,
+        holder: &str,
+        from: &str,
+    ) -> Result<bool, RunStoreError> {
+        let Backend::Bucket(bucket) = &self.backend else {
+            return Ok(false);
+        };
+        let kv = &bucket.kv;
+        let value = Bytes::from(
+            serde_json::to_vec(&LockValue {
+                holder: holder.to_owned(),
+            })
+            .map_err(store_error("encode", key))?,
+        );
+        let Some(entry) = kv.entry(key).await.map_err(store_error("read", key))? else {
+            return Ok(false);
+        };
+        let owner = serde_json::from_slice::<LockValue>(&entry.value)
+            .map(|v| v.holder)
+            .unwrap_or_default();
+        if entry.operation != kv::Operation::Put || owner != from {
+            return Ok(owner == holder);
+        }
+        match kv.update(key, value, entry.revision).await {
+            Ok(_) => Ok(true),
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(error) => Err(store_error("update", key)(error)),
+        }
     }
 
     /// Releases the lock at `key` if `holder` holds it.

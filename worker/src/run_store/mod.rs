@@ -12,9 +12,13 @@ use tokio::time::Instant;
 
 use crate::steps::{FailureRecord, RunRecord, StepRecord};
 
+mod batch;
+mod fresh;
 mod lock;
 mod many;
 mod started;
+pub(crate) use batch::{BatchError, Write};
+pub(crate) use fresh::leader_get;
 use herald::protocol::runs;
 pub(crate) use lock::Locked;
 
@@ -55,7 +59,7 @@ pub struct RunStoreError {
     source: async_nats::Error,
 }
 
-fn store_error<E: Into<async_nats::Error>>(
+pub(crate) fn store_error<E: Into<async_nats::Error>>(
     action: &'static str,
     key: &str,
 ) -> impl FnOnce(E) -> RunStoreError {
@@ -199,7 +203,7 @@ impl RunStore {
     }
 
     /// The `Nats-TTL` of a record, in seconds; `None` without TTLs or retention.
-    fn ttl_seconds(&self, lifetime: Lifetime) -> Option<u64> {
+    pub(crate) fn ttl_seconds(&self, lifetime: Lifetime) -> Option<u64> {
         if !self.ttl {
             return None;
         }

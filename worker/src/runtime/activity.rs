@@ -1,4 +1,4 @@
-//! Publishing activity records (protocol section 15, [`crate::activity`]): one when a
+//! Publishing activity records (protocol section 18, [`crate::activity`]): one when a
 //! handler starts, one when its attempt is settled. Core NATS publishes that wait for no
 //! acknowledgement; a failure is logged at debug level and forgotten.
 

@@ -175,6 +175,10 @@ impl FunctionLoop {
         self.activity_finished(delivery, run.as_deref(), started, &settlement, trace)
             .await;
         self.settle(delivery, run.as_deref(), settlement).await;
+        let holds_slots = run.as_ref().is_some_and(|r| !r.slots.lock().is_empty());
+        if holds_slots && let Some(run) = &run {
+            Box::pin(self.give_back(run)).await;
+        }
     }
 
     /// The facts [`decide`] needs.
@@ -230,6 +234,12 @@ impl FunctionLoop {
             parked: parking_lot::Mutex::new(None),
             output: parking_lot::Mutex::new(None),
             finish_by: std::sync::atomic::AtomicU64::new(0),
+            turn: self
+                .turnstile
+                .as_ref()
+                .filter(|_| delivery.header(header::CONTINUATION).is_none())
+                .map(|turnstile| turnstile.ticket(delivery.stream_sequence)),
+            slots: parking_lot::Mutex::default(),
         }))
     }
 
@@ -301,6 +311,21 @@ impl FunctionLoop {
                 && let Some(folded) = Box::pin(self.debounced(delivery)).await
             {
                 return Prepared::Settled(folded);
+            }
+            if settings.singleton.is_some()
+                && let Some(outcome) = Box::pin(self.single(delivery, run)).await
+            {
+                return Prepared::Settled(outcome);
+            }
+            if (settings.rate_limit.is_some() || settings.throttle.is_some())
+                && let Some(paced) = Box::pin(self.paced(delivery, run)).await
+            {
+                return Prepared::Settled(paced);
+            }
+            if !settings.concurrency_limits.is_empty()
+                && let Some(parked) = Box::pin(self.take_slots(delivery, run)).await
+            {
+                return Prepared::Settled(parked);
             }
             // A retry or a continuation may have a failure count to continue from.
             if delivery.delivered > 1 || delivery.header(header::CONTINUATION).is_some() {

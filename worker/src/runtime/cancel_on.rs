@@ -80,6 +80,9 @@ impl FunctionLoop {
         if !self.function.crons.is_empty() {
             Box::pin(self.release_tick(delivery, run)).await;
         }
+        if self.function.settings.singleton.is_some() {
+            Box::pin(self.release_single(delivery, run)).await;
+        }
         if let Some(headers) = delivery.headers()
             && headers.get(crate::wait::invoke::HEADER_CALLER).is_some()
         {

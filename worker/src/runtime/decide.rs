@@ -39,6 +39,16 @@ pub(crate) enum Outcome {
     /// The run is not to run at all (a cron tick while the previous one still runs): it is
     /// recorded `skipped` with this reason and acked.
     Skipped(String),
+    /// The run may not start now (a throttle reserved it a later start, or no concurrency
+    /// slot is free): it parks until its continuation fires (or is fired early).
+    Delayed {
+        /// When its continuation fires (Unix milliseconds).
+        at_ms: u64,
+        /// The continuation's `herald-wake`.
+        wake: String,
+    },
+    /// Too many runs of the key are parked waiting for a concurrency slot.
+    QueueFull(String),
     /// The runs bucket could not be read within the patience: whether the run finished is
     /// unknown, so the handler does not run now.
     StoreUnavailable(String),
@@ -176,6 +186,25 @@ pub(crate) fn decide(outcome: Outcome, facts: &Facts) -> Settlement {
         ),
         Outcome::AlreadyFinished | Outcome::Debounced => Settlement::Ack { record_run: false },
         Outcome::Skipped(reason) => Settlement::Skip(reason),
+        Outcome::Delayed { at_ms, wake } => {
+            if facts.schedules {
+                Settlement::Continue {
+                    at_ms,
+                    wake: Some(wake),
+                    error: None,
+                }
+            } else {
+                dead_letter(
+                    DeadLetterReason::TerminalError,
+                    "throttles and concurrency limits need nats-server 2.12 or newer (scheduled messages) to delay a run"
+                        .to_owned(),
+                    facts.delivered,
+                )
+            }
+        }
+        Outcome::QueueFull(error) => {
+            dead_letter(DeadLetterReason::QueueFull, error, facts.delivered)
+        }
         Outcome::Parked { step_key } => Settlement::Park(step_key),
         Outcome::Cancelled(reason) => Settlement::Cancel(reason),
         Outcome::StoreUnavailable(error) => Settlement::Retry {

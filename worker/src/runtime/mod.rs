@@ -23,21 +23,25 @@
 mod activity;
 mod attempt;
 mod cancel_on;
+pub(crate) mod concurrency;
 mod consumer;
 pub(crate) mod continuation;
 mod debounce;
 pub(crate) mod decide;
 mod delivery;
 pub(crate) mod failures;
+mod limits;
 mod overlap;
 mod pace;
 mod pull;
 mod settle;
 mod shutdown;
+mod singleton;
 mod stall;
 mod start;
 mod sweeper;
 mod timeouts;
+pub(crate) mod turnstile;
 mod worker;
 mod writer_schemas;
 
@@ -76,7 +80,7 @@ pub(crate) struct Shared {
     schedules: bool,
     /// `NS_EVENTS` accepts `Nats-TTL`, so schedules can outlive its `max_age`.
     schedules_ttl: bool,
-    /// Where activity records go (protocol section 15); `None` when they are off.
+    /// Where activity records go (protocol section 18); `None` when they are off.
     activity: Option<activity::Activity>,
 }
 
@@ -99,6 +103,8 @@ pub(crate) struct FunctionLoop {
     counts: Arc<FunctionCounts>,
     /// The function's cancelled runs (followed from their cancel records).
     cancelled: Arc<crate::cancel::watch::Cancelled>,
+    /// With a throttle or rate limit: paced decisions in arrival order.
+    turnstile: Option<Arc<turnstile::Turnstile>>,
 }
 
 /// The fewest messages a function's worker may hold at once; more with a higher concurrency.
@@ -119,6 +125,9 @@ impl FunctionLoop {
             function_attribute: crate::telemetry::function_attribute(&function.id),
             counts,
             cancelled: Arc::default(),
+            turnstile: (function.settings.throttle.is_some()
+                || function.settings.rate_limit.is_some())
+            .then(Arc::default),
             function,
             shared,
         }

@@ -194,6 +194,22 @@ impl FunctionLoop {
         match self.keep_alive(delivery, schedule).await {
             Ok(()) => {
                 match (&wake, &error) {
+                    (Some(step), _) if step == crate::flow::concurrency::SLOT_WAKE => {
+                        outcome("parked", None);
+                        log!(
+                            delivery,
+                            info,
+                            "no concurrency slot free; parked until one frees"
+                        );
+                    }
+                    (Some(step), _) if step == crate::flow::limits::THROTTLE_WAKE => {
+                        outcome("throttled", None);
+                        log!(
+                            delivery,
+                            info,
+                            "throttled; the run starts when its reserved turn comes"
+                        );
+                    }
                     (Some(step), _) => {
                         outcome("sleeping", None);
                         log!(delivery, info, step = %step, "sleeping; the run continues when the schedule fires");

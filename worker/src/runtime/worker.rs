@@ -192,7 +192,7 @@ impl WorkerBuilder {
         self
     }
 
-    /// Publish per-attempt activity records (protocol section 15), which the console shows
+    /// Publish per-attempt activity records (protocol section 18), which the console shows
     /// as attempts and in-flight runs. On by default; `HERALD_ACTIVITY=off` also turns them
     /// off. They are fire-and-forget: turning them off changes nothing else.
     pub fn activity_records(mut self, enabled: bool) -> Self {

@@ -119,8 +119,10 @@ impl Ctx {
                 ))
             })
         };
-        if let Some(StepRecord::Ok { output, .. }) =
-            run.read_step(&key).await.map_err(HandlerError::from)?
+        if let Some(StepRecord::Ok { output, .. }) = run
+            .read_parking_step(&key, &step_key)
+            .await
+            .map_err(HandlerError::from)?
         {
             run.step_done();
             return decode(&output);
@@ -165,7 +167,11 @@ impl Ctx {
                         .into(),
                 )
                 .await;
-            return match run.read_step(&key).await.map_err(HandlerError::from)? {
+            return match run
+                .read_parking_step(&key, &step_key)
+                .await
+                .map_err(HandlerError::from)?
+            {
                 Some(StepRecord::Ok { output, .. }) => {
                     run.step_done();
                     decode(&output)

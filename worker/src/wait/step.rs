@@ -152,8 +152,10 @@ impl Ctx {
         let types = types.join(" or ");
         let run = self.run()?;
         let (key, step_key) = run.next_step_key(name);
-        if let Some(StepRecord::Ok { output, .. }) =
-            run.read_step(&key).await.map_err(HandlerError::from)?
+        if let Some(StepRecord::Ok { output, .. }) = run
+            .read_parking_step(&key, &step_key)
+            .await
+            .map_err(HandlerError::from)?
         {
             run.step_done();
             return Ok(decode_any(&output));
@@ -236,11 +238,25 @@ impl Ctx {
         // From here the continuation is the run's one way on: a failure parks the run with
         // a continuation that tries the wait again shortly (a retry of this delivery as
         // well would run the rest of the run twice at once).
-        let found = match self
-            .register_and_look_back(client, &kv, &registrations)
-            .await
-        {
-            Ok(found) => found,
+        let set_up = async {
+            let Some((event_type, found)) = self
+                .register_and_look_back(client, &kv, &registrations)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let record = super::resolve::outcome_record(
+                Resolution::Event {
+                    event_type: &event_type,
+                    id: &found.id,
+                    data: &found.data,
+                },
+                super::resolve::Resolver::LookBack,
+            );
+            super::resolve::record_look_back(&kv, &key, &record).await
+        };
+        let goes_on = match set_up.await {
+            Ok(goes_on) => goes_on,
             Err(error) => {
                 tracing::warn!(%error, step = %step_key, "the wait could not be set up; trying again in 2 s");
                 let retry_at = (crate::steps::now_ms() + 2000).min(at_ms);
@@ -254,29 +270,21 @@ impl Ctx {
                 });
             }
         };
-        if let Some((event_type, found)) = found {
-            let record = super::resolve::outcome_record(Resolution::Event {
-                event_type: &event_type,
-                id: &found.id,
-                data: &found.data,
-            });
-            let bytes = serde_json::to_vec(&record).map_err(HandlerError::terminal)?;
-            if kv.create(&key, bytes.into()).await.is_ok() {
-                // This attempt goes on: its timeout is not needed.
-                let _ = stream.purge().filter(&schedule).await;
-                for key in &keys {
-                    let _ = kv.delete(key).await;
-                }
-                run.records.lock().push((key, record.clone()));
-                run.step_done();
-                let StepRecord::Ok { output, .. } = record else {
-                    return Ok(None);
-                };
-                return Ok(decode_any(&output));
+        if let Some(record) = goes_on {
+            // The look-back decided: this attempt goes on, its timeout is not needed.
+            let _ = stream.purge().filter(&schedule).await;
+            for key in &keys {
+                let _ = kv.delete(key).await;
             }
-            // The matcher recorded it first and fired the continuation: that delivery goes
-            // on from here; this attempt parks.
+            run.records.lock().push((key, record.clone()));
+            run.step_done();
+            let StepRecord::Ok { output, .. } = record else {
+                return Ok(None);
+            };
+            return Ok(decode_any(&output));
         }
+        // Otherwise a matcher recorded the event first and fires the continuation: that
+        // delivery goes on from here; this attempt parks.
         // 5. Park: the records read so far live until the timeout (best effort: a record
         // that expires early is only written again by a later attempt).
         let records = run.records.lock().clone();
@@ -343,11 +351,12 @@ impl Ctx {
         key: &str,
         name: &str,
     ) -> Result<Option<AnyEvent>, HandlerError> {
-        match run
-            .store
-            .get_until::<StepRecord>(key, run.deadline())
-            .await
-            .map_err(HandlerError::from)?
+        // From the leader: the record may have been written by the resolver an instant ago.
+        match crate::run_store::until(run.deadline(), || {
+            run.store.get_from_leader::<StepRecord>(key)
+        })
+        .await
+        .map_err(HandlerError::from)?
         {
             Some(StepRecord::Ok { output, .. }) => {
                 run.step_done();

@@ -13,8 +13,8 @@ use futures::stream::FuturesUnordered;
 use herald_worker::{Ctx, Function, HandlerError, Worker};
 use tokio::time::MissedTickBehavior;
 
-use super::bench::{OrderPlaced, sample_event};
-use super::bench_consumers::Setup;
+use crate::consumers::Setup;
+use crate::publish::{OrderPlaced, sample_event};
 
 /// The latency section's settings.
 #[derive(Debug)]

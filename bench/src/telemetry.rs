@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 
-use super::bench_consumers::Setup;
+use crate::consumers::Setup;
 
 /// A span exporter that drops everything: the cost measured is Herald's and the SDK's.
 #[derive(Debug)]

@@ -8,10 +8,11 @@ use clap::Args;
 use herald::Event;
 use herald::schema::CompiledSchema;
 
-use super::bench::{OrderPlaced, sample_event};
+use crate::publish::{OrderPlaced, sample_event};
 
 #[derive(Debug, Args)]
-pub(crate) struct ValidateBench {
+/// `herald bench validate`: its options.
+pub struct ValidateBench {
     /// Events per measurement.
     #[arg(long, default_value_t = 200_000)]
     count: u32,

@@ -8,16 +8,15 @@ use std::process::ExitCode;
 use async_nats::jetstream;
 use clap::Args;
 
-use super::Connection;
-use super::bench::sample_event;
-use super::bench_consumers::{Measured, Setup};
-use super::bench_cpu::CpuMeter;
-use super::bench_latency::Latency;
+use crate::Target;
+use crate::consumers::{Measured, Setup};
+use crate::cpu::CpuMeter;
+use crate::latency::Latency;
+use crate::publish::sample_event;
 
 #[derive(Debug, Args)]
-pub(crate) struct ConsumeBench {
-    #[command(flatten)]
-    connection: Connection,
+/// `herald bench consume`: its options.
+pub struct ConsumeBench {
     /// Events stored and consumed by each throughput run.
     #[arg(long, default_value_t = 100_000)]
     count: usize,
@@ -121,7 +120,7 @@ struct Connections {
 }
 
 impl ConsumeBench {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
+    pub(crate) async fn run(self, connection: &Target) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(
             self.count > 0 && self.batch > 0 && self.rounds > 0,
             "--count, --batch and --rounds must be positive"
@@ -130,11 +129,11 @@ impl ConsumeBench {
             self.concurrency != Some(0),
             "--concurrency must be positive"
         );
-        let (local, url) = self.connection.server_or_local()?;
+        let (local, url) = connection.server_or_local()?;
         let server_pid = local
             .as_ref()
             .and_then(|local| local.pids().first().copied().flatten());
-        let options = self.connection.options().validate(false);
+        let options = connection.options().validate(false);
         let main = options.clone().connect(&url).await?;
         main.provision().await?;
         let stream_name = main.namespace().events_stream();
@@ -173,7 +172,7 @@ impl ConsumeBench {
             store_events(&connections.main, &stream_name, self.count).await?;
         }
         if self.telemetry_overhead {
-            super::bench_telemetry::telemetry_overhead(
+            crate::telemetry::telemetry_overhead(
                 &setup,
                 &connections.main,
                 self.rounds,

@@ -10,13 +10,12 @@ use anyhow::Context as _;
 use clap::Args;
 use herald_worker::{Ctx, Function, HandlerError, StartFrom, Worker};
 
-use super::Connection;
-use super::bench::{OrderPlaced, sample_event};
+use crate::Target;
+use crate::publish::{OrderPlaced, sample_event};
 
 #[derive(Debug, Args)]
-pub(crate) struct StepsBench {
-    #[command(flatten)]
-    connection: Connection,
+/// `herald bench steps`: its options.
+pub struct StepsBench {
     /// Events per worker run.
     #[arg(long, default_value_t = 5_000)]
     count: usize,
@@ -26,14 +25,9 @@ pub(crate) struct StepsBench {
 }
 
 impl StepsBench {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let (_local, url) = self.connection.server_or_local()?;
-        let client = self
-            .connection
-            .options()
-            .validate(false)
-            .connect(&url)
-            .await?;
+    pub(crate) async fn run(self, connection: &Target) -> anyhow::Result<ExitCode> {
+        let (_local, url) = connection.server_or_local()?;
+        let client = connection.options().validate(false).connect(&url).await?;
         client.provision().await?;
         println!(
             "steps benchmark: {} events, {} steps each, server {url}",

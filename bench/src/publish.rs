@@ -8,60 +8,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, message::PublishMessage};
-use clap::{Args, Subcommand};
+use clap::Args;
 use herald::Event;
 use serde::{Deserialize, Serialize};
 
-use super::Connection;
+use crate::Target;
 
-#[derive(Debug, Subcommand)]
-pub(crate) enum Bench {
-    /// Publish the same event N times with Herald (validation on and off) and with the raw
-    /// client, pipelined with the same window, and print msgs/s and the ratio to raw.
-    ///
-    /// Without --server or NATS_URL a local nats-server is started (and installed if needed).
-    /// Example: `herald bench publish --count 100000 --window 1024`
-    Publish(PublishBench),
-    /// Herald workers (validation, decoding, a no-op handler; with and without recording
-    /// finished runs) beside the raw client (pull batches, decode, ack) in one run:
-    /// msgs/s with one replica and with two, CPU per event (client and server), and
-    /// publish-to-handler latency at a fixed rate; medians and the ratio to raw.
-    ///
-    /// Example: `herald bench consume --count 100000 --rounds 3`
-    Consume(super::bench_consume::ConsumeBench),
-    /// The CPU cost of schema validation per event, in process (no server), next to plain
-    /// serde_json serialisation and decoding.
-    ///
-    /// Example: `herald bench validate`
-    Validate(super::bench_validate::ValidateBench),
-    /// What a durable step costs: storing its output, looking it up on a later attempt, and
-    /// worker throughput with and without steps.
-    ///
-    /// Example: `herald bench steps --count 5000 --steps 5`
-    Steps(super::bench_steps::StepsBench),
-    /// Events/s and p50/p99 latency through the HTTP gateway (in this process, over real
-    /// HTTP on loopback) beside direct SDK publishing, with the same calls in flight.
-    ///
-    /// Example: `herald bench gateway --count 20000 --concurrency 64`
-    Gateway(super::bench_gateway::GatewayBench),
-}
-
-impl Bench {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        match self {
-            Bench::Publish(bench) => bench.run().await,
-            Bench::Consume(bench) => bench.run().await,
-            Bench::Validate(bench) => bench.run().await,
-            Bench::Steps(bench) => Box::pin(bench.run()).await,
-            Bench::Gateway(bench) => Box::pin(bench.run()).await,
-        }
-    }
-}
-
+/// `herald bench publish`: its options.
 #[derive(Debug, Args)]
-pub(crate) struct PublishBench {
-    #[command(flatten)]
-    connection: Connection,
+pub struct PublishBench {
     /// Events per run.
     #[arg(long, default_value_t = 100_000)]
     count: usize,
@@ -152,14 +107,13 @@ impl Mode {
 }
 
 impl PublishBench {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
+    pub(crate) async fn run(self, connection: &Target) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(
             self.count > 0 && self.window > 0 && self.rounds > 0 && self.chunks > 0,
             "--count, --window, --rounds and --chunks must be positive"
         );
-        let (_local, url) = self.connection.server_or_local()?;
-        let options = self
-            .connection
+        let (_local, url) = connection.server_or_local()?;
+        let options = connection
             .options()
             .max_pending_acks(self.window.max(herald::DEFAULT_MAX_PENDING_ACKS));
         let herald_on = options.clone().connect(&url).await?;

@@ -11,13 +11,12 @@ use clap::Args;
 use herald::Event;
 use herald_gateway::keys::{Keys, NewKey, Rate};
 
-use super::Connection;
-use super::bench::{OrderPlaced, sample_event};
+use crate::Target;
+use crate::publish::{OrderPlaced, sample_event};
 
 #[derive(Debug, Args)]
-pub(crate) struct GatewayBench {
-    #[command(flatten)]
-    connection: Connection,
+/// `herald bench gateway`: its options.
+pub struct GatewayBench {
     /// Events per mode and round.
     #[arg(long, default_value_t = 20_000)]
     count: usize,
@@ -66,10 +65,9 @@ struct Setup {
 }
 
 impl GatewayBench {
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let (_local, url) = self.connection.server_or_local()?;
-        let client = self
-            .connection
+    pub(crate) async fn run(self, connection: &Target) -> anyhow::Result<ExitCode> {
+        let (_local, url) = connection.server_or_local()?;
+        let client = connection
             .options()
             .connection_name("herald-bench-gateway")
             .use_registry(true)

@@ -12,8 +12,8 @@ use futures::StreamExt;
 use herald_worker::{Ctx, Function, HandlerError, StartFrom, Worker};
 use tokio::sync::watch;
 
-use super::bench::OrderPlaced;
-use super::bench_cpu::{CpuMeter, CpuUsed};
+use crate::cpu::{CpuMeter, CpuUsed};
+use crate::publish::OrderPlaced;
 
 /// What every measured consumer shares.
 #[derive(Debug, Clone)]

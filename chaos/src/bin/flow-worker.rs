@@ -1,0 +1,107 @@
+//! `flow-worker`: a replica of the concurrency failure test. Runs `limited` on `flow.job`
+//! events, at most [`PER_KEY`] per key and [`SHARED`] in all: its handler audits its start
+//! and its end to `<namespace>.audit.flow` (awaiting each ack) around 200 ms of work.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use clap::Parser;
+use herald::Client;
+use herald_chaos::flow::{Audit, Job, PER_KEY, SHARED, audit_subject};
+use herald_worker::{Ctx, Function, HandlerError, Worker, shutdown_signal};
+
+/// A replica of the concurrency failure test.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The NATS server(s).
+    #[arg(long, env = "NATS_URL")]
+    server: String,
+    /// The Herald namespace.
+    #[arg(long, default_value = "flowchaos")]
+    namespace: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,async_nats=error")),
+        )
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("flow-worker: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let client = Client::builder()
+        .namespace(&args.namespace)
+        .connect(&args.server)
+        .await
+        .context("connecting")?;
+    let jetstream = client.jetstream().clone();
+    let subject = audit_subject(client.namespace());
+    let function = Function::new("limited")
+        .on::<Job>()
+        // Kills hand their messages back within 15 s; on a crowded 2-core machine (three
+        // servers, three workers) a delivery may wait its turn that long, so it is allowed
+        // more deliveries than the default before it counts as lost.
+        .ack_wait(Duration::from_secs(15))
+        .attempts(20)
+        .concurrency_limit(PER_KEY)
+        .key(|job: &Job| job.key.clone())
+        .shared_concurrency_limit("pool", SHARED)
+        .handler(move |job: Job, _ctx: Ctx| {
+            let (jetstream, subject) = (jetstream.clone(), subject.clone());
+            async move {
+                let audit = |start: bool| {
+                    let line = Audit {
+                        n: job.n,
+                        key: job.key.clone(),
+                        start,
+                        at_us: now_us(),
+                        pid: std::process::id(),
+                    };
+                    serde_json::to_vec(&line).unwrap_or_default()
+                };
+                let published = async {
+                    jetstream
+                        .publish(subject.clone(), audit(true).into())
+                        .await?
+                        .await?;
+                    tokio::time::sleep(Duration::from_millis(200)).await; // the job's work
+                    jetstream
+                        .publish(subject.clone(), audit(false).into())
+                        .await?
+                        .await?;
+                    Ok::<(), async_nats::Error>(())
+                };
+                published
+                    .await
+                    .map_err(|e| HandlerError::retry(format!("audit: {e}")))
+            }
+        });
+    let worker = Worker::builder(client)
+        .function(function)
+        .start()
+        .await
+        .context("starting the worker")?;
+    shutdown_signal().await;
+    worker.shutdown().await;
+    Ok(())
+}

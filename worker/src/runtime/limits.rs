@@ -1,0 +1,266 @@
+//! Throttle and rate limit at a run's start (protocol section 15): a GCRA decision per
+//! run, stored with the key's new state in one atomic batch, so that a redelivered event
+//! gets the decision it got first and no start is counted twice.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herald::protocol::header;
+use serde::{Deserialize, Serialize};
+
+use super::FunctionLoop;
+use super::decide::Outcome;
+use super::delivery::{Delivery, log};
+use crate::dead_letter::DeadLetterReason;
+use crate::flow::debounce::key_token;
+use crate::flow::gcra::Gcra;
+use crate::flow::limits::{Excess, PaceLimit, THROTTLE_WAKE, state_key};
+use crate::run_store::{BatchError, Lifetime, RunStoreError, Write};
+use crate::steps::RunState;
+
+/// Conflicting writers tried again (each means another start of the key came in between).
+const ROUNDS: usize = 50;
+/// A reserved start closer than this is waited for in the worker rather than parked (the
+/// server fires schedules in whole seconds, at least a second ahead).
+const PARK_BEYOND: Duration = Duration::from_millis(1500);
+
+/// A run's decision under one limit: `F.<event-key>.rl` (rate limit) or `.th` (throttle).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Decision {
+    /// Whether the run may start (a rate limit's `false` drops it).
+    pub(crate) admitted: bool,
+    /// When it may start (Unix µs; a throttle's reserved start).
+    pub(crate) start_at_us: u64,
+}
+
+/// The key's state: `{"tat_us": N}`.
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    tat_us: u64,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl FunctionLoop {
+    /// The function's rate limit, then its throttle; `Some` settles the delivery.
+    pub(super) async fn paced(&self, delivery: &Delivery, run: &RunState) -> Option<Outcome> {
+        let settings = &self.function.settings;
+        // Limits pace run starts: the continuations of a run that started are not paced
+        // again; a throttled run's own wake waits out the last fraction of a second.
+        if delivery.header(header::CONTINUATION).is_some() {
+            if delivery.header(header::WAKE) == Some(THROTTLE_WAKE)
+                && let Some(throttle) = &settings.throttle
+            {
+                let key = decision_key(run, throttle);
+                // From the leader: a follower may not have the decision yet.
+                let read = crate::run_store::until(run.deadline(), || {
+                    run.store.get_from_leader::<Decision>(&key)
+                });
+                if let Ok(Some(decision)) = self.keep_alive(delivery, read).await {
+                    self.keep_alive(delivery, wait_until(decision.start_at_us))
+                        .await;
+                }
+            }
+            return None;
+        }
+        // Decisions in the order the events arrived (a throttle's starts keep it).
+        if let Some(turn) = &run.turn {
+            self.keep_alive(delivery, turn.turn()).await;
+        }
+        let decided = self.decide_start(delivery, run).await;
+        if let Some(turn) = &run.turn {
+            turn.leave();
+        }
+        match decided {
+            Err(outcome) => Some(outcome),
+            Ok(None) => None,
+            Ok(Some(start_at_us)) => {
+                let wait = Duration::from_micros(start_at_us.saturating_sub(now_us()));
+                if wait < PARK_BEYOND {
+                    self.keep_alive(delivery, wait_until(start_at_us)).await;
+                    return None;
+                }
+                log!(
+                    delivery,
+                    debug,
+                    in_ms = wait.as_millis() as u64,
+                    "throttled"
+                );
+                let start_ms = start_at_us / 1000;
+                Some(Outcome::Delayed {
+                    at_ms: start_ms / 1000 * 1000,
+                    wake: THROTTLE_WAKE.to_owned(),
+                })
+            }
+        }
+    }
+
+    /// The rate limit's and the throttle's decisions: `Err` settles the delivery, `Ok(Some)`
+    /// is a throttle's reserved start (Unix µs), `Ok(None)` starts now.
+    async fn decide_start(
+        &self,
+        delivery: &Delivery,
+        run: &RunState,
+    ) -> Result<Option<u64>, Outcome> {
+        let settings = &self.function.settings;
+        if let Some(limit) = &settings.rate_limit {
+            match self.decision(delivery, run, limit).await {
+                Ok(decision) if decision.admitted => {}
+                Ok(_) => {
+                    return Err(Outcome::Skipped(format!(
+                        "rate_limited: beyond {} per {:?}",
+                        limit.limit, limit.period
+                    )));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let Some(throttle) = settings.throttle.as_ref() else {
+            return Ok(None);
+        };
+        let decision = self.decision(delivery, run, throttle).await?;
+        if !decision.admitted {
+            return Err(Outcome::Invalid {
+                reason: DeadLetterReason::ThrottledTooLong,
+                error: format!(
+                    "the throttle ({} per {:?}) would start the run in more than its max_delay of {:?}",
+                    throttle.limit,
+                    throttle.period,
+                    throttle.max_delay.unwrap_or_default()
+                ),
+            });
+        }
+        Ok(Some(decision.start_at_us))
+    }
+
+    /// The run's decision under `limit`: the stored one, or a new one stored with the key's
+    /// new state. An `Err` settles the delivery (the store cannot be reached).
+    async fn decision(
+        &self,
+        delivery: &Delivery,
+        run: &RunState,
+        limit: &PaceLimit,
+    ) -> Result<Decision, Outcome> {
+        let token = match &limit.key {
+            // An event that does not decode is dead-lettered by the handler's path.
+            Some(key_of) => match key_of(&delivery.data) {
+                Ok(key) => key_token(&key),
+                Err(_) => {
+                    return Ok(Decision {
+                        admitted: true,
+                        start_at_us: 0,
+                    });
+                }
+            },
+            None => "_".to_owned(),
+        };
+        let decide = self.decide(run, limit, &token);
+        let decided = self.keep_alive(delivery, decide).await;
+        decided.map_err(|error| {
+            Outcome::StoreUnavailable(format!("the {} cannot be decided: {error}", limit.prefix()))
+        })
+    }
+
+    async fn decide(
+        &self,
+        run: &RunState,
+        limit: &PaceLimit,
+        token: &str,
+    ) -> Result<Decision, RunStoreError> {
+        let gcra = limit.gcra();
+        let decision_key = decision_key(run, limit);
+        let state_key = state_key(limit, &self.function.id, token);
+        let retention = run
+            .store
+            .ttl_seconds(Lifetime::Retention)
+            .map(Duration::from_secs);
+        let mut failures = 0;
+        let mut rounds = 0;
+        loop {
+            let attempt = async {
+                let stored = run.store.read_versioned(&decision_key).await?;
+                if let Some((_, Some(bytes))) = &stored
+                    && let Ok(decision) = serde_json::from_slice::<Decision>(bytes)
+                {
+                    return Ok(Ok(decision));
+                }
+                let (state_seq, tat_us) = match run.store.read_versioned(&state_key).await? {
+                    Some((seq, Some(bytes))) => (
+                        seq,
+                        serde_json::from_slice::<State>(&bytes).map_or(0, |s| s.tat_us),
+                    ),
+                    Some((seq, None)) => (seq, 0),
+                    None => (0, 0),
+                };
+                let now = now_us();
+                let reservation = gcra.reserve(tat_us, now);
+                let admitted = match limit.excess {
+                    Excess::Drop => reservation.start_at_us <= now,
+                    Excess::Delay => limit
+                        .max_delay
+                        .is_none_or(|max| reservation.start_at_us - now <= max.as_micros() as u64),
+                };
+                let decision = Decision {
+                    admitted,
+                    start_at_us: reservation.start_at_us,
+                };
+                if !admitted && limit.excess == Excess::Delay {
+                    // Dead-lettered: nothing reserved, nothing to remember.
+                    return Ok(Ok(decision));
+                }
+                let mut writes = vec![Write {
+                    key: &decision_key,
+                    value: serde_json::to_vec(&decision).unwrap_or_default().into(),
+                    expected: stored.map_or(0, |(seq, _)| seq),
+                    ttl: retention,
+                }];
+                let state = serde_json::to_vec(&State {
+                    tat_us: reservation.tat_us,
+                })
+                .unwrap_or_default();
+                if admitted {
+                    writes.push(Write {
+                        key: &state_key,
+                        value: state.into(),
+                        expected: state_seq,
+                        ttl: Some(Gcra::record_ttl(reservation.tat_us, now)),
+                    });
+                }
+                Ok::<_, RunStoreError>(run.store.write_atomically(&writes).await.map(|_| decision))
+            };
+            match attempt.await {
+                Ok(Ok(decision)) => return Ok(decision),
+                Ok(Err(BatchError::Conflict)) if rounds < ROUNDS => rounds += 1,
+                Ok(Err(BatchError::Conflict)) => {
+                    return Err(crate::run_store::store_error("decide", &state_key)(
+                        "too many concurrent starts of one key; trying again later",
+                    ));
+                }
+                Ok(Err(BatchError::Failed(error))) | Err(error) => {
+                    failures += 1;
+                    if failures >= 8 {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50 << failures.min(5))).await;
+                }
+            }
+        }
+    }
+}
+
+/// `F.<event-key>.<th|rl>`.
+fn decision_key(run: &RunState, limit: &PaceLimit) -> String {
+    format!("{}.{}", run.run_key, limit.decision_suffix())
+}
+
+/// Sleeps until `at_us` (Unix µs).
+async fn wait_until(at_us: u64) {
+    let wait = at_us.saturating_sub(now_us());
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_micros(wait)).await;
+    }
+}
