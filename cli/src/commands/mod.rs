@@ -1,6 +1,5 @@
 //! The commands and their shared options.
 
-mod asyncapi;
 mod connection;
 mod console;
 mod dev;

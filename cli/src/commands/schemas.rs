@@ -218,7 +218,7 @@ impl Schemas {
                 Ok(ExitCode::SUCCESS)
             }
             SchemasCommand::Asyncapi { out } => {
-                let document = super::asyncapi::document(registry).await?;
+                let document = herald::asyncapi::document(registry).await?;
                 let text = serde_json::to_string_pretty(&document)? + "\n";
                 match out {
                     Some(path) => {
