@@ -56,8 +56,17 @@ impl Envelope {
     }
 }
 
+/// The first value of header `name`, found by comparing names: `HeaderMap::get` with a
+/// `&str` copies the name into a fresh `HeaderName` and hashes it, per lookup, and a
+/// delivery is looked at for a dozen headers.
+pub(crate) fn find<'a>(map: &'a HeaderMap, name: &str) -> Option<&'a async_nats::HeaderValue> {
+    map.iter()
+        .find(|(key, _)| AsRef::<str>::as_ref(*key) == name)
+        .and_then(|(_, values)| values.first())
+}
+
 fn header(map: &HeaderMap, name: &str) -> Option<String> {
-    map.get(name)
+    find(map, name)
         .map(|value| headers::decode_value(value.as_str()).unwrap_or_else(|| value.to_string()))
 }
 
@@ -78,8 +87,7 @@ pub(crate) fn read(
 ) -> Result<(EnvelopeMeta, Bytes), String> {
     let empty = HeaderMap::new();
     let map = map.unwrap_or(&empty);
-    let structured = map
-        .get("content-type")
+    let structured = find(map, "content-type")
         .is_some_and(|v| v.as_str().starts_with("application/cloudevents+json"));
     if structured {
         let mut body: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(payload)

@@ -93,10 +93,10 @@ impl Spans {
     ) -> Context {
         let headers = message.headers.as_ref();
         let remote = headers.and_then(|h| {
-            let traceparent = h.get(herald::headers::TRACEPARENT)?;
+            let traceparent = crate::envelope::find(h, herald::headers::TRACEPARENT)?;
             herald::trace::parse_trace_headers(
                 traceparent.as_str(),
-                h.get(herald::headers::TRACESTATE).map(|v| v.as_str()),
+                crate::envelope::find(h, herald::headers::TRACESTATE).map(|v| v.as_str()),
             )
         });
         // Room for the attributes set below and the outcome, so that a recorded span's
@@ -120,7 +120,11 @@ impl Spans {
         };
         let mut span = builder.start_with_context(&*self.tracer, &parent);
         if span.is_recording() {
-            let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
+            let header = |name: &str| {
+                headers
+                    .and_then(|h| crate::envelope::find(h, name))
+                    .map(|v| v.as_str())
+            };
             let subject = message.subject.as_str();
             let event_type = header(herald::headers::TYPE)
                 .unwrap_or_else(|| subject.strip_prefix(events_prefix).unwrap_or(subject));

@@ -65,7 +65,7 @@ pub fn tick_run_id(cron_id: &str, next: &str) -> String {
 /// What a delivered message says about the tick it is, if it is one: the cron id and the
 /// next fire time (`Nats-Schedule-Next`, or `herald-cron-next` on copies).
 pub(crate) fn tick_of(headers: &async_nats::HeaderMap) -> Option<(&str, &str)> {
-    let cron_id = headers.get(HEADER_CRON)?.as_str();
+    let cron_id = crate::envelope::find(headers, HEADER_CRON)?.as_str();
     let next = headers
         .get(NATS_SCHEDULE_NEXT)
         .or_else(|| headers.get(HEADER_CRON_NEXT))?

@@ -69,22 +69,26 @@ where
 }
 
 /// Validates (against the writer's registered version when it names one, else the local
-/// schema) and decodes a typed event.
+/// schema) and decodes a typed event, both from the bytes: validation reads them into a
+/// borrowed tree ([`CompiledSchema::validate_json`]) and the event is decoded straight from
+/// the text, so no `serde_json::Value` is built for a valid payload.
 fn decode_event<E: Event>(
     local: Option<&CompiledSchema>,
     writer_schema: Option<&CompiledSchema>,
     payload: &[u8],
 ) -> Result<E, Decoded> {
-    let value: serde_json::Value = serde_json::from_slice(payload)
-        .map_err(|error| Decoded::DecodeError(format!("the payload is not JSON: {error}")))?;
     if let Some(schema) = writer_schema.or(local) {
-        violations(schema, &value)?;
+        check(schema, payload)?;
     }
-    serde_json::from_value(value).map_err(|error| {
-        Decoded::DecodeError(format!(
-            "the payload does not decode as {}: {error}",
-            std::any::type_name::<E>()
-        ))
+    serde_json::from_slice(payload).map_err(|error| {
+        if error.is_syntax() || error.is_eof() {
+            Decoded::DecodeError(format!("the payload is not JSON: {error}"))
+        } else {
+            Decoded::DecodeError(format!(
+                "the payload does not decode as {}: {error}",
+                std::any::type_name::<E>()
+            ))
+        }
     })
 }
 
@@ -129,16 +133,26 @@ where
     }
 }
 
-fn violations(schema: &CompiledSchema, value: &serde_json::Value) -> Result<(), Decoded> {
-    schema.validate(value).map_err(|violations| {
-        Decoded::SchemaViolation(
-            violations
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })
+/// Validates JSON text: a payload that is not JSON is a decode error, one that breaks the
+/// schema a violation listing `path: message` pairs.
+fn check(schema: &CompiledSchema, payload: &[u8]) -> Result<(), Decoded> {
+    schema
+        .validate_json(payload)
+        .map_err(|violations| match violations.as_slice() {
+            [only] if only.path == "$" && only.message.starts_with("not JSON: ") => {
+                Decoded::DecodeError(format!(
+                    "the payload is not JSON: {}",
+                    only.message.trim_start_matches("not JSON: ")
+                ))
+            }
+            _ => Decoded::SchemaViolation(
+                violations
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        })
 }
 
 pub(super) struct RawHandler<F> {
@@ -158,16 +172,10 @@ where
         ctx: Ctx,
         writer_schema: Option<Arc<CompiledSchema>>,
     ) -> Decoded {
-        if let Some(schema) = &writer_schema {
-            let value: serde_json::Value = match serde_json::from_slice(&payload) {
-                Ok(value) => value,
-                Err(error) => {
-                    return Decoded::DecodeError(format!("the payload is not JSON: {error}"));
-                }
-            };
-            if let Err(violation) = violations(schema, &value) {
-                return violation;
-            }
+        if let Some(schema) = &writer_schema
+            && let Err(refused) = check(schema, &payload)
+        {
+            return refused;
         }
         let envelope = Envelope {
             meta: Arc::clone(&ctx.envelope),

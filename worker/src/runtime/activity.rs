@@ -117,10 +117,10 @@ impl FunctionLoop {
         self.publish_activity(activity, &record).await;
     }
 
-    /// Publishes the `finished` record of an attempt, unless it is the unremarkable case the
-    /// run record already tells (a first attempt of an idempotent run, ok within
-    /// `ack_wait / 3`); and of a delivery that ended its run before the handler (a dead
-    /// letter, a cancel, a skip).
+    /// Publishes the `finished` record of an attempt, unless it is the unremarkable case (a
+    /// first attempt, ok within `ack_wait / 3`: the run record tells it, and a function
+    /// with `idempotent(false)` keeps no record of it); and of a delivery that ended its run
+    /// before the handler (a dead letter, a cancel, a skip).
     pub(super) async fn activity_finished(
         &self,
         delivery: &Delivery,
@@ -140,11 +140,8 @@ impl FunctionLoop {
             settlement,
             Settlement::DeadLetter { .. } | Settlement::Cancel(_) | Settlement::Skip(_)
         );
-        let plain = matches!(settlement, Settlement::Ack { .. })
-            && delivery.delivered == 1
-            && !announced
-            && self.function.settings.idempotent
-            && run.is_some();
+        let plain =
+            matches!(settlement, Settlement::Ack { .. }) && delivery.delivered == 1 && !announced;
         if (begun.is_none() && !ends_run) || plain {
             return;
         }

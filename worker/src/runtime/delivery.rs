@@ -195,7 +195,9 @@ impl Delivery {
 
     /// The first value of a header.
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers().and_then(|h| h.get(name)).map(|v| v.as_str())
+        self.headers()
+            .and_then(|h| envelope::find(h, name))
+            .map(|v| v.as_str())
     }
 
     /// The message a handler's span and progress acks refer to.
