@@ -169,7 +169,11 @@ impl FunctionLoop {
                 outcome
             }
         };
-        let step_failures = self.count_failure(delivery, &outcome, run.as_deref()).await;
+        let step_failures = if matches!(outcome, Outcome::Done) {
+            None
+        } else {
+            Box::pin(self.count_failure(delivery, &outcome, run.as_deref())).await
+        };
         let facts = self.facts(delivery, run.as_deref(), step_failures);
         let settlement = decide(outcome, &facts);
         self.activity_finished(delivery, run.as_deref(), started, &settlement, trace)
@@ -264,7 +268,7 @@ impl FunctionLoop {
                         let read = run
                             .store
                             .get_until::<RunRecord>(&run.run_key, run.deadline());
-                        self.keep_alive(delivery, read).await
+                        Box::pin(self.keep_alive(delivery, read)).await
                     }
                 };
                 match stored {
@@ -332,7 +336,7 @@ impl FunctionLoop {
                 let epoch = delivery.header(header::REDRIVE_OF).unwrap_or_default();
                 let key = run.failure_key();
                 let read = run.store.get_until::<FailureRecord>(&key, run.deadline());
-                if let Ok(Some(record)) = self.keep_alive(delivery, read).await
+                if let Ok(Some(record)) = Box::pin(self.keep_alive(delivery, read)).await
                     && record.epoch == epoch
                 {
                     *run.failures_before.lock() = Some((record.position, record.failures));

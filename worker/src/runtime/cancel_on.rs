@@ -84,7 +84,7 @@ impl FunctionLoop {
             Box::pin(self.release_single(delivery, run)).await;
         }
         if let Some(headers) = delivery.headers()
-            && headers.get(crate::wait::invoke::HEADER_CALLER).is_some()
+            && crate::envelope::find(headers, crate::wait::invoke::HEADER_CALLER).is_some()
         {
             Box::pin(self.answer_caller(delivery, headers, run, failed)).await;
         }

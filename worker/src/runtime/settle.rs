@@ -46,13 +46,13 @@ impl FunctionLoop {
                 log!(delivery, info, step = %step, "waiting for an event; the run continues when it comes or the wait times out");
                 delivery.ack().await;
             }
+            // The rarer arms are boxed: a future is as large as its largest arm, and every
+            // delivery's future is allocated and moved whole.
             Settlement::Skip(reason) => {
-                self.record_and_ack(delivery, run, RunStatus::Skipped, &reason)
-                    .await;
+                Box::pin(self.record_and_ack(delivery, run, RunStatus::Skipped, &reason)).await;
             }
             Settlement::Cancel(reason) => {
-                self.record_and_ack(delivery, run, RunStatus::Cancelled, &reason)
-                    .await;
+                Box::pin(self.record_and_ack(delivery, run, RunStatus::Cancelled, &reason)).await;
             }
             Settlement::Retry { delay, error } => {
                 self.log_payload(delivery);
@@ -68,7 +68,7 @@ impl FunctionLoop {
                 delivery.nak(None).await;
             }
             Settlement::Continue { at_ms, wake, error } => {
-                self.continue_later(delivery, run, at_ms, wake, error).await;
+                Box::pin(self.continue_later(delivery, run, at_ms, wake, error)).await;
             }
             Settlement::DeadLetter {
                 reason,
@@ -76,8 +76,7 @@ impl FunctionLoop {
                 attempts,
                 step,
             } => {
-                self.dead_letter(delivery, run, reason, &error, attempts, step)
-                    .await;
+                Box::pin(self.dead_letter(delivery, run, reason, &error, attempts, step)).await;
             }
         }
     }
@@ -87,22 +86,24 @@ impl FunctionLoop {
     async fn finish(&self, delivery: &Delivery, run: Option<&RunState>, record_run: bool) {
         if record_run && let Some(run) = run {
             let record = RunRecord::now(RunStatus::Ok, None);
-            let write = async {
-                if run
-                    .store
-                    .put(&run.run_key, &record, Lifetime::Retention)
-                    .await
-                    .is_ok()
-                {
-                    return Ok(());
+            let first = run.store.put(&run.run_key, &record, Lifetime::Retention);
+            let written = match self.keep_alive(delivery, first).await {
+                Ok(()) => Ok(()),
+                // Retried while the delivery is kept alive; no handler starts until this
+                // record is stored or given up. Boxed: the rare path stays out of every
+                // delivery's future.
+                Err(_) => {
+                    let _retrying = self.stall.begin();
+                    let retry = run.store.put_until(
+                        &run.run_key,
+                        &record,
+                        Lifetime::Retention,
+                        run.deadline(),
+                    );
+                    Box::pin(self.keep_alive(delivery, retry)).await
                 }
-                // No handler starts until this record is stored or given up.
-                let _retrying = self.stall.begin();
-                run.store
-                    .put_until(&run.run_key, &record, Lifetime::Retention, run.deadline())
-                    .await
             };
-            if let Err(error) = self.keep_alive(delivery, write).await {
+            if let Err(error) = written {
                 log!(delivery, error, %error, retry_in = ?RECORD_RETRY,
                     "the finished run cannot be recorded; NAKed rather than acked without its record (the handler runs again)");
                 self.record_failed("run");
