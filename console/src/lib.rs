@@ -42,6 +42,7 @@ mod error;
 mod layout;
 mod live;
 mod pages;
+mod resume;
 mod security;
 mod skeleton;
 mod state;
