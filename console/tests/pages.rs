@@ -1,6 +1,6 @@
 //! Every page of the console at the HTTP level, against a real nats-server and a worker:
-//! functions, runs with URL filters, a run's waterfall, cancel, events and their runs, the
-//! live tail over SSE.
+//! functions, runs with URL filters, a run's waterfall (long sleeps drawn short), cancel,
+//! events and their runs, the live tail over SSE.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -187,4 +187,39 @@ async fn assets_are_served_from_the_binary() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, page) = setup.get("/").await;
     assert!(page.contains("/assets/htmx-ext-sse-2.2.4.min.js"));
+}
+
+/// The `width:…%` of each element matching `selector`.
+fn widths(html: &str, selector: &str) -> Vec<f64> {
+    let document = scraper::Html::parse_document(html);
+    let selector = scraper::Selector::parse(selector).unwrap();
+    document
+        .select(&selector)
+        .filter_map(|e| e.value().attr("style"))
+        .filter_map(|style| {
+            let width = style.split("width:").nth(1)?;
+            width.trim_end_matches(['%', ';']).parse().ok()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_long_sleep_is_drawn_as_a_labelled_break() {
+    let setup = setup().await;
+    let (id, _) = setup.publish("sloth@example.com", Some("nap")).await;
+    let page = setup
+        .wait_for_page(&format!("/runs/welcome/{id}"), "bar sleep")
+        .await;
+    // The ten-minute sleep is one broken bar with its real duration written on it ...
+    assert_eq!(count(&page, ".bar.sleep.broken"), 1, "{page}");
+    assert_eq!(text(&page, ".bar.sleep.broken .real"), "10.0 min", "{page}");
+    assert_eq!(count(&page, ".axis .gap"), 1, "{page}");
+    assert!(text(&page, ".axis .gap").contains("10.0 min"), "{page}");
+    // ... so the attempt and its step, milliseconds long, keep most of the track.
+    let attempt = widths(&page, ".bar.attempt");
+    assert_eq!(attempt.len(), 1, "{page}");
+    assert!(attempt[0] > 50.0, "the attempt is drawn {attempt:?}% wide");
+    let sleep = widths(&page, ".bar.sleep");
+    assert!(sleep[0] < 15.0, "the sleep is drawn {sleep:?}% wide");
+    assert_eq!(count(&page, ".bar.step"), 1, "{page}");
 }
