@@ -223,3 +223,48 @@ async fn a_long_sleep_is_drawn_as_a_labelled_break() {
     assert!(sleep[0] < 15.0, "the sleep is drawn {sleep:?}% wide");
     assert_eq!(count(&page, ".bar.step"), 1, "{page}");
 }
+
+#[tokio::test]
+async fn the_functions_page_shows_limits_in_use_and_parked_runs_per_key() {
+    use herald_worker::{Ctx, Function, HandlerError, Worker};
+    let setup = setup().await;
+    // `limited`: one run at a time per plan; each run holds its slot until released.
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let held = std::sync::Arc::clone(&release);
+    let limited = Function::new("limited")
+        .on::<common::Signup>()
+        .concurrency_limit(1)
+        .key(|s: &common::Signup| s.plan.clone().unwrap_or_default())
+        .handler(move |_s: common::Signup, _ctx: Ctx| {
+            let held = std::sync::Arc::clone(&held);
+            async move {
+                let _permit = held.acquire().await;
+                Ok::<_, HandlerError>(())
+            }
+        });
+    let worker = Worker::builder(setup.client.clone())
+        .function(limited)
+        .start()
+        .await
+        .unwrap();
+    for n in 0..3 {
+        setup
+            .publish(&format!("gold{n}@example.com"), Some("gold"))
+            .await;
+    }
+    // One run holds the key's slot, two park.
+    let page = setup.wait_for_page("/", "<code>gold</code>=2").await;
+    let row = "tr[data-function=limited]";
+    assert!(
+        text(&page, &format!("{row} td.parked")).starts_with("2 "),
+        "{page}"
+    );
+    assert_eq!(
+        text(&page, &format!("{row} td.limits")).trim(),
+        "concurrency ≥1"
+    );
+    assert_eq!(text(&page, "tr[data-function=welcome] td.parked"), "0");
+    assert!(page.contains("not stored in NATS"));
+    release.add_permits(10);
+    worker.shutdown().await;
+}

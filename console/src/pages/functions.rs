@@ -6,7 +6,9 @@ use std::time::SystemTime;
 
 use axum::extract::{Form, Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use herald_worker::overview::{FunctionOverview, list_functions};
+use herald_worker::overview::{
+    FlowOverview, FunctionOverview, OverviewOptions, list_functions, list_functions_with,
+};
 use maud::{Markup, html};
 
 use super::{dlq, runs, see_other};
@@ -41,9 +43,53 @@ fn paused(function: &FunctionOverview) -> Markup {
     }
 }
 
+/// The flow-control limits seen in use (the settings themselves are not in NATS).
+fn limits(flow: &FlowOverview) -> Markup {
+    html! {
+        @for limit in &flow.concurrency {
+            span.limit title={ (limit.slots_held) " slot(s) held over " (limit.keys_active) " key(s)" } {
+                @match &limit.shared_name {
+                    Some(name) => { "shared " code { (name) } }
+                    None => { "concurrency" }
+                }
+                " ≥" (limit.limit_at_least)
+            } " "
+        }
+        @if flow.throttle_keys > 0 || flow.throttled_runs > 0 { span.limit { "throttle" } " " }
+        @if flow.rate_limit_keys > 0 || flow.rate_limited_runs > 0 { span.limit { "rate limit" } " " }
+        @if flow.singleton_keys_held > 0 { span.limit { "singleton" } " " }
+    }
+}
+
+/// Parked runs, with the keys that have the most.
+fn parked(flow: &FlowOverview) -> Markup {
+    html! {
+        @if flow.parked == 0 { span.muted { "0" } } @else {
+            (flow.parked) " "
+            span.muted {
+                @for key in &flow.parked_top_keys {
+                    code { (key.scope.strip_prefix("_shared-").map(|n| format!("{n}/")).unwrap_or_default()) (key.key) } "=" (key.runs) " "
+                }
+            }
+        }
+    }
+}
+
+fn skipped(flow: &FlowOverview) -> Markup {
+    html! {
+        @if flow.skipped.is_empty() { span.muted { "0" } }
+        @for (reason, count) in &flow.skipped { (reason) " " (count) " " }
+    }
+}
+
 /// `GET /`.
 pub(crate) async fn list(State(state): State<Arc<AppState>>) -> PageResult<Markup> {
-    let functions = list_functions(&state.client, true).await?;
+    let options = OverviewOptions {
+        dead_letters: true,
+        flow: true,
+    };
+    let functions = list_functions_with(&state.client, options).await?;
+    let no_flow = FlowOverview::default();
     let body = html! {
         h1 { "Functions" }
         @if functions.is_empty() {
@@ -54,6 +100,7 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>) -> PageResult<Marku
                     th { "Function" } th { "Triggers" } th.num { "Attempts" } th.num { "Lag" }
                     th.num { "Ack pending" } th.num { "Redelivered" } th { "Dead letters" }
                     th { "Last activity" } th.num { "Events/s" } th { "Paused" }
+                    th { "Limits in use" } th { "Parked" } th { "Skipped" }
                 } }
                 tbody {
                     @for function in &functions {
@@ -69,10 +116,15 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>) -> PageResult<Marku
                             td.num { (state.rate(&function.function, function.delivered_stream_seq)
                                 .map_or("–".to_owned(), |r| format!("{r:.1}"))) }
                             td { (paused(function)) }
+                            @let flow = function.flow.as_ref().unwrap_or(&no_flow);
+                            td.limits { (limits(flow)) }
+                            td.parked { (parked(flow)) }
+                            td.skipped { (skipped(flow)) }
                         }
                     }
                 }
             }
+            p.muted { "Limits in use: what the runs bucket shows now (slots held, parked runs, throttle and rate-limit state, skipped runs). The limits' settings are in the workers' code, not stored in NATS." }
         }
     };
     Ok(page(&state, "Functions", "functions", live("/", "", body)))
