@@ -6,9 +6,7 @@ use std::time::SystemTime;
 
 use axum::extract::{Form, Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use herald_worker::overview::{
-    FlowOverview, FunctionOverview, OverviewOptions, list_functions, list_functions_with,
-};
+use herald_worker::overview::{FlowOverview, FunctionOverview, list_functions};
 use maud::{Markup, html};
 
 use super::{dlq, runs, see_other};
@@ -84,11 +82,8 @@ fn skipped(flow: &FlowOverview) -> Markup {
 
 /// `GET /`.
 pub(crate) async fn list(State(state): State<Arc<AppState>>) -> PageResult<Markup> {
-    let options = OverviewOptions {
-        dead_letters: true,
-        flow: true,
-    };
-    let functions = list_functions_with(&state.client, options).await?;
+    let functions = list_functions(&state.client, true).await?;
+    let flow = state.flow().await?;
     let no_flow = FlowOverview::default();
     let body = html! {
         h1 { "Functions" }
@@ -116,7 +111,7 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>) -> PageResult<Marku
                             td.num { (state.rate(&function.function, function.delivered_stream_seq)
                                 .map_or("–".to_owned(), |r| format!("{r:.1}"))) }
                             td { (paused(function)) }
-                            @let flow = function.flow.as_ref().unwrap_or(&no_flow);
+                            @let flow = flow.functions.get(&function.function).unwrap_or(&no_flow);
                             td.limits { (limits(flow)) }
                             td.parked { (parked(flow)) }
                             td.skipped { (skipped(flow)) }
