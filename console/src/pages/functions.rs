@@ -56,6 +56,10 @@ fn limits(flow: &FlowOverview) -> Markup {
         @if flow.throttle_keys > 0 || flow.throttled_runs > 0 { span.limit { "throttle" } " " }
         @if flow.rate_limit_keys > 0 || flow.rate_limited_runs > 0 { span.limit { "rate limit" } " " }
         @if flow.singleton_keys_held > 0 { span.limit { "singleton" } " " }
+        @if flow.concurrency.is_empty() && flow.throttle_keys == 0 && flow.throttled_runs == 0
+            && flow.rate_limit_keys == 0 && flow.rate_limited_runs == 0 && flow.singleton_keys_held == 0 {
+            span.muted { "none seen" }
+        }
     }
 }
 

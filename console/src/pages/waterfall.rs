@@ -150,7 +150,7 @@ pub(crate) fn render(bars: &[Bar]) -> Markup {
         } @else {
             div.waterfall #waterfall {
                 p.muted { "From " (crate::util::format_ms(start)) ", " (duration_text(end - start)) " in all."
-                    @if axis.breaks().next().is_some() { " Long idle stretches are drawn short (⫽)." } }
+                    @if axis.breaks().next().is_some() { " Long idle stretches are drawn short (//)." } }
                 @if axis.breaks().next().is_some() {
                     div.row.axis {
                         div.label { "time" }
@@ -159,7 +159,7 @@ pub(crate) fn render(bars: &[Bar]) -> Markup {
                                 @let real = duration_text(gap.end_ms - gap.start_ms);
                                 div.gap data-ms=(gap.end_ms - gap.start_ms)
                                     style=(format!("left:{:.2}%;width:{:.2}%", gap.left, gap.width))
-                                    title={ (real) " drawn short" } { "⫽ " (real) }
+                                    title={ (real) " drawn short" } { "// " (real) }
                             }
                         }
                     }
