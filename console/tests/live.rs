@@ -185,3 +185,42 @@ async fn change_notices_resume_after_last_event_id_without_gap_or_repeat() {
     );
     assert!(resumed.iter().all(|(_, data)| data == "welcome"));
 }
+
+#[tokio::test]
+async fn a_page_more_than_500_events_behind_is_told_to_resync() {
+    let setup = setup().await;
+    let (_, first) = setup.publish("far@example.com", None).await;
+    let mut pending = Vec::new();
+    for n in 0..501 {
+        let signup = common::Signup {
+            email: format!("far{n}@example.com"),
+            plan: None,
+        };
+        pending.push(setup.client.publish(&signup).await.unwrap());
+    }
+    for ack in pending {
+        ack.await.unwrap();
+    }
+    let request = Request::get("/live/events?type=user.*")
+        .header("last-event-id", first.to_string())
+        .body(Body::empty())
+        .unwrap();
+    let response = setup.router.clone().oneshot(request).await.unwrap();
+    let mut body = response.into_body().into_data_stream();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = String::new();
+    while !seen.contains("\n\n") {
+        assert!(Instant::now() < deadline, "nothing came: {seen}");
+        if let Ok(Some(Ok(chunk))) =
+            tokio::time::timeout(Duration::from_millis(500), body.next()).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    let first_event = seen.split("\n\n").next().unwrap();
+    assert!(first_event.contains("event: resync"), "{seen}");
+    assert!(
+        !seen.contains("event: event"),
+        "no rows before the reload: {seen}"
+    );
+}
