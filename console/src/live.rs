@@ -216,14 +216,14 @@ pub(crate) async fn events(
     let mut read_to = 0;
     if let Some(after) = resume::last_event_id(&headers).and_then(|id| id.parse::<u64>().ok()) {
         let namespace = state.client.namespace();
-        match resume::catch_up(
-            &state.client,
-            &namespace.events_stream(),
-            namespace.events_wildcard(),
-            after,
-        )
-        .await
-        {
+        // A valid pattern filters on the server, so unrelated events do not count against
+        // the catch-up limit.
+        let subject = if herald::EventType::new(pattern.replace(['*', '>'], "x")).is_ok() {
+            format!("{}{pattern}", herald::protocol::events_prefix(namespace))
+        } else {
+            namespace.events_wildcard()
+        };
+        match resume::catch_up(&state.client, &namespace.events_stream(), subject, after).await {
             Ok(caught) if caught.truncated => backlog.push(resync()),
             Ok(caught) => {
                 read_to = caught.read_to;

@@ -224,3 +224,44 @@ async fn a_page_more_than_500_events_behind_is_told_to_resync() {
         "no rows before the reload: {seen}"
     );
 }
+
+/// An event of another type than the tail's.
+#[derive(Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema, herald::Event)]
+#[event(type = "order.placed")]
+struct OrderPlaced {
+    n: u32,
+}
+
+#[tokio::test]
+async fn events_of_other_types_do_not_count_against_the_catch_up() {
+    let setup = setup().await;
+    let (_, first) = setup.publish("mine@example.com", None).await;
+    let mut pending = Vec::new();
+    for n in 0..501 {
+        pending.push(setup.client.publish(&OrderPlaced { n }).await.unwrap());
+    }
+    for ack in pending {
+        ack.await.unwrap();
+    }
+    let (wanted, sequence) = setup.publish("mine-too@example.com", None).await;
+    let request = Request::get("/live/events?type=user.*")
+        .header("last-event-id", first.to_string())
+        .body(Body::empty())
+        .unwrap();
+    let response = setup.router.clone().oneshot(request).await.unwrap();
+    let mut body = response.into_body().into_data_stream();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = String::new();
+    while sse_events(&seen).is_empty() && !seen.contains("resync") {
+        assert!(Instant::now() < deadline, "nothing came: {seen}");
+        if let Ok(Some(Ok(chunk))) =
+            tokio::time::timeout(Duration::from_millis(500), body.next()).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    assert!(!seen.contains("resync"), "{seen}");
+    let events = sse_events(&seen);
+    assert_eq!(events[0].0, sequence.to_string());
+    assert!(events[0].1.contains(wanted.as_str()), "{seen}");
+}
