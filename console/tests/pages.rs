@@ -265,6 +265,13 @@ async fn the_functions_page_shows_limits_in_use_and_parked_runs_per_key() {
     );
     assert_eq!(text(&page, "tr[data-function=welcome] td.parked"), "0");
     assert!(page.contains("not stored in NATS"));
+    // The function's own page shows the same.
+    let (_, function) = setup.get("/functions/limited").await;
+    assert!(
+        text(&function, "#flow-parked").contains("gold"),
+        "{function}"
+    );
+    assert_eq!(text(&function, "#flow-limits").trim(), "concurrency ≥1");
     release.add_permits(10);
     worker.shutdown().await;
 }

@@ -195,6 +195,9 @@ pub(crate) async fn show(
         ),
         None => None,
     };
+    let flow = state.flow().await?;
+    let no_flow = FlowOverview::default();
+    let flow = flow.functions.get(&id).unwrap_or(&no_flow);
     let self_url = format!("/functions/{}", encode(&id));
     let body = html! {
         h1 { "Function " code { (id) } }
@@ -208,6 +211,9 @@ pub(crate) async fn show(
             dt { "Ack pending / redelivered" } dd { (function.ack_pending) " / " (function.redelivered) }
             dt { "Last activity" } dd { (function.last_active.as_deref().unwrap_or("never")) }
             dt { "Paused" } dd { (paused(&function)) }
+            dt { "Flow-control limits in use" } dd #flow-limits { (limits(flow)) }
+            dt { "Parked runs (top keys)" } dd #flow-parked { (parked(flow)) }
+            dt { "Skipped runs" } dd #flow-skipped { (skipped(flow)) }
         }
         h2 { "Recent runs " a.muted href={ "/runs?function=" (encode(&id)) } { "all" } }
         (runs::table(&records))
