@@ -10,7 +10,7 @@
 //! | page | what it shows and does |
 //! | --- | --- |
 //! | `/` | functions: triggers, lag, ack pending, redelivered, dead letters by reason, last activity, events/s, pause, flow control in use (limits, parked runs per key, skipped runs) |
-//! | `/functions/{id}` | settings, recent runs, dead letters, replay (a dry-run count first) |
+//! | `/functions/{id}` | settings, flow control in use, recent runs, dead letters, replay (a dry-run count first) |
 //! | `/runs?function=&status=&since=&until=&event=` | runs from the activity records (protocol section 18) |
 //! | `/runs/{function}/{event_id}` | a waterfall of attempts, steps and sleeps, errors, outputs, trace id; cancel |
 //! | `/events?type=user.*` and `/events/{seq}` | a live tail; one event's headers, payload and runs in every function |
