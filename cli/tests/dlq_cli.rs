@@ -148,3 +148,83 @@ async fn list_show_dry_run_and_a_rate_limited_redrive_resumed_after_an_interrupt
     let purge = herald(&url, &["dlq", "purge", "--function", "orders", "--yes"]);
     assert!(String::from_utf8_lossy(&purge.stdout).contains("no dead letters"));
 }
+
+/// Runs `herald --server <url> <args>` on a pseudo-terminal (util-linux `script`) and
+/// returns what the terminal showed.
+fn on_terminal(url: &str, args: &[&str]) -> String {
+    let mut line = format!("'{}' --server '{url}'", env!("CARGO_BIN_EXE_herald"));
+    for arg in args {
+        line.push_str(&format!(" '{arg}'"));
+    }
+    let mut command = std::process::Command::new("script");
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if text.starts_with("HERALD_") || text.starts_with("NATS_") {
+            command.env_remove(&name);
+        }
+    }
+    let output = command
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("util-linux `script` runs a command on a pseudo-terminal");
+    assert!(output.status.success(), "{}", common::text(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_redrive_and_replay_draw_a_progress_bar_only_for_a_terminal_without_json() {
+    let nats = herald_local_nats::LocalNats::start().unwrap();
+    let url = nats.url();
+    let _client = dead_letters(&url).await;
+    let batch = [
+        "dlq",
+        "redrive",
+        "--function",
+        "orders",
+        "--limit",
+        "30",
+        "--rate",
+        "60",
+    ];
+
+    let shown = on_terminal(&url, &batch);
+    assert!(
+        shown.contains("redrive ["),
+        "a bar on a terminal: {shown:?}"
+    );
+    assert!(shown.contains("/30"), "{shown:?}");
+    assert!(shown.contains("redrove 30 dead letter(s)"), "{shown:?}");
+
+    let mut with_json = vec!["--json"];
+    with_json.extend(batch);
+    let json = on_terminal(&url, &with_json);
+    assert!(!json.contains("redrive ["), "no bar with --json: {json:?}");
+    let parsed: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(parsed["redriven"], 30);
+
+    let piped = herald(&url, &batch);
+    assert!(piped.status.success(), "{}", common::text(&piped));
+    assert!(
+        !common::text(&piped).contains("redrive ["),
+        "no bar when stdout is not a terminal"
+    );
+    assert!(String::from_utf8_lossy(&piped.stdout).contains("redrove 30 dead letter(s)"));
+
+    let since = "2000-01-01T00:00:00Z";
+    let replay = [
+        "replay",
+        "--function",
+        "orders",
+        "--since",
+        since,
+        "--rate",
+        "100",
+    ];
+    let shown = on_terminal(&url, &replay);
+    assert!(shown.contains("replay ["), "a bar on a terminal: {shown:?}");
+    assert!(shown.contains("replayed 100 event(s)"), "{shown:?}");
+    let piped = herald(&url, &replay);
+    assert!(piped.status.success(), "{}", common::text(&piped));
+    assert!(!common::text(&piped).contains("replay ["));
+}

@@ -11,7 +11,7 @@ pub(crate) const HTMX_PATH: &str = "/assets/htmx-2.0.11.min.js";
 /// htmx's SSE extension (BSD Zero Clause License, `assets/htmx-ext-sse.LICENSE`).
 pub(crate) const SSE_PATH: &str = "/assets/htmx-ext-sse-2.2.4.min.js";
 /// The stylesheet; bump the number when it changes.
-pub(crate) const CSS_PATH: &str = "/assets/console-1.css";
+pub(crate) const CSS_PATH: &str = "/assets/console-2.css";
 
 const HTMX: &[u8] = include_bytes!("../assets/htmx-2.0.11.min.js");
 const SSE: &[u8] = include_bytes!("../assets/htmx-ext-sse-2.2.4.min.js");

@@ -68,7 +68,7 @@ impl StoredEvent {
 }
 
 /// Reads an ordered consumer on `stream` until nothing is pending (or `limit` messages).
-async fn read_bounded(
+pub(crate) async fn read_bounded(
     client: &herald::Client,
     stream: &str,
     filter_subject: String,

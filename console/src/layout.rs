@@ -44,8 +44,11 @@ pub(crate) fn page(state: &AppState, title: &str, active: &str, body: Markup) ->
                     @if state.config.read_only { span.badge { "read-only" } }
                 }
                 main { (body) }
-                // A page that fell behind its live feed reloads.
-                script { (PreEscaped("document.addEventListener('htmx:sseMessage',function(e){if(e.detail&&e.detail.type==='resync'){location.reload()}});")) }
+                // A page reloads when it cannot follow its live feed: told `resync` (it fell
+                // behind), or reconnected by a new EventSource after the old one closed
+                // (htmx's retry, which cannot send Last-Event-ID). The browser's own
+                // reconnects send Last-Event-ID and resume without a reload.
+                script { (PreEscaped(RELOAD_WHEN_LOST)) }
             }
         }
     }
@@ -120,3 +123,10 @@ pub(crate) fn action_button(
         }
     }
 }
+
+/// The script behind the comment in [`page`].
+const RELOAD_WHEN_LOST: &str = "(function(){var lost=false;\
+document.addEventListener('htmx:sseError',function(e){var s=e.detail&&e.detail.source;if(s&&s.readyState===2){lost=true}});\
+document.addEventListener('htmx:sseOpen',function(e){var s=e.detail&&e.detail.source;if(!s){return}\
+if(lost){location.reload();return}\
+if(!s.heraldResync){s.heraldResync=true;s.addEventListener('resync',function(){location.reload()})}});})();";

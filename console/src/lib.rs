@@ -9,8 +9,8 @@
 //!
 //! | page | what it shows and does |
 //! | --- | --- |
-//! | `/` | functions: triggers, lag, ack pending, redelivered, dead letters by reason, last activity, events/s, pause |
-//! | `/functions/{id}` | settings, recent runs, dead letters, replay (a dry-run count first) |
+//! | `/` | functions: triggers, lag, ack pending, redelivered, dead letters by reason, last activity, events/s, pause, flow control in use (limits, parked runs per key, skipped runs) |
+//! | `/functions/{id}` | settings, flow control in use, recent runs, dead letters, replay (a dry-run count first) |
 //! | `/runs?function=&status=&since=&until=&event=` | runs from the activity records (protocol section 18) |
 //! | `/runs/{function}/{event_id}` | a waterfall of attempts, steps and sleeps, errors, outputs, trace id; cancel |
 //! | `/events?type=user.*` and `/events/{seq}` | a live tail; one event's headers, payload and runs in every function |
@@ -42,6 +42,7 @@ mod error;
 mod layout;
 mod live;
 mod pages;
+mod resume;
 mod security;
 mod skeleton;
 mod state;

@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use herald_worker::overview::{FlowScan, OverviewError, scan_flow};
 use herald_worker::{DeadLetters, RunStore};
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
@@ -13,6 +14,9 @@ use crate::ConsoleError;
 use crate::config::ConsoleConfig;
 use crate::data::StoredEvent;
 use crate::live::{self, Change};
+
+/// How long the functions page reuses a flow-control scan.
+const FLOW_FRESH_FOR: Duration = Duration::from_secs(3);
 
 /// Aborts the feeds when the last handle on the state goes.
 pub(crate) struct Tasks(Vec<JoinHandle<()>>);
@@ -38,6 +42,8 @@ pub(crate) struct AppState {
     pub(crate) changes: broadcast::Sender<Arc<Change>>,
     /// The last delivered sequence seen per function, for events per second.
     pub(crate) rates: Mutex<HashMap<String, (Instant, u64, f64)>>,
+    /// The last flow-control scan of the runs bucket and when it was made.
+    pub(crate) flow: tokio::sync::Mutex<Option<(Instant, Arc<FlowScan>)>>,
     pub(crate) _tasks: Tasks,
 }
 
@@ -64,8 +70,23 @@ impl AppState {
             events,
             changes,
             rates: Mutex::new(HashMap::new()),
+            flow: tokio::sync::Mutex::new(None),
             _tasks: Tasks(tasks),
         }))
+    }
+
+    /// The flow control of every function ([`scan_flow`]: every run record is read), made
+    /// at most once per [`FLOW_FRESH_FOR`] however often pages refresh.
+    pub(crate) async fn flow(&self) -> Result<Arc<FlowScan>, OverviewError> {
+        let mut cached = self.flow.lock().await;
+        if let Some((at, scan)) = cached.as_ref()
+            && at.elapsed() < FLOW_FRESH_FOR
+        {
+            return Ok(Arc::clone(scan));
+        }
+        let scan = Arc::new(scan_flow(&self.client).await?);
+        *cached = Some((Instant::now(), Arc::clone(&scan)));
+        Ok(scan)
     }
 
     /// Events per second delivered to `function` since the previous call (its consumer's

@@ -8,191 +8,16 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
+#[path = "common/browser.rs"]
+mod harness;
 
-use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Setup, setup};
-use fantoccini::{Client, ClientBuilder, Locator};
-use futures::FutureExt;
-
-/// How long a page may take to show what a test waits for.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-fn chromedriver() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("HERALD_CHROMEDRIVER").map(PathBuf::from),
-        Some(PathBuf::from("/usr/bin/chromedriver")),
-    ];
-    candidates.into_iter().flatten().find(|p| p.exists())
-}
-
-fn chromium() -> PathBuf {
-    std::env::var_os("HERALD_CHROMIUM")
-        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
-}
-
-/// A chromedriver process and a browser session; the process is killed on drop.
-struct Browser {
-    client: Client,
-    driver: Child,
-    _profile: tempfile_dir::Dir,
-}
-
-mod tempfile_dir {
-    /// A fresh directory removed on drop (the browser profile).
-    pub(crate) struct Dir(pub(crate) std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-/// Starts chromedriver and a headless Chromium (JavaScript on or off); `None` (the test is
-/// skipped) when there is no chromedriver, except under `CI=true`, where that fails.
-async fn browser(javascript: bool) -> Option<Browser> {
-    let Some(driver_path) = chromedriver() else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "chromedriver is missing: install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver), or set HERALD_CHROMEDRIVER"
-            );
-        }
-        eprintln!("skipped: no chromedriver (apt-get install chromium chromium-driver)");
-        return None;
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let driver = Command::new(driver_path)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let profile =
-        std::env::temp_dir().join(format!("herald-console-chromium-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&profile).unwrap();
-    let mut args = vec![
-        "--headless".to_owned(),
-        "--no-sandbox".into(),
-        "--disable-gpu".into(),
-        "--disable-quic".into(),
-        "--no-first-run".into(),
-        "--disable-background-networking".into(),
-        "--disable-component-update".into(),
-        "--disable-sync".into(),
-        "--disable-dev-shm-usage".into(),
-        "--window-size=1280,900".into(),
-        format!("--user-data-dir={}", profile.display()),
-    ];
-    if !javascript {
-        args.push("--blink-settings=scriptEnabled=false".into());
-    }
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({"binary": chromium(), "args": args}),
-    );
-    // Ready when it accepts a session.
-    let deadline = Instant::now() + PATIENCE;
-    let client = loop {
-        match ClientBuilder::native()
-            .capabilities(capabilities.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(client) => break client,
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "chromedriver did not start: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    Some(Browser {
-        client,
-        driver,
-        _profile: tempfile_dir::Dir(profile),
-    })
-}
-
-/// Serves the console on a free loopback port; answers its base URL.
-async fn serve(setup: &Setup) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let router = setup.router.clone();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{address}")
-}
-
-fn screenshot_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
-        PathBuf::from,
-    );
-    target.join("console-screenshots")
-}
-
-/// Runs `body` in a browser; on a panic, saves a screenshot named after the test first.
-async fn in_browser<F, Fut>(name: &str, javascript: bool, body: F)
-where
-    F: FnOnce(Client) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let Some(browser) = browser(javascript).await else {
-        return;
-    };
-    let client = browser.client.clone();
-    let outcome = AssertUnwindSafe(body(client.clone())).catch_unwind().await;
-    if let Err(panic) = outcome {
-        let dir = screenshot_dir();
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join(format!("{name}.png"));
-        if let Ok(png) = client.screenshot().await {
-            let _ = std::fs::write(&path, png);
-            eprintln!("screenshot of the failure: {}", path.display());
-        }
-        let _ = client.close().await;
-        std::panic::resume_unwind(panic);
-    }
-    let _ = client.close().await;
-}
-
-async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
-    match client
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css(css))
-        .await
-    {
-        Ok(element) => element,
-        Err(error) => panic!(
-            "{css} never appeared on {:?}: {error}",
-            client.current_url().await
-        ),
-    }
-}
-
-async fn type_into(client: &Client, css: &str, text: &str) {
-    let field = wait_for(client, css).await;
-    field.clear().await.unwrap();
-    field.send_keys(text).await.unwrap();
-}
+use common::setup;
+use fantoccini::Locator;
+use harness::{PATIENCE, Proxy, in_browser, serve, type_into, wait_for};
 
 #[tokio::test]
 async fn a_published_event_appears_live_on_the_events_page() {
@@ -223,6 +48,72 @@ async fn a_published_event_appears_live_on_the_events_page() {
                 "no published event appeared live"
             );
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_events_page_loses_nothing_when_its_connection_drops() {
+    let setup = setup().await;
+    let proxy = Proxy::start(&serve(&setup).await).await;
+    let base = proxy.base.clone();
+    in_browser("events_resume", true, |client| async move {
+        client
+            .goto(&format!("{base}/events?type=user.*"))
+            .await
+            .unwrap();
+        wait_for(&client, "#events").await;
+        // Connected once a published event appears live.
+        let deadline = Instant::now() + PATIENCE;
+        let mut published = Vec::new();
+        loop {
+            let (id, _) = setup.publish("before@example.com", None).await;
+            published.push(id.clone());
+            let row = format!("#event-rows tr[data-id=\"{id}\"]");
+            let shown = client
+                .wait()
+                .at_most(Duration::from_secs(2))
+                .for_element(Locator::Css(&row))
+                .await;
+            if shown.is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no event appeared live");
+        }
+        client
+            .execute("window.heraldNotReloaded = true; return true;", vec![])
+            .await
+            .unwrap();
+        // The connection drops; the browser's reconnect waits at the proxy while three
+        // events are stored, then goes through with its Last-Event-ID.
+        proxy.pause();
+        let deadline = Instant::now() + PATIENCE;
+        while proxy.waiting() == 0 {
+            assert!(Instant::now() < deadline, "the browser never reconnected");
+            tokio::time::sleep(Duration::from_millis(50)).await; // polling, not synchronising
+        }
+        for n in 0..3 {
+            let (id, _) = setup.publish(&format!("gap{n}@example.com"), None).await;
+            published.push(id);
+        }
+        proxy.resume();
+        let (id, _) = setup.publish("after@example.com", None).await;
+        published.push(id);
+        for id in &published {
+            wait_for(&client, &format!("#event-rows tr[data-id=\"{id}\"]")).await;
+        }
+        for id in &published {
+            let rows = client
+                .find_all(Locator::Css(&format!("#event-rows tr[data-id=\"{id}\"]")))
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 1, "event {id} shown once");
+        }
+        let kept = client
+            .execute("return window.heraldNotReloaded === true;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(kept, serde_json::json!(true), "resumed without a reload");
     })
     .await;
 }

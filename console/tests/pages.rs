@@ -1,6 +1,6 @@
 //! Every page of the console at the HTTP level, against a real nats-server and a worker:
-//! functions, runs with URL filters, a run's waterfall, cancel, events and their runs, the
-//! live tail over SSE.
+//! functions, runs with URL filters, a run's waterfall (long sleeps drawn short), cancel,
+//! events and their runs, the live tail over SSE.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -187,4 +187,91 @@ async fn assets_are_served_from_the_binary() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, page) = setup.get("/").await;
     assert!(page.contains("/assets/htmx-ext-sse-2.2.4.min.js"));
+}
+
+/// The `width:…%` of each element matching `selector`.
+fn widths(html: &str, selector: &str) -> Vec<f64> {
+    let document = scraper::Html::parse_document(html);
+    let selector = scraper::Selector::parse(selector).unwrap();
+    document
+        .select(&selector)
+        .filter_map(|e| e.value().attr("style"))
+        .filter_map(|style| {
+            let width = style.split("width:").nth(1)?;
+            width.trim_end_matches(['%', ';']).parse().ok()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_long_sleep_is_drawn_as_a_labelled_break() {
+    let setup = setup().await;
+    let (id, _) = setup.publish("sloth@example.com", Some("nap")).await;
+    let page = setup
+        .wait_for_page(&format!("/runs/welcome/{id}"), "bar sleep")
+        .await;
+    // The ten-minute sleep is one broken bar with its real duration written on it ...
+    assert_eq!(count(&page, ".bar.sleep.broken"), 1, "{page}");
+    assert_eq!(text(&page, ".bar.sleep.broken .real"), "10.0 min", "{page}");
+    assert_eq!(count(&page, ".axis .gap"), 1, "{page}");
+    assert!(text(&page, ".axis .gap").contains("10.0 min"), "{page}");
+    // ... so the attempt and its step, milliseconds long, keep most of the track.
+    let attempt = widths(&page, ".bar.attempt");
+    assert_eq!(attempt.len(), 1, "{page}");
+    assert!(attempt[0] > 50.0, "the attempt is drawn {attempt:?}% wide");
+    let sleep = widths(&page, ".bar.sleep");
+    assert!(sleep[0] < 15.0, "the sleep is drawn {sleep:?}% wide");
+    assert_eq!(count(&page, ".bar.step"), 1, "{page}");
+}
+
+#[tokio::test]
+async fn the_functions_page_shows_limits_in_use_and_parked_runs_per_key() {
+    use herald_worker::{Ctx, Function, HandlerError, Worker};
+    let setup = setup().await;
+    // `limited`: one run at a time per plan; each run holds its slot until released.
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let held = std::sync::Arc::clone(&release);
+    let limited = Function::new("limited")
+        .on::<common::Signup>()
+        .concurrency_limit(1)
+        .key(|s: &common::Signup| s.plan.clone().unwrap_or_default())
+        .handler(move |_s: common::Signup, _ctx: Ctx| {
+            let held = std::sync::Arc::clone(&held);
+            async move {
+                let _permit = held.acquire().await;
+                Ok::<_, HandlerError>(())
+            }
+        });
+    let worker = Worker::builder(setup.client.clone())
+        .function(limited)
+        .start()
+        .await
+        .unwrap();
+    for n in 0..3 {
+        setup
+            .publish(&format!("gold{n}@example.com"), Some("gold"))
+            .await;
+    }
+    // One run holds the key's slot, two park.
+    let page = setup.wait_for_page("/", "<code>gold</code>=2").await;
+    let row = "tr[data-function=limited]";
+    assert!(
+        text(&page, &format!("{row} td.parked")).starts_with("2 "),
+        "{page}"
+    );
+    assert_eq!(
+        text(&page, &format!("{row} td.limits")).trim(),
+        "concurrency ≥1"
+    );
+    assert_eq!(text(&page, "tr[data-function=welcome] td.parked"), "0");
+    assert!(page.contains("not stored in NATS"));
+    // The function's own page shows the same.
+    let (_, function) = setup.get("/functions/limited").await;
+    assert!(
+        text(&function, "#flow-parked").contains("gold"),
+        "{function}"
+    );
+    assert_eq!(text(&function, "#flow-limits").trim(), "concurrency ≥1");
+    release.add_permits(10);
+    worker.shutdown().await;
 }

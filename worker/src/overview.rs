@@ -12,6 +12,13 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::{DeadLetterFilter, DeadLetters};
 
+mod flow;
+
+pub use flow::{
+    ConcurrencyInUse, FLOW_SCAN_LIMIT, FlowOverview, FlowScan, ParkedKey, TOP_PARKED_KEYS,
+    scan_flow,
+};
+
 /// Reading the functions failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -31,6 +38,25 @@ pub enum OverviewError {
     /// The cron schedules cannot be read.
     #[error(transparent)]
     Schedules(#[from] crate::cron::ScheduleAdminError),
+    /// The runs bucket cannot be read (for flow control).
+    #[error("cannot read the runs bucket's stream {stream}: {source}")]
+    Runs {
+        /// The bucket's stream.
+        stream: String,
+        /// What NATS said.
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+/// What [`list_functions_with`] reads besides the functions' consumers and schedules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OverviewOptions {
+    /// Count the dead letters by reason (reads `NS_DLQ`).
+    pub dead_letters: bool,
+    /// Read the flow-control state of the runs bucket ([`scan_flow`]; reads every run
+    /// record, so costlier on a large bucket).
+    pub flow: bool,
 }
 
 /// One cron trigger of a function.
@@ -77,6 +103,10 @@ pub struct FunctionOverview {
     pub paused_until: Option<String>,
     /// Its cron triggers.
     pub crons: Vec<CronSummary>,
+    /// What the runs bucket shows of its flow control (limits in use, parked runs per key,
+    /// skipped runs), when asked for ([`OverviewOptions::flow`]). Its limits' settings are
+    /// set in its workers' code and are not stored in NATS.
+    pub flow: Option<FlowOverview>,
 }
 
 impl FunctionOverview {
@@ -91,11 +121,27 @@ fn format(time: impl Into<time::OffsetDateTime>) -> Option<String> {
 }
 
 /// Every function of `client`'s namespace, by id. With `with_dead_letters` false the dead
-/// letters are not read (cheaper, for a frequent refresh).
+/// letters are not read (cheaper, for a frequent refresh); flow control is not read.
 pub async fn list_functions(
     client: &herald::Client,
     with_dead_letters: bool,
 ) -> Result<Vec<FunctionOverview>, OverviewError> {
+    list_functions_with(
+        client,
+        OverviewOptions {
+            dead_letters: with_dead_letters,
+            flow: false,
+        },
+    )
+    .await
+}
+
+/// Every function of `client`'s namespace, by id, with what `options` asks for.
+pub async fn list_functions_with(
+    client: &herald::Client,
+    options: OverviewOptions,
+) -> Result<Vec<FunctionOverview>, OverviewError> {
+    let with_dead_letters = options.dead_letters;
     let namespace = client.namespace();
     let prefix = herald::protocol::events_prefix(namespace);
     let stream_name = namespace.events_stream();
@@ -122,6 +168,13 @@ pub async fn list_functions(
         }
     }
     let schedules = crate::cron::list(client).await?;
+    let mut flow = if options.flow {
+        let scan = scan_flow(client).await?;
+        let partial = !scan.complete;
+        Some((scan.functions, partial))
+    } else {
+        None
+    };
     let mut consumers = stream.consumers();
     let mut rows = Vec::new();
     while let Some(info) = consumers.next().await {
@@ -163,6 +216,10 @@ pub async fn list_functions(
                     next: s.next.clone(),
                 })
                 .collect(),
+            flow: flow.as_mut().map(|(functions, partial)| FlowOverview {
+                partial: *partial,
+                ..functions.remove(&info.name).unwrap_or_default()
+            }),
             function: info.name.clone(),
         });
     }

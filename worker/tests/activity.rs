@@ -1,4 +1,4 @@
-//! Activity records (protocol section 15): a `finished` record for every attempt but a fast
+//! Activity records (protocol section 18): a `finished` record for every attempt but a fast
 //! first one that succeeds, a `started` record for handlers still running at their first
 //! progress ack, on
 //! `ns.activity.F.<event-key>`; none when turned off.
@@ -189,4 +189,79 @@ async fn a_slow_attempt_is_announced_while_it_runs() {
     );
     let (started, finished) = (found[0].at_ms, found[1].started_ms.unwrap());
     assert!(started.abs_diff(finished) < 200, "{started} {finished}");
+}
+
+#[tokio::test]
+async fn the_sweeper_publishes_the_end_of_a_run_whose_worker_died() {
+    let (_nats, client) = server_and_client().await;
+    let function = || {
+        Function::new("orphan")
+            .on::<Job>()
+            .attempts(1)
+            .handler(|_job: Job, _ctx: Ctx| async { Ok(()) })
+    };
+    // Create the function's consumer, then stop its worker.
+    Worker::builder(client.clone())
+        .function(function())
+        .sweeper(false)
+        .start()
+        .await
+        .unwrap()
+        .shutdown()
+        .await;
+    let sequence = common::publish_jobs(&client, 0..1).await[0];
+    // A "worker" that dies on every delivery: it takes each one (max_deliver = 3) and NAKs.
+    let consumer: async_nats::jetstream::consumer::PullConsumer = client
+        .jetstream()
+        .get_consumer_from_stream("orphan", client.namespace().events_stream())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let mut batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await
+            .unwrap();
+        let message = batch.next().await.unwrap().unwrap();
+        message
+            .ack_with(async_nats::jetstream::AckKind::Nak(None))
+            .await
+            .unwrap();
+    }
+    // One more pull makes the server notice the exhausted delivery and raise the advisory.
+    let mut batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .unwrap();
+    assert!(batch.next().await.is_none(), "no fourth delivery");
+
+    // A worker with its sweeper dead-letters the run and publishes the attempt's end.
+    let worker = Worker::builder(client.clone())
+        .function(function())
+        .start()
+        .await
+        .unwrap();
+    let found = records(&client, 1).await;
+    worker.shutdown().await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let record = &found[0];
+    assert_eq!(record.kind, ActivityKind::Finished);
+    assert_eq!(record.outcome.as_deref(), Some("dead_lettered"));
+    assert!(
+        record
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("max_deliveries: ")),
+        "{record:?}"
+    );
+    assert_eq!(record.attempt, 3);
+    assert_eq!(record.stream_seq, sequence);
+    assert_eq!(record.function, "orphan");
+    assert_eq!(record.started_ms, None);
+    assert!(record.run.starts_with("orphan."), "{record:?}");
 }

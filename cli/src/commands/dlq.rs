@@ -269,7 +269,7 @@ impl Dlq {
                 let started = Instant::now();
                 let total = found.len();
                 let mut done = 0;
-                let bar = output::progress("redrive", total as u64);
+                let bar = output::progress("redrive", total as u64, global.json);
                 for entry in &found {
                     if let Some(interval) = interval {
                         let due = started + interval * done as u32;

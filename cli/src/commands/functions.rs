@@ -1,14 +1,14 @@
-//! `herald functions`: every function with its consumer, lag and dead letters.
+//! `herald functions`: every function with its consumer, lag, dead letters and flow control,
+//! listed by `herald_worker::overview` (as the console lists them).
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::Duration;
-
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use futures::StreamExt;
+use herald_worker::overview::{
+    FlowOverview, FunctionOverview, OverviewOptions, list_functions_with,
+};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 
@@ -54,7 +54,8 @@ impl Functions {
             return act(&client, action, global.json).await;
         }
         loop {
-            let rows = collect(&client).await?;
+            let functions = collect(&client).await?;
+            let rows: Vec<serde_json::Value> = functions.iter().map(row).collect();
             if global.json && self.watch {
                 output::json_line(&rows)?;
             } else if global.json {
@@ -63,7 +64,7 @@ impl Functions {
                 if self.watch {
                     print!("\x1b[2J\x1b[H");
                 }
-                print_table(&rows);
+                print_table(&functions);
             }
             if !self.watch {
                 return Ok(ExitCode::SUCCESS);
@@ -119,84 +120,92 @@ async fn act(client: &herald::Client, action: Action, json: bool) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-async fn collect(client: &herald::Client) -> anyhow::Result<Vec<serde_json::Value>> {
-    let namespace = client.namespace();
-    let prefix = herald::protocol::events_prefix(namespace);
-    let stream = client
-        .jetstream()
-        .get_stream(namespace.events_stream())
-        .await?;
-    let mut consumers = stream.consumers();
-    let letters = herald_worker::DeadLetters::new(client.clone());
-    let schedules = herald_worker::cron::list(client).await?;
-    let mut rows = Vec::new();
-    while let Some(info) = consumers.next().await {
-        let info = info?;
-        let config = &info.config;
-        // Functions own durable consumers; ephemeral ones (a tail, a replay) are not functions.
-        if config.durable_name.is_none() {
-            continue;
-        }
-        let triggers: Vec<String> = config
-            .filter_subjects
-            .iter()
-            .filter_map(|s| s.strip_prefix(&prefix).map(str::to_owned))
-            .collect();
-        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-        let filter = herald_worker::DeadLetterFilter {
-            function: Some(info.name.clone()),
-            ..Default::default()
-        };
-        for letter in letters.list(&filter).await? {
-            *reasons.entry(letter.reason).or_default() += 1;
-        }
-        let paused = match (info.paused, info.config.pause_until) {
-            (true, Some(until)) => match herald_worker::pause_end(until) {
-                Some(end) => time::OffsetDateTime::from(end)
-                    .format(&Rfc3339)
-                    .unwrap_or_default(),
-                None => "until resumed".to_owned(),
-            },
-            (true, None) => "until resumed".to_owned(),
-            (false, _) => String::new(),
-        };
-        let crons: Vec<&herald_worker::cron::StoredSchedule> = schedules
-            .iter()
-            .filter(|s| s.function == info.name)
-            .collect();
-        let next_tick = crons.iter().filter_map(|s| s.next.clone()).min();
-        let last_active = info
-            .delivered
-            .last_active
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_else(|| "never".to_owned());
-        rows.push(json!({
-            "function": info.name,
-            "triggers": triggers,
-            "attempts": herald::protocol::attempts_of_max_deliver(config.max_deliver).unwrap_or(0),
-            "ack_wait_s": config.ack_wait.as_secs_f64(),
-            "max_ack_pending": config.max_ack_pending,
-            "pending": info.num_pending,
-            "ack_pending": info.num_ack_pending,
-            "redelivered": info.num_redelivered,
-            "waiting_pulls": info.num_waiting,
-            "dead_letters": reasons,
-            "last_active": last_active,
-            "paused": info.paused,
-            "paused_until": paused,
-            "crons": crons.iter().map(|s| json!({"schedule": s.schedule, "time_zone": s.time_zone, "next": s.next})).collect::<Vec<_>>(),
-            "next_tick": next_tick,
-        }));
-    }
-    rows.sort_by(|a, b| a["function"].as_str().cmp(&b["function"].as_str()));
-    Ok(rows)
+/// Every function as `herald_worker::overview` lists it (the console's listing too), with its
+/// dead letters and flow control, in this command's JSON shape.
+async fn collect(client: &herald::Client) -> anyhow::Result<Vec<FunctionOverview>> {
+    let options = OverviewOptions {
+        dead_letters: true,
+        flow: true,
+    };
+    Ok(list_functions_with(client, options).await?)
 }
 
-fn print_table(rows: &[serde_json::Value]) {
-    if rows.is_empty() {
+fn row(function: &FunctionOverview) -> serde_json::Value {
+    let paused_until = match (function.paused, &function.paused_until) {
+        (true, Some(until)) => until.clone(),
+        (true, None) => "until resumed".to_owned(),
+        (false, _) => String::new(),
+    };
+    let next_tick = function.crons.iter().filter_map(|c| c.next.clone()).min();
+    json!({
+        "function": function.function,
+        "triggers": function.triggers,
+        "attempts": function.attempts,
+        "ack_wait_s": function.ack_wait_s,
+        "max_ack_pending": function.max_ack_pending,
+        "pending": function.pending,
+        "ack_pending": function.ack_pending,
+        "redelivered": function.redelivered,
+        "waiting_pulls": function.waiting_pulls,
+        "dead_letters": function.dead_letters,
+        "last_active": function.last_active.as_deref().unwrap_or("never"),
+        "paused": function.paused,
+        "paused_until": paused_until,
+        "crons": function.crons,
+        "next_tick": next_tick,
+        "flow": function.flow,
+    })
+}
+
+/// The limits seen in use, as one cell: `concurrency(>=2)`, `shared:db(>=10)`, `throttle`,
+/// `rate-limit`, `singleton`.
+fn limits_cell(flow: &FlowOverview) -> String {
+    let mut parts: Vec<String> = flow
+        .concurrency
+        .iter()
+        .map(|c| match &c.shared_name {
+            Some(name) => format!("shared:{name}(>={})", c.limit_at_least),
+            None => format!("concurrency(>={})", c.limit_at_least),
+        })
+        .collect();
+    if flow.throttle_keys > 0 || flow.throttled_runs > 0 {
+        parts.push("throttle".to_owned());
+    }
+    if flow.rate_limit_keys > 0 || flow.rate_limited_runs > 0 {
+        parts.push("rate-limit".to_owned());
+    }
+    if flow.singleton_keys_held > 0 {
+        parts.push("singleton".to_owned());
+    }
+    dash_if_empty(parts.join(" "))
+}
+
+/// Parked runs: the total, then the top keys (`scope/key` for a shared limit).
+fn parked_cell(flow: &FlowOverview) -> String {
+    if flow.parked == 0 {
+        return "-".to_owned();
+    }
+    let keys: Vec<String> = flow
+        .parked_top_keys
+        .iter()
+        .map(|k| match k.scope.strip_prefix("_shared-") {
+            Some(name) => format!("{name}/{}={}", k.key, k.runs),
+            None => format!("{}={}", k.key, k.runs),
+        })
+        .collect();
+    format!("{} ({})", flow.parked, keys.join(" "))
+}
+
+fn dash_if_empty(text: String) -> String {
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        text
+    }
+}
+
+fn print_table(functions: &[FunctionOverview]) {
+    if functions.is_empty() {
         println!("no functions: start a worker (for example `cargo run -p quickstart`)");
         return;
     }
@@ -211,47 +220,56 @@ fn print_table(rows: &[serde_json::Value]) {
         "PAUSED",
         "NEXT TICK",
         "LAST ACTIVE",
+        "LIMITS IN USE",
+        "PARKED",
+        "SKIPPED",
     ]);
-    for row in rows {
-        let mut triggers: Vec<String> = row["triggers"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(crons) = row["crons"].as_array() {
-            triggers.extend(
-                crons
-                    .iter()
-                    .map(|c| format!("cron({})", c["schedule"].as_str().unwrap_or_default())),
-            );
-        }
-        let dead: Vec<String> = row["dead_letters"]
-            .as_object()
-            .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
-            .unwrap_or_default();
+    let mut partial = false;
+    let no_flow = FlowOverview::default();
+    for function in functions {
+        let row = row(function);
+        let mut triggers = function.triggers.clone();
+        triggers.extend(
+            function
+                .crons
+                .iter()
+                .map(|c| format!("cron({})", c.schedule)),
+        );
+        let counts = |counts: &std::collections::BTreeMap<String, u64>| {
+            let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            dash_if_empty(counts.join(" "))
+        };
+        let flow = function.flow.as_ref().unwrap_or(&no_flow);
+        partial |= flow.partial;
         table.add_row([
-            row["function"].as_str().unwrap_or("").to_owned(),
+            function.function.clone(),
             triggers.join(","),
-            row["pending"].to_string(),
-            row["ack_pending"].to_string(),
-            row["redelivered"].to_string(),
-            row["waiting_pulls"].to_string(),
-            if dead.is_empty() {
-                "-".to_owned()
-            } else {
-                dead.join(" ")
-            },
+            function.pending.to_string(),
+            function.ack_pending.to_string(),
+            function.redelivered.to_string(),
+            function.waiting_pulls.to_string(),
+            counts(&function.dead_letters),
             match row["paused_until"].as_str() {
                 Some("") | None => "-".to_owned(),
                 Some(until) => until.to_owned(),
             },
             row["next_tick"].as_str().unwrap_or("-").to_owned(),
             row["last_active"].as_str().unwrap_or("").to_owned(),
+            limits_cell(flow),
+            parked_cell(flow),
+            counts(&flow.skipped),
         ]);
     }
     output::align_right(&mut table, &[2, 3, 4, 5]);
     output::print(&table);
+    println!(
+        "limits in use: as the runs bucket shows them now (slots held, parked runs, throttle and rate-limit state); \
+         the limits' settings are in the workers' code, not stored in NATS"
+    );
+    if partial {
+        println!(
+            "flow control counted from the first {} keys of the runs bucket only",
+            herald_worker::overview::FLOW_SCAN_LIMIT
+        );
+    }
 }

@@ -41,9 +41,18 @@ pub(crate) fn json_line(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A progress bar on standard error, drawn only when it is a terminal.
-pub(crate) fn progress(label: &'static str, total: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(total);
+/// A progress bar on standard error for a bulk operation, drawn only for a person watching:
+/// not with `--json`, and only when standard output and standard error are terminals (so
+/// `herald dlq redrive --all > log` or a script sees no bar).
+pub(crate) fn progress(label: &'static str, total: u64, json: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    let shown = !json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let target = if shown {
+        indicatif::ProgressDrawTarget::stderr()
+    } else {
+        indicatif::ProgressDrawTarget::hidden()
+    };
+    let bar = indicatif::ProgressBar::with_draw_target(Some(total), target);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
         "{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
     ) {

@@ -66,7 +66,7 @@ impl Replay {
             return Ok(ExitCode::SUCCESS);
         }
         let started = Instant::now();
-        let bar = output::progress("replay", 0);
+        let bar = output::progress("replay", 0, global.json);
         let outcome = replay
             .run(|progress| {
                 bar.set_length(progress.replayed + progress.remaining);

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use axum::extract::{Form, Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use herald_worker::overview::{FunctionOverview, list_functions};
+use herald_worker::overview::{FlowOverview, FunctionOverview, list_functions};
 use maud::{Markup, html};
 
 use super::{dlq, runs, see_other};
@@ -41,9 +41,54 @@ fn paused(function: &FunctionOverview) -> Markup {
     }
 }
 
+/// The flow-control limits seen in use (the settings themselves are not in NATS).
+fn limits(flow: &FlowOverview) -> Markup {
+    html! {
+        @for limit in &flow.concurrency {
+            span.limit title={ (limit.slots_held) " slot(s) held over " (limit.keys_active) " key(s)" } {
+                @match &limit.shared_name {
+                    Some(name) => { "shared " code { (name) } }
+                    None => { "concurrency" }
+                }
+                " ≥" (limit.limit_at_least)
+            } " "
+        }
+        @if flow.throttle_keys > 0 || flow.throttled_runs > 0 { span.limit { "throttle" } " " }
+        @if flow.rate_limit_keys > 0 || flow.rate_limited_runs > 0 { span.limit { "rate limit" } " " }
+        @if flow.singleton_keys_held > 0 { span.limit { "singleton" } " " }
+        @if flow.concurrency.is_empty() && flow.throttle_keys == 0 && flow.throttled_runs == 0
+            && flow.rate_limit_keys == 0 && flow.rate_limited_runs == 0 && flow.singleton_keys_held == 0 {
+            span.muted { "none seen" }
+        }
+    }
+}
+
+/// Parked runs, with the keys that have the most.
+fn parked(flow: &FlowOverview) -> Markup {
+    html! {
+        @if flow.parked == 0 { span.muted { "0" } } @else {
+            (flow.parked) " "
+            span.muted {
+                @for key in &flow.parked_top_keys {
+                    code { (key.scope.strip_prefix("_shared-").map(|n| format!("{n}/")).unwrap_or_default()) (key.key) } "=" (key.runs) " "
+                }
+            }
+        }
+    }
+}
+
+fn skipped(flow: &FlowOverview) -> Markup {
+    html! {
+        @if flow.skipped.is_empty() { span.muted { "0" } }
+        @for (reason, count) in &flow.skipped { (reason) " " (count) " " }
+    }
+}
+
 /// `GET /`.
 pub(crate) async fn list(State(state): State<Arc<AppState>>) -> PageResult<Markup> {
     let functions = list_functions(&state.client, true).await?;
+    let flow = state.flow().await?;
+    let no_flow = FlowOverview::default();
     let body = html! {
         h1 { "Functions" }
         @if functions.is_empty() {
@@ -54,6 +99,7 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>) -> PageResult<Marku
                     th { "Function" } th { "Triggers" } th.num { "Attempts" } th.num { "Lag" }
                     th.num { "Ack pending" } th.num { "Redelivered" } th { "Dead letters" }
                     th { "Last activity" } th.num { "Events/s" } th { "Paused" }
+                    th { "Limits in use" } th { "Parked" } th { "Skipped" }
                 } }
                 tbody {
                     @for function in &functions {
@@ -69,10 +115,15 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>) -> PageResult<Marku
                             td.num { (state.rate(&function.function, function.delivered_stream_seq)
                                 .map_or("–".to_owned(), |r| format!("{r:.1}"))) }
                             td { (paused(function)) }
+                            @let flow = flow.functions.get(&function.function).unwrap_or(&no_flow);
+                            td.limits { (limits(flow)) }
+                            td.parked { (parked(flow)) }
+                            td.skipped { (skipped(flow)) }
                         }
                     }
                 }
             }
+            p.muted { "Limits in use: what the runs bucket shows now (slots held, parked runs, throttle and rate-limit state, skipped runs). The limits' settings are in the workers' code, not stored in NATS." }
         }
     };
     Ok(page(&state, "Functions", "functions", live("/", "", body)))
@@ -144,6 +195,9 @@ pub(crate) async fn show(
         ),
         None => None,
     };
+    let flow = state.flow().await?;
+    let no_flow = FlowOverview::default();
+    let flow = flow.functions.get(&id).unwrap_or(&no_flow);
     let self_url = format!("/functions/{}", encode(&id));
     let body = html! {
         h1 { "Function " code { (id) } }
@@ -157,6 +211,9 @@ pub(crate) async fn show(
             dt { "Ack pending / redelivered" } dd { (function.ack_pending) " / " (function.redelivered) }
             dt { "Last activity" } dd { (function.last_active.as_deref().unwrap_or("never")) }
             dt { "Paused" } dd { (paused(&function)) }
+            dt { "Flow-control limits in use" } dd #flow-limits { (limits(flow)) }
+            dt { "Parked runs (top keys)" } dd #flow-parked { (parked(flow)) }
+            dt { "Skipped runs" } dd #flow-skipped { (skipped(flow)) }
         }
         h2 { "Recent runs " a.muted href={ "/runs?function=" (encode(&id)) } { "all" } }
         (runs::table(&records))

@@ -1,5 +1,6 @@
 //! The console's routes.
 
+mod axis;
 pub(crate) mod dlq;
 pub(crate) mod events;
 mod functions;

@@ -5,6 +5,7 @@ use herald_worker::StepRecord;
 use herald_worker::activity::{ActivityKind, ActivityRecord};
 use maud::{Markup, html};
 
+use super::axis::Axis;
 use crate::util::{duration_text, parse_ms};
 
 /// One bar.
@@ -132,27 +133,52 @@ pub(crate) fn bars(
     bars
 }
 
-/// The waterfall's markup.
+/// The waterfall's markup. Long stretches when nothing runs (a durable sleep, a long wait
+/// before a retry) are drawn as short breaks labelled with their real duration
+/// ([`super::axis`]).
 pub(crate) fn render(bars: &[Bar]) -> Markup {
     let start = bars.iter().map(|b| b.start_ms).min().unwrap_or(0);
     let end = bars.iter().map(|b| b.end_ms).max().unwrap_or(start);
-    let span = end.saturating_sub(start).max(1) as f64;
+    let spans: Vec<(u64, u64, bool)> = bars
+        .iter()
+        .map(|b| (b.start_ms, b.end_ms, b.kind != "sleep"))
+        .collect();
+    let axis = Axis::new(&spans);
     html! {
         @if bars.is_empty() {
             p.muted { "Nothing to draw: no activity records or step records for this run." }
         } @else {
             div.waterfall #waterfall {
-                p.muted { "From " (crate::util::format_ms(start)) ", " (duration_text(end - start)) " in all." }
-                @for bar in bars {
-                    @let left = (bar.start_ms - start) as f64 / span * 100.0;
-                    @let width = ((bar.end_ms - bar.start_ms) as f64 / span * 100.0).max(0.4);
-                    div.row data-kind=(bar.kind) {
-                        div.label title=(bar.label) { (bar.label) }
+                p.muted { "From " (crate::util::format_ms(start)) ", " (duration_text(end - start)) " in all."
+                    @if axis.breaks().next().is_some() { " Long idle stretches are drawn short (//)." } }
+                @if axis.breaks().next().is_some() {
+                    div.row.axis {
+                        div.label { "time" }
                         div.track {
-                            div class={ "bar " (bar.kind) " " (bar.class) }
+                            @for gap in axis.breaks() {
+                                @let real = duration_text(gap.end_ms - gap.start_ms);
+                                div.gap data-ms=(gap.end_ms - gap.start_ms)
+                                    style=(format!("left:{:.2}%;width:{:.2}%", gap.left, gap.width))
+                                    title={ (real) " drawn short" } { "// " (real) }
+                            }
+                        }
+                    }
+                }
+                @for bar in bars {
+                    @let left = axis.position(bar.start_ms);
+                    @let width = (axis.position(bar.end_ms) - left).max(0.4);
+                    @let real = duration_text(bar.end_ms - bar.start_ms);
+                    @let broken = axis.crosses_break(bar.start_ms, bar.end_ms);
+                    div.row data-kind=(bar.kind) {
+                        div.label title=(bar.label) { (bar.label) @if broken { " · " (real) } }
+                        div.track {
+                            div class={ "bar " (bar.kind) " " (bar.class) @if broken { " broken" } }
                                 style=(format!("left:{left:.2}%;width:{width:.2}%"))
-                                title={ (bar.label) ", " (duration_text(bar.end_ms - bar.start_ms))
-                                    @if let Some(detail) = &bar.detail { ": " (detail) } } {}
+                                data-ms=(bar.end_ms - bar.start_ms)
+                                title={ (bar.label) ", " (real)
+                                    @if let Some(detail) = &bar.detail { ": " (detail) } } {
+                                @if broken { span.real { (real) } }
+                            }
                         }
                     }
                 }

@@ -4,6 +4,7 @@
 //! Each function has its own sweeper consumer on `NS_ADVISORIES`, filtered to the
 //! MAX_DELIVERIES advisories of its consumer and shared by its replicas, so the worker that
 //! settles an advisory runs the function and can record the run and call `on_failure`.
+//! It publishes the `finished` activity record of each run it dead-letters (section 18).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,6 +161,17 @@ impl FunctionLoop {
         };
         let facts = self.facts(&delivery, None, None);
         let settlement = decide(outcome, &facts);
+        // The attempt's end, as a worker would have published it (protocol section 18): a
+        // run dead-lettered here gets its `finished` record; one already finished gets none.
+        let run = self.run_state(&delivery);
+        self.activity_finished(
+            &delivery,
+            run.as_deref(),
+            None,
+            &settlement,
+            &opentelemetry::Context::current(),
+        )
+        .await;
         self.settle(&delivery, None, settlement).await;
     }
 
