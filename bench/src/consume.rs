@@ -66,6 +66,9 @@ enum Mode {
     /// Herald's defaults: finished runs recorded (`idempotent(true)`).
     #[value(alias = "herald-default")]
     HeraldRecorded,
+    /// Herald's defaults with activity records off (`WorkerBuilder::activity_records(false)`):
+    /// what the records cost is the ratio of the default row to this one.
+    HeraldNoActivity,
     /// Herald with `idempotent(false)`.
     Herald,
     /// Raw pull and ack, no decoding.
@@ -79,9 +82,10 @@ enum Mode {
 }
 
 impl Mode {
-    const SINGLE: [Mode; 4] = [
+    const SINGLE: [Mode; 5] = [
         Mode::RawDecode,
         Mode::HeraldRecorded,
+        Mode::HeraldNoActivity,
         Mode::Herald,
         Mode::Raw,
     ];
@@ -91,6 +95,7 @@ impl Mode {
         match self {
             Mode::RawDecode => "raw async-nats (pull, serde_json decode, ack)",
             Mode::HeraldRecorded => "herald worker, default (runs recorded)",
+            Mode::HeraldNoActivity => "herald worker, default, activity records off",
             Mode::Herald => "herald worker, idempotent(false)",
             Mode::Raw => "raw async-nats (pull, ack; no decode)",
             Mode::RawDecode2 => "raw async-nats x2 (pull, decode, ack)",
@@ -103,6 +108,7 @@ impl Mode {
         match self {
             Mode::RawDecode => "raw-decode",
             Mode::HeraldRecorded => "herald-default",
+            Mode::HeraldNoActivity => "herald-no-activity",
             Mode::Herald => "herald-not-idempotent",
             Mode::Raw => "raw",
             Mode::RawDecode2 => "raw-decode-2r",
@@ -249,6 +255,7 @@ impl ConsumeBench {
                         Mode::RawDecode => setup.raw(main_js, &name, true).await,
                         Mode::Herald => setup.herald(main, &name, false).await,
                         Mode::HeraldRecorded => setup.herald(main, &name, true).await,
+                        Mode::HeraldNoActivity => setup.herald_without_activity(main, &name).await,
                         Mode::RawDecode2 => setup.raw(&replica_js, &name, true).await,
                         Mode::HeraldRecorded2 => setup.herald(&replicas, &name, true).await,
                     }

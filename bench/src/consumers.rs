@@ -104,6 +104,25 @@ impl Setup {
         name: &str,
         idempotent: bool,
     ) -> anyhow::Result<Measured> {
+        self.herald_with(replicas, name, idempotent, true).await
+    }
+
+    /// [`Self::herald`] with the default settings and activity records off.
+    pub(crate) async fn herald_without_activity(
+        &self,
+        replicas: &[herald::Client],
+        name: &str,
+    ) -> anyhow::Result<Measured> {
+        self.herald_with(replicas, name, true, false).await
+    }
+
+    async fn herald_with(
+        &self,
+        replicas: &[herald::Client],
+        name: &str,
+        idempotent: bool,
+        activity: bool,
+    ) -> anyhow::Result<Measured> {
         let handled = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(tokio::sync::Notify::new());
         let before = self.cpu.sample();
@@ -127,6 +146,7 @@ impl Setup {
             Worker::builder(client.clone())
                 .function(function)
                 .sweeper(false)
+                .activity_records(activity)
                 .start()
         }))
         .await?;
