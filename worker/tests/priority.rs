@@ -121,7 +121,7 @@ where
 async fn high_priority_runs_start_before_the_low_ones_parked_less_than_their_factor_earlier() {
     let (_nats, client) = server_and_client().await;
     let starts: Starts = Arc::default();
-    let busy = Duration::from_millis(200);
+    let busy = Duration::from_millis(400);
     let watch = Parked::watch(&client).await;
     let worker = Worker::builder(client.clone())
         .function(function("report", starts.clone(), busy, |f| {
@@ -130,7 +130,8 @@ async fn high_priority_runs_start_before_the_low_ones_parked_less_than_their_fac
         .start()
         .await
         .unwrap();
-    // Low runs arrive at 10/s for 4 s, twice as fast as they run: a backlog builds.
+    // Low runs arrive at 10/s for 4 s, four times as fast as they run: a backlog builds
+    // whose oldest runs have waited well over 2 s when the high ones come.
     const LOWS: usize = 40;
     for n in 0..LOWS {
         send(&client, &format!("low-{n:02}"), 0).await;
@@ -221,7 +222,11 @@ async fn without_a_limit_runs_start_in_stream_order_whatever_their_priority() {
             "plain",
             starts.clone(),
             Duration::from_millis(10),
-            |f| f.concurrency(1).start_from(herald_worker::StartFrom::All),
+            // One delivery in flight at a time: runs reach the handler in stream order.
+            |f| {
+                f.max_ack_pending(1)
+                    .start_from(herald_worker::StartFrom::All)
+            },
         ))
         .start()
         .await
