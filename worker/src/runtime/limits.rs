@@ -14,6 +14,7 @@ use crate::dead_letter::DeadLetterReason;
 use crate::flow::debounce::key_token;
 use crate::flow::gcra::Gcra;
 use crate::flow::limits::{Excess, PaceLimit, THROTTLE_WAKE, state_key};
+use crate::flow::metrics::{Held, Skip};
 use crate::run_store::{BatchError, Lifetime, RunStoreError, Write};
 use crate::steps::RunState;
 
@@ -69,12 +70,18 @@ impl FunctionLoop {
                     run.store.get_from_leader::<Decision>(&key)
                 });
                 if let Ok(Some(decision)) = self.keep_alive(delivery, read).await {
+                    self.flow_metrics().woken(&self.function.id, Held::Throttle);
                     let late_after = Duration::from_micros(throttle.gcra().emission_us())
                         .max(LATE_AFTER)
                         .as_micros() as u64;
                     if now_us() <= decision.start_at_us + late_after {
                         self.keep_alive(delivery, wait_until(decision.start_at_us))
                             .await;
+                        self.flow_metrics().started_after_wait(
+                            &self.function.id,
+                            Held::Throttle,
+                            delivery.meta.time.as_deref(),
+                        );
                         return None;
                     }
                     // Too late to keep its place: a new reservation, at the back.
@@ -114,8 +121,17 @@ impl FunctionLoop {
         let wait = Duration::from_micros(start_at_us.saturating_sub(now_us()));
         if wait < PARK_BEYOND {
             self.keep_alive(delivery, wait_until(start_at_us)).await;
+            if wait > Duration::from_millis(1) {
+                self.flow_metrics().started_after_wait(
+                    &self.function.id,
+                    Held::Throttle,
+                    delivery.meta.time.as_deref(),
+                );
+            }
             return None;
         }
+        self.flow_metrics()
+            .parked(&self.function.id, Held::Throttle);
         log!(
             delivery,
             debug,
@@ -141,6 +157,8 @@ impl FunctionLoop {
             match self.decision(delivery, run, limit, None).await {
                 Ok(decision) if decision.admitted => {}
                 Ok(_) => {
+                    self.flow_metrics()
+                        .skipped(&self.function.id, Skip::RateLimited);
                     return Err(Outcome::Skipped(format!(
                         "rate_limited: beyond {} per {:?}",
                         limit.limit, limit.period

@@ -16,6 +16,7 @@ use super::delivery::{Delivery, log};
 use crate::flow::concurrency::{
     FALLBACK, SLOT_WAKE, parked_key, parked_pattern, score_ms, wake_order,
 };
+use crate::flow::metrics::Held;
 use crate::run_store::{RunStore, RunStoreError};
 use crate::steps::RunState;
 
@@ -83,7 +84,17 @@ impl FunctionLoop {
             Some(&waiting.wake),
         )
         .await;
-        matches!(fired, Ok(true))
+        let woken = matches!(fired, Ok(true));
+        if woken {
+            self.flow_metrics()
+                .woken(&waiting.function, Held::Concurrency);
+        }
+        woken
+    }
+
+    /// The flow-control instruments.
+    pub(super) fn flow_metrics(&self) -> &crate::flow::metrics::FlowMetrics {
+        &self.shared.metrics.flow
     }
 
     /// With a priority: the limit whose slot the run just took while a better-scored run
@@ -214,6 +225,8 @@ impl FunctionLoop {
             self.give_back(run).await;
         }
         log!(delivery, debug, key = %full.token, "no concurrency slot free; parked");
+        self.flow_metrics()
+            .parked(&self.function.id, Held::Concurrency);
         let jitter = (crate::backoff::random_unit() * 2000.0) as u64;
         Ok(Some(Outcome::Delayed {
             at_ms: crate::steps::now_ms() + FALLBACK.as_millis() as u64 + jitter,
@@ -226,6 +239,14 @@ impl FunctionLoop {
     pub(super) async fn unpark(&self, delivery: &Delivery, run: &RunState, parked_now: bool) {
         if !parked_now && delivery.header(header::CONTINUATION).is_none() {
             return;
+        }
+        // A run woken from its park for a slot (not one that found a slot on its second try).
+        if delivery.header(header::WAKE) == Some(SLOT_WAKE) {
+            self.flow_metrics().started_after_wait(
+                &self.function.id,
+                Held::Concurrency,
+                delivery.meta.time.as_deref(),
+            );
         }
         let event_key = runs::event_key(delivery.event_id());
         let keys: Vec<(String, String)> = run
