@@ -1,7 +1,8 @@
 //! The rate-limit failure test (issue 14): 10 publishers send 600 hits on one key to a
-//! function limited to 5 a second with a burst of 2, handled by 3 `pace-worker` processes
-//! on a 3-node cluster. One worker holds some admitted hits after starting them and is
-//! SIGKILLed between the decision and the ack; the runs bucket's leader steps down. From the
+//! function limited to 5 a second with a burst of 2, handled by `pace-worker` processes on
+//! a 3-node cluster: first one that holds some admitted hits after starting them and is
+//! SIGKILLed between the decision and the ack, then two others; the runs bucket's leader
+//! steps down. From the
 //! audit the handlers write and the stored decisions: admissions within limit + burst per
 //! period, exactly the admitted hits ran, the rest are recorded `skipped`, and a hit
 //! redelivered after the kill kept its decision.
@@ -83,7 +84,7 @@ async fn a_rate_limit_admits_within_its_bound_and_keeps_decisions_through_a_kill
     let staller = worker(&url, true);
     let staller_pid = staller.pid();
     let mut staller = Some(staller);
-    let _others = [worker(&url, false), worker(&url, false)];
+    let mut others = Vec::new();
     wait_for_consumer(&js, "PACECHAOS_EVENTS", "rated")
         .await
         .unwrap();
@@ -92,8 +93,8 @@ async fn a_rate_limit_admits_within_its_bound_and_keeps_decisions_through_a_kill
         .map(|p| tokio::spawn(publish(client.clone(), p)))
         .collect();
 
-    // Kill the stalling worker once it holds two started hits (or when publishing ends);
-    // a step-down of the runs bucket at 2 s.
+    // The stalling worker alone until it holds two started hits, then it is killed and two
+    // others take over; a step-down of the runs bucket at 2 s.
     let mut stepped_down = false;
     let mut killed_at_us = 0;
     let mut held: BTreeSet<String> = BTreeSet::new();
@@ -114,6 +115,7 @@ async fn a_rate_limit_admits_within_its_bound_and_keeps_decisions_through_a_kill
             .collect();
         let publishing = publishers.iter().any(|p| !p.is_finished());
         if held.len() >= 2 || (!publishing && !held.is_empty()) {
+            others = vec![worker(&url, false), worker(&url, false)];
             killed_at_us = now_us();
             drop(staller.take()); // SIGKILL between the decision and the ack
         } else {
@@ -123,6 +125,7 @@ async fn a_rate_limit_admits_within_its_bound_and_keeps_decisions_through_a_kill
     for publisher in publishers {
         publisher.await.unwrap();
     }
+    assert_eq!(others.len(), 2, "the other workers run");
     // Settled: nothing pending, nothing unacked, and each held hit ran again elsewhere.
     let deadline = Instant::now() + Duration::from_secs(90);
     let lines = loop {
