@@ -49,6 +49,7 @@ pub mod event;
 pub mod flow;
 mod harness;
 pub mod invoke;
+pub mod pace;
 mod publisher;
 mod replicas;
 mod report;

@@ -33,6 +33,13 @@
 //! | `herald.consumer.pending` | gauge, polled from consumer info | `function` |
 //! | `herald.consumer.ack_pending` | gauge | `function` |
 //! | `herald.consumer.redelivered` | gauge | `function` |
+//! | `herald.flow.parked` | counter | `function`, `reason` = concurrency, throttle |
+//! | `herald.flow.woken` | counter, a parked run woken by a freed slot or its throttle's schedule | `function`, `reason` |
+//! | `herald.flow.wait` | histogram (s), event time to the start of a run parked or delayed | `function`, `reason` |
+//! | `herald.flow.skipped` | counter | `function`, `reason` = rate_limited, singleton |
+//!
+//! A singleton never parks a run (it skips it, or cancels the one running), so it only
+//! appears in `herald.flow.skipped`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -357,6 +364,8 @@ pub(crate) struct Metrics {
     pub(crate) record_failures: Counter<u64>,
     pub(crate) duration: Histogram<f64>,
     pub(crate) latency: Histogram<f64>,
+    /// Parked, woken, waited and skipped runs (flow control).
+    pub(crate) flow: crate::flow::metrics::FlowMetrics,
     counts: Counts,
     pub(crate) stats: SharedStats,
     _gauges: Arc<Vec<opentelemetry::metrics::ObservableGauge<u64>>>,
@@ -461,6 +470,7 @@ impl Metrics {
                 .with_unit("s")
                 .with_description("From the event's time to the handler's start")
                 .build(),
+            flow: crate::flow::metrics::FlowMetrics::new(meter),
             counts,
             stats,
             _gauges: Arc::new(gauges),

@@ -1,11 +1,13 @@
 //! Flow control: `cargo run -p flow`.
 //!
-//! One worker, three functions, then the process exits:
+//! One worker, four functions, then the process exits:
 //! - `sync-stars`: throttled to 2 starts a second per owner with a burst of 1: six events
 //!   published at once start at 0, 0, 0.5, 1, 1.5 and 2 s, none dropped, in order;
 //! - `new-device-email`: rate-limited to one per user every 10 minutes: of three logins one
 //!   runs, two are recorded `skipped`;
-//! - `reindex`: a singleton per tenant: a second request while the first runs is skipped.
+//! - `reindex`: a singleton per tenant: a second request while the first runs is skipped;
+//! - `report`: one report at a time, with a priority: four free reports wait behind the
+//!   first, then a paid one (factor 120 s) arrives and starts before them.
 //!
 //! Starts a local nats-server (2.12+) unless `NATS_URL` points at yours.
 
@@ -35,8 +37,15 @@ struct IndexRequested {
     tenant: String,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Event)]
+#[event(type = "report.requested")]
+struct ReportRequested {
+    name: String,
+    paid: bool,
+}
+
 fn functions(said: &UnboundedSender<String>, began: Instant) -> Vec<Function> {
-    let (a, b, c) = (said.clone(), said.clone(), said.clone());
+    let (a, b, c, d) = (said.clone(), said.clone(), said.clone(), said.clone());
     vec![
         Function::new("sync-stars")
             .on::<Starred>()
@@ -74,6 +83,18 @@ fn functions(said: &UnboundedSender<String>, began: Instant) -> Vec<Function> {
                 async move {
                     let _ = said.send(format!("singleton  reindexing {}", r.tenant));
                     tokio::time::sleep(Duration::from_secs(1)).await; // the reindex's work
+                    Ok::<(), HandlerError>(())
+                }
+            }),
+        Function::new("report")
+            .on::<ReportRequested>()
+            .concurrency_limit(1)
+            .priority(|r: &ReportRequested| if r.paid { 120 } else { 0 })
+            .handler(move |r: ReportRequested, _: Ctx| {
+                let said = d.clone();
+                async move {
+                    let _ = said.send(format!("priority   report {} starts", r.name));
+                    tokio::time::sleep(Duration::from_millis(500)).await; // the report's work
                     Ok::<(), HandlerError>(())
                 }
             }),
@@ -117,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
     client.provision().await?;
     anyhow::ensure!(
         client.supports_schedules(),
-        "throttle, rate limit and singleton need nats-server 2.12 or newer"
+        "throttle, rate limit, singleton and concurrency limits need nats-server 2.12 or newer"
     );
     let began = Instant::now();
     let (said, mut heard) = tokio::sync::mpsc::unbounded_channel();
@@ -148,8 +169,22 @@ async fn main() -> anyhow::Result<()> {
         send(&client, &request, &format!("index-{run}-{n}")).await?;
     }
 
-    // Six throttled starts, one e-mail, one reindex.
-    for _ in 0..8 {
+    // The free reports first (the first takes the slot, the others park), then a paid one.
+    for n in 1..=4 {
+        let report = ReportRequested {
+            name: format!("free-{n}"),
+            paid: false,
+        };
+        send(&client, &report, &format!("report-{run}-{n}")).await?;
+    }
+    let paid = ReportRequested {
+        name: "paid".into(),
+        paid: true,
+    };
+    send(&client, &paid, &format!("report-{run}-paid")).await?;
+
+    // Six throttled starts, one e-mail, one reindex, five reports.
+    for _ in 0..13 {
         let line = tokio::time::timeout(Duration::from_secs(30), heard.recv())
             .await?
             .ok_or_else(|| anyhow::anyhow!("the worker stopped"))?;

@@ -35,6 +35,11 @@ impl Gcra {
         }
     }
 
+    /// The time between two starts at the pace, in microseconds.
+    pub(crate) fn emission_us(&self) -> u64 {
+        self.emission_us
+    }
+
     /// Reserves the next start of a key whose TAT is `tat_us` (0 for a key never seen): it
     /// is due at `start_at_us`, which may be later than `now_us` (a throttle waits until
     /// then).

@@ -6,3 +6,4 @@ pub use debounce::{HEADER_FIRST, HEADER_KEY, HEADER_SEQ, key_token, schedule_sub
 pub(crate) mod concurrency;
 pub(crate) mod gcra;
 pub(crate) mod limits;
+pub(crate) mod metrics;

@@ -40,6 +40,8 @@ pub(crate) struct Settings {
     pub(crate) rate_limit: Option<crate::flow::limits::PaceLimit>,
     pub(crate) singleton: Option<crate::flow::limits::Singleton>,
     pub(crate) concurrency_limits: Vec<crate::flow::concurrency::ConcurrencyLimit>,
+    /// The order of the runs parked for a concurrency slot.
+    pub(crate) priority: Option<crate::flow::concurrency::Priority>,
     /// The flow control that `key` and `burst` configure: the last one added.
     pub(crate) last_flow: Option<crate::flow::limits::FlowSlot>,
     /// Misuses of the flow-control builder, reported by `check`.
@@ -93,6 +95,7 @@ impl Default for Settings {
             rate_limit: None,
             singleton: None,
             concurrency_limits: Vec::new(),
+            priority: None,
             last_flow: None,
             flow_errors: Vec::new(),
         }

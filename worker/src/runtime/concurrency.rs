@@ -1,20 +1,17 @@
 //! Concurrency limits per key (protocol section 17): an attempt takes a slot of each of its
 //! function's limits before it runs and gives them back when it is settled; a run that
-//! finds no slot parks, and a freed slot wakes the key's oldest parked run.
+//! finds no slot parks (`parked.rs`), and a freed slot wakes the key's best parked run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use herald::protocol::{header, runs};
 use serde::{Deserialize, Serialize};
 
 use super::FunctionLoop;
 use super::decide::Outcome;
-use super::delivery::{Delivery, log};
-use crate::flow::concurrency::{
-    ConcurrencyLimit, FALLBACK, LEASE, SLOT_WAKE, parked_key, parked_pattern, slot_key,
-};
+use super::delivery::Delivery;
+use crate::flow::concurrency::{ConcurrencyLimit, LEASE, slot_key};
 use crate::flow::debounce::key_token;
 use crate::run_store::{BatchError, RunStore, RunStoreError, Write};
 use crate::steps::RunState;
@@ -25,32 +22,24 @@ struct Lease {
     run: String,
 }
 
-/// A parked run: `{"function", "event_key", "wake", "since_ms"}`.
-#[derive(Debug, Serialize, Deserialize)]
-struct Parked {
-    function: String,
-    event_key: String,
-    wake: String,
-    since_ms: u64,
-}
-
 /// A slot an attempt holds, refreshed in the background until given back.
 #[derive(Debug)]
 pub(crate) struct HeldSlot {
     key: String,
     /// The scope and key token, to wake the key's parked runs when it is given back.
-    scope: String,
-    token: String,
+    pub(super) scope: String,
+    pub(super) token: String,
     /// The lease's current sequence in the bucket's stream.
     sequence: Arc<AtomicU64>,
     refresher: tokio::task::AbortHandle,
 }
 
-/// A limit whose key has no slot free: its scope and key token.
-struct Full<'a> {
-    limit: &'a ConcurrencyLimit,
-    scope: String,
-    token: String,
+/// A limit whose key has no slot free (or whose slot goes to a better parked run): its
+/// scope and key token.
+pub(super) struct Full<'a> {
+    pub(super) limit: &'a ConcurrencyLimit,
+    pub(super) scope: String,
+    pub(super) token: String,
 }
 
 impl FunctionLoop {
@@ -61,10 +50,26 @@ impl FunctionLoop {
             .keep_alive(delivery, self.try_slots(delivery, run))
             .await;
         let full = match taken {
-            Ok(None) => {
-                self.unpark(delivery, run, false).await;
-                return None;
-            }
+            Ok(None) => match self
+                .keep_alive(delivery, self.yield_slot(delivery, run))
+                .await
+            {
+                // A better parked run was woken to take the slot: this one parks.
+                Some(full) => {
+                    self.give_back_quietly(run).await;
+                    let park = self.park(delivery, run, &full, false);
+                    return match self.keep_alive(delivery, park).await {
+                        Ok(outcome) => outcome,
+                        Err(error) => Some(Outcome::StoreUnavailable(format!(
+                            "the run cannot be parked for a concurrency slot: {error}"
+                        ))),
+                    };
+                }
+                None => {
+                    self.unpark(delivery, run, false).await;
+                    return None;
+                }
+            },
             Ok(Some(full)) => full,
             Err(error) => {
                 self.give_back(run).await;
@@ -75,7 +80,7 @@ impl FunctionLoop {
         };
         // Whatever was taken goes back: a parked run holds nothing.
         self.give_back(run).await;
-        let park = self.park(delivery, run, &full);
+        let park = self.park(delivery, run, &full, true);
         match self.keep_alive(delivery, park).await {
             Ok(outcome) => outcome,
             Err(error) => Some(Outcome::StoreUnavailable(format!(
@@ -85,7 +90,7 @@ impl FunctionLoop {
     }
 
     /// Takes a slot of every limit, in order; the first limit without one, if any.
-    async fn try_slots<'a>(
+    pub(super) async fn try_slots<'a>(
         &'a self,
         delivery: &Delivery,
         run: &RunState,
@@ -180,8 +185,18 @@ impl FunctionLoop {
         });
     }
 
-    /// Gives back every slot the run holds, then wakes the oldest parked run of each key.
+    /// Gives back every slot the run holds, then wakes the best parked run of each key.
     pub(super) async fn give_back(&self, run: &RunState) {
+        self.release(run, true).await;
+    }
+
+    /// Gives back every slot the run holds, waking no one (a run handing its slot to a
+    /// parked run it woke itself).
+    pub(super) async fn give_back_quietly(&self, run: &RunState) {
+        self.release(run, false).await;
+    }
+
+    async fn release(&self, run: &RunState, wake: bool) {
         let held: Vec<HeldSlot> = std::mem::take(&mut *run.slots.lock());
         for slot in held {
             slot.refresher.abort();
@@ -190,122 +205,9 @@ impl FunctionLoop {
                 // Its lease runs out by itself.
                 tracing::warn!(function = %self.function.id, slot = %slot.key, %error, "a concurrency slot cannot be given back; it frees when its lease ends");
             }
-            self.wake_parked(&run.store, &slot.scope, &slot.token).await;
-        }
-    }
-
-    /// Fires the continuation of the key's oldest parked run that is still waiting.
-    async fn wake_parked(&self, store: &RunStore, scope: &str, token: &str) {
-        let pattern = parked_pattern(scope, token);
-        let Ok(parked) = store.get_many(&[&pattern], Duration::from_secs(2)).await else {
-            return;
-        };
-        let mut parked: Vec<Parked> = parked
-            .values()
-            .filter_map(|v| serde_json::from_slice(v).ok())
-            .collect();
-        parked.sort_by_key(|p| p.since_ms);
-        for waiting in parked {
-            let fired = crate::cancel::fire_now(
-                &self.shared.client,
-                &waiting.function,
-                &waiting.event_key,
-                None,
-                Some(&waiting.wake),
-            )
-            .await;
-            if matches!(fired, Ok(true)) {
-                return;
+            if wake {
+                self.wake_parked(&run.store, &slot.scope, &slot.token).await;
             }
-        }
-    }
-
-    /// Parks the run until a slot of `full`'s key frees (or the fallback fires).
-    async fn park(
-        &self,
-        delivery: &Delivery,
-        run: &RunState,
-        full: &Full<'_>,
-    ) -> Result<Option<Outcome>, RunStoreError> {
-        let event_key = runs::event_key(delivery.event_id());
-        let own = parked_key(&full.scope, &full.token, &self.function.id, &event_key);
-        let pattern = parked_pattern(&full.scope, &full.token);
-        let parked = run
-            .store
-            .get_many(&[&pattern], Duration::from_secs(2))
-            .await?;
-        let since_ms = parked
-            .get(&own)
-            .and_then(|v| serde_json::from_slice::<Parked>(v).ok())
-            .map_or_else(crate::steps::now_ms, |p| p.since_ms);
-        let wake = delivery
-            .header(header::WAKE)
-            .unwrap_or(SLOT_WAKE)
-            .to_owned();
-        let entry = serde_json::to_vec(&Parked {
-            function: self.function.id.to_string(),
-            event_key,
-            wake: wake.clone(),
-            since_ms,
-        })
-        .unwrap_or_default();
-        run.store.put_for(&own, entry.into(), 3 * FALLBACK).await?;
-        // The cap: runs parking at once all count each other, and the oldest `max` stay.
-        if let Some(max) = full.limit.max_parked
-            && !parked.contains_key(&own)
-        {
-            let parked = run
-                .store
-                .get_many(&[&pattern], Duration::from_secs(2))
-                .await?;
-            let mut order: Vec<(u64, &String)> = parked
-                .iter()
-                .map(|(key, v)| {
-                    let since = serde_json::from_slice::<Parked>(v).map_or(0, |p| p.since_ms);
-                    (since, key)
-                })
-                .collect();
-            order.sort();
-            let rank = order.iter().position(|(_, key)| **key == own).unwrap_or(0);
-            if rank >= max as usize {
-                let _ = run.store.remove(&own).await;
-                return Ok(Some(Outcome::QueueFull(format!(
-                    "{rank} runs of the key are parked waiting for a concurrency slot (max_parked {max})"
-                ))));
-            }
-        }
-        // A slot freed between the first try and the entry would wake no one: try once more.
-        if self.try_slots(delivery, run).await?.is_none() {
-            self.unpark(delivery, run, true).await;
-            return Ok(None);
-        }
-        self.give_back(run).await;
-        log!(delivery, debug, key = %full.token, "no concurrency slot free; parked");
-        let jitter = (crate::backoff::random_unit() * 2000.0) as u64;
-        Ok(Some(Outcome::Delayed {
-            at_ms: crate::steps::now_ms() + FALLBACK.as_millis() as u64 + jitter,
-            wake,
-        }))
-    }
-
-    /// Removes the run's parked entries once it holds its slots.
-    /// (Only a continuation can have parked before, unless `parked_now`.)
-    async fn unpark(&self, delivery: &Delivery, run: &RunState, parked_now: bool) {
-        if !parked_now && delivery.header(header::CONTINUATION).is_none() {
-            return;
-        }
-        let event_key = runs::event_key(delivery.event_id());
-        let keys: Vec<(String, String)> = run
-            .slots
-            .lock()
-            .iter()
-            .map(|s| (s.scope.clone(), s.token.clone()))
-            .collect();
-        for (scope, token) in keys {
-            let _ = run
-                .store
-                .remove(&parked_key(&scope, &token, &self.function.id, &event_key))
-                .await;
         }
     }
 }

@@ -14,14 +14,23 @@ use crate::dead_letter::DeadLetterReason;
 use crate::flow::debounce::key_token;
 use crate::flow::gcra::Gcra;
 use crate::flow::limits::{Excess, PaceLimit, THROTTLE_WAKE, state_key};
+use crate::flow::metrics::{Held, Skip};
 use crate::run_store::{BatchError, Lifetime, RunStoreError, Write};
 use crate::steps::RunState;
 
 /// Conflicting writers tried again (each means another start of the key came in between).
 const ROUNDS: usize = 50;
+/// How long before its reserved start a parked run is woken: a schedule may fire late on a
+/// loaded server, and a woken run waits out the rest in the worker.
+const WAKE_LEAD: Duration = Duration::from_secs(2);
 /// A reserved start closer than this is waited for in the worker rather than parked (the
-/// server fires schedules in whole seconds, at least a second ahead).
-const PARK_BEYOND: Duration = Duration::from_millis(1500);
+/// server fires schedules in whole seconds, at least a second ahead, and the wake comes
+/// [`WAKE_LEAD`] early).
+const PARK_BEYOND: Duration = Duration::from_secs(4);
+/// The least lateness after which a woken run gives up its reserved start and reserves
+/// again (its worker died while it waited, or the wake came later than [`WAKE_LEAD`]):
+/// starting that late would bunch it with the starts after it.
+const LATE_AFTER: Duration = Duration::from_millis(100);
 
 /// A run's decision under one limit: `F.<event-key>.rl` (rate limit) or `.th` (throttle).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -61,8 +70,32 @@ impl FunctionLoop {
                     run.store.get_from_leader::<Decision>(&key)
                 });
                 if let Ok(Some(decision)) = self.keep_alive(delivery, read).await {
-                    self.keep_alive(delivery, wait_until(decision.start_at_us))
-                        .await;
+                    self.flow_metrics().woken(&self.function.id, Held::Throttle);
+                    let late_after = Duration::from_micros(throttle.gcra().emission_us())
+                        .max(LATE_AFTER)
+                        .as_micros() as u64;
+                    if now_us() <= decision.start_at_us + late_after {
+                        self.keep_alive(delivery, wait_until(decision.start_at_us))
+                            .await;
+                        self.flow_metrics().started_after_wait(
+                            &self.function.id,
+                            Held::Throttle,
+                            delivery.meta.time.as_deref(),
+                        );
+                        return None;
+                    }
+                    // Too late to keep its place: a new reservation, at the back.
+                    log!(
+                        delivery,
+                        debug,
+                        "woken too late for its reserved start; reserving again"
+                    );
+                    let again = self.decision(delivery, run, throttle, Some(decision.start_at_us));
+                    return match again.await {
+                        Err(outcome) => Some(outcome),
+                        Ok(decision) if !decision.admitted => Some(too_long(throttle)),
+                        Ok(decision) => self.start_or_park(delivery, decision.start_at_us).await,
+                    };
                 }
             }
             return None;
@@ -78,25 +111,38 @@ impl FunctionLoop {
         match decided {
             Err(outcome) => Some(outcome),
             Ok(None) => None,
-            Ok(Some(start_at_us)) => {
-                let wait = Duration::from_micros(start_at_us.saturating_sub(now_us()));
-                if wait < PARK_BEYOND {
-                    self.keep_alive(delivery, wait_until(start_at_us)).await;
-                    return None;
-                }
-                log!(
-                    delivery,
-                    debug,
-                    in_ms = wait.as_millis() as u64,
-                    "throttled"
-                );
-                let start_ms = start_at_us / 1000;
-                Some(Outcome::Delayed {
-                    at_ms: start_ms / 1000 * 1000,
-                    wake: THROTTLE_WAKE.to_owned(),
-                })
-            }
+            Ok(Some(start_at_us)) => self.start_or_park(delivery, start_at_us).await,
         }
+    }
+
+    /// Waits for a reserved start in the worker if it is near, or parks the run until
+    /// [`WAKE_LEAD`] before it (`Some` settles the delivery).
+    async fn start_or_park(&self, delivery: &Delivery, start_at_us: u64) -> Option<Outcome> {
+        let wait = Duration::from_micros(start_at_us.saturating_sub(now_us()));
+        if wait < PARK_BEYOND {
+            self.keep_alive(delivery, wait_until(start_at_us)).await;
+            if wait > Duration::from_millis(1) {
+                self.flow_metrics().started_after_wait(
+                    &self.function.id,
+                    Held::Throttle,
+                    delivery.meta.time.as_deref(),
+                );
+            }
+            return None;
+        }
+        self.flow_metrics()
+            .parked(&self.function.id, Held::Throttle);
+        log!(
+            delivery,
+            debug,
+            in_ms = wait.as_millis() as u64,
+            "throttled"
+        );
+        let wake_ms = (start_at_us / 1000).saturating_sub(WAKE_LEAD.as_millis() as u64);
+        Some(Outcome::Delayed {
+            at_ms: wake_ms / 1000 * 1000,
+            wake: THROTTLE_WAKE.to_owned(),
+        })
     }
 
     /// The rate limit's and the throttle's decisions: `Err` settles the delivery, `Ok(Some)`
@@ -108,9 +154,11 @@ impl FunctionLoop {
     ) -> Result<Option<u64>, Outcome> {
         let settings = &self.function.settings;
         if let Some(limit) = &settings.rate_limit {
-            match self.decision(delivery, run, limit).await {
+            match self.decision(delivery, run, limit, None).await {
                 Ok(decision) if decision.admitted => {}
                 Ok(_) => {
+                    self.flow_metrics()
+                        .skipped(&self.function.id, Skip::RateLimited);
                     return Err(Outcome::Skipped(format!(
                         "rate_limited: beyond {} per {:?}",
                         limit.limit, limit.period
@@ -122,28 +170,22 @@ impl FunctionLoop {
         let Some(throttle) = settings.throttle.as_ref() else {
             return Ok(None);
         };
-        let decision = self.decision(delivery, run, throttle).await?;
+        let decision = self.decision(delivery, run, throttle, None).await?;
         if !decision.admitted {
-            return Err(Outcome::Invalid {
-                reason: DeadLetterReason::ThrottledTooLong,
-                error: format!(
-                    "the throttle ({} per {:?}) would start the run in more than its max_delay of {:?}",
-                    throttle.limit,
-                    throttle.period,
-                    throttle.max_delay.unwrap_or_default()
-                ),
-            });
+            return Err(too_long(throttle));
         }
         Ok(Some(decision.start_at_us))
     }
 
-    /// The run's decision under `limit`: the stored one, or a new one stored with the key's
-    /// new state. An `Err` settles the delivery (the store cannot be reached).
+    /// The run's decision under `limit`: the stored one (unless it reserved the start at
+    /// `replacing`), or a new one stored with the key's new state. An `Err` settles the
+    /// delivery (the store cannot be reached).
     async fn decision(
         &self,
         delivery: &Delivery,
         run: &RunState,
         limit: &PaceLimit,
+        replacing: Option<u64>,
     ) -> Result<Decision, Outcome> {
         let token = match &limit.key {
             // An event that does not decode is dead-lettered by the handler's path.
@@ -158,7 +200,7 @@ impl FunctionLoop {
             },
             None => "_".to_owned(),
         };
-        let decide = self.decide(run, limit, &token);
+        let decide = self.decide(run, limit, &token, replacing);
         let decided = self.keep_alive(delivery, decide).await;
         decided.map_err(|error| {
             Outcome::StoreUnavailable(format!("the {} cannot be decided: {error}", limit.prefix()))
@@ -170,6 +212,7 @@ impl FunctionLoop {
         run: &RunState,
         limit: &PaceLimit,
         token: &str,
+        replacing: Option<u64>,
     ) -> Result<Decision, RunStoreError> {
         let gcra = limit.gcra();
         let decision_key = decision_key(run, limit);
@@ -185,6 +228,7 @@ impl FunctionLoop {
                 let stored = run.store.read_versioned(&decision_key).await?;
                 if let Some((_, Some(bytes))) = &stored
                     && let Ok(decision) = serde_json::from_slice::<Decision>(bytes)
+                    && replacing != Some(decision.start_at_us)
                 {
                     return Ok(Ok(decision));
                 }
@@ -249,6 +293,19 @@ impl FunctionLoop {
                 }
             }
         }
+    }
+}
+
+/// The dead letter of a throttled run whose start would be beyond its `max_delay`.
+fn too_long(throttle: &PaceLimit) -> Outcome {
+    Outcome::Invalid {
+        reason: DeadLetterReason::ThrottledTooLong,
+        error: format!(
+            "the throttle ({} per {:?}) would start the run in more than its max_delay of {:?}",
+            throttle.limit,
+            throttle.period,
+            throttle.max_delay.unwrap_or_default()
+        ),
     }
 }
 

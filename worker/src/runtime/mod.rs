@@ -33,6 +33,7 @@ pub(crate) mod failures;
 mod limits;
 mod overlap;
 mod pace;
+mod parked;
 mod pull;
 mod settle;
 mod shutdown;

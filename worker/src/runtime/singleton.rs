@@ -48,6 +48,8 @@ impl FunctionLoop {
                     Locked::Busy(holder) => holder,
                 };
                 if singleton.mode == SingletonMode::Skip {
+                    self.flow_metrics()
+                        .skipped(&self.function.id, crate::flow::metrics::Skip::Singleton);
                     return Ok(Some(Outcome::Skipped(format!(
                         "singleton: run {holder} of the same key is still going"
                     ))));
