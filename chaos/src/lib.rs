@@ -50,6 +50,7 @@ pub mod flow;
 mod harness;
 pub mod invoke;
 pub mod pace;
+pub mod single;
 mod publisher;
 mod replicas;
 mod report;
