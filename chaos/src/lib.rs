@@ -50,10 +50,10 @@ pub mod flow;
 mod harness;
 pub mod invoke;
 pub mod pace;
-pub mod single;
 mod publisher;
 mod replicas;
 mod report;
+pub mod single;
 mod verify;
 
 use std::path::PathBuf;

@@ -17,10 +17,13 @@
 //! Asserted from the audit and the run records: in skip mode at most one run active at any
 //! instant (a run counts as active from its first step's start to its last step's end, a
 //! killed worker's open step until the kill), every request `ok` or `skipped` (detail
-//! `singleton: …`), the run held by the killed worker resumed elsewhere and `ok`; in cancel
-//! mode a replaced run finishes at most the one step it was in (so at most two active at
-//! once, the replaced one within that step), every request `ok` or `cancelled`, a run that
-//! did not end all its steps recorded `cancelled`; no singleton lock left at the end.
+//! `singleton: …`), the run held by the killed worker resumed elsewhere and `ok`. In cancel
+//! mode the new run starts at once and the replaced one may finish the step it is in
+//! (section 16), so replaced runs' last steps may overlap the holder's (the most active at
+//! once is printed, not bounded); asserted: a replaced run ends at most one step after its
+//! replacement started, a run that did not end all its steps is recorded `cancelled` (detail
+//! `singleton: replaced by run …`), every request `ok` or `cancelled`. No singleton lock is
+//! left at the end.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -33,11 +36,16 @@ use herald_chaos::single::{
     AUDIT_STREAM, Audit, CANCEL, Request, SKIP, STEP_MS, STEPS, audit_subject,
 };
 use herald_local_nats::LocalNats;
-use herald_worker::{RunStatus, RunStore};
+use herald_worker::{RunRecord, RunStatus};
 
 const PUBLISHERS: u32 = 20;
 const EACH: u32 = 8;
 const KEY: &str = "tenant-1";
+
+/// A step of a run: start, end (Unix microseconds) and its number.
+type Step = (u64, u64, u32);
+/// A run (its event id) and its steps, in order.
+type Run = (String, Vec<Step>);
 
 fn now_us() -> u64 {
     std::time::SystemTime::now()
@@ -105,7 +113,7 @@ async fn audit(js: &async_nats::jetstream::Context) -> Vec<Audit> {
 
 /// A run's step intervals (start, end) by the audit; a step left open by a killed worker
 /// ends at the kill, one left open otherwise (an audit that failed, retried) at its start.
-fn steps_of(lines: &[&Audit], killed: &HashMap<u32, u64>) -> Vec<(u64, u64, u32)> {
+fn steps_of(lines: &[&Audit], killed: &HashMap<u32, u64>) -> Vec<Step> {
     let mut open: HashMap<(u32, u32), u64> = HashMap::new();
     let mut steps = Vec::new();
     let mut sorted = lines.to_vec();
@@ -128,11 +136,7 @@ fn steps_of(lines: &[&Audit], killed: &HashMap<u32, u64>) -> Vec<(u64, u64, u32)
 }
 
 /// Per run of `function`: its step intervals, ordered by the run's first start.
-fn runs_of(
-    lines: &[Audit],
-    function: &str,
-    killed: &HashMap<u32, u64>,
-) -> Vec<(String, Vec<(u64, u64, u32)>)> {
+fn runs_of(lines: &[Audit], function: &str, killed: &HashMap<u32, u64>) -> Vec<Run> {
     let mut by_run: BTreeMap<&str, Vec<&Audit>> = BTreeMap::new();
     for line in lines.iter().filter(|l| l.function == function) {
         assert_eq!(line.key, KEY);
@@ -147,7 +151,7 @@ fn runs_of(
 }
 
 /// The most runs active at once, each from its first step's start to its last step's end.
-fn most_active(runs: &[(String, Vec<(u64, u64, u32)>)]) -> usize {
+fn most_active(runs: &[Run]) -> usize {
     let mut events: Vec<(u64, i32)> = Vec::new();
     for (_, steps) in runs {
         let start = steps[0].0;
@@ -224,12 +228,15 @@ async fn a_singleton_runs_one_at_a_time_through_a_kill_and_step_downs() {
         if victim_run.is_none() && elapsed >= Duration::from_secs(3) {
             let lines = audit(&js).await;
             let runs = runs_of(&lines, SKIP, &killed);
-            let open = lines.iter().filter(|l| l.function == SKIP && l.start).find(|l| {
-                l.step + 1 < STEPS
-                    && !lines.iter().any(|e| {
-                        !e.start && e.run == l.run && e.step == l.step && e.worker == l.worker
-                    })
-            });
+            let open = lines
+                .iter()
+                .filter(|l| l.function == SKIP && l.start)
+                .find(|l| {
+                    l.step + 1 < STEPS
+                        && !lines.iter().any(|e| {
+                            !e.start && e.run == l.run && e.step == l.step && e.worker == l.worker
+                        })
+                });
             if let Some(open) = open
                 && let Some(at) = workers.iter().position(|w| w.pid() == open.worker)
             {
@@ -252,6 +259,7 @@ async fn a_singleton_runs_one_at_a_time_through_a_kill_and_step_downs() {
     for publisher in publishers {
         publisher.await.unwrap();
     }
+    let published_in = began.elapsed();
     let victim_run = victim_run.unwrap();
 
     // Settled: nothing pending or unacked on either function.
@@ -279,21 +287,27 @@ async fn a_singleton_runs_one_at_a_time_through_a_kill_and_step_downs() {
     }
     let lines = audit(&js).await;
 
-    // Every request's record.
-    let store = RunStore::open(&client).await.unwrap();
+    let settled_in = began.elapsed();
+
+    // Every request's run record (`<F>.<event id>` in the runs bucket).
+    let kv = js
+        .get_key_value(client.namespace().runs_bucket())
+        .await
+        .unwrap();
     let mut statuses: BTreeMap<(&str, String), (RunStatus, String)> = BTreeMap::new();
     for function in [SKIP, CANCEL] {
         for p in 0..PUBLISHERS {
             for n in 0..EACH {
                 let id = id(p, n);
-                let outcome = patiently("inspecting", 30, || store.inspect(function, &id))
+                let key = format!("{function}.{id}");
+                let stored = patiently("reading a run record", 30, || kv.get(key.clone()))
                     .await
                     .unwrap()
-                    .outcome
-                    .unwrap_or_else(|| panic!("{function} {id} has no outcome"));
+                    .unwrap_or_else(|| panic!("{key} has no record"));
+                let record: RunRecord = serde_json::from_slice(&stored).unwrap();
                 statuses.insert(
                     (function, id),
-                    (outcome.status, outcome.detail.unwrap_or_default()),
+                    (record.status, record.detail.unwrap_or_default()),
                 );
             }
         }
@@ -390,10 +404,16 @@ async fn a_singleton_runs_one_at_a_time_through_a_kill_and_step_downs() {
         }
         match status {
             RunStatus::Ok => {
-                assert!(cancel_runs.iter().any(|(run, _)| run == id), "{id} never ran");
+                assert!(
+                    cancel_runs.iter().any(|(run, _)| run == id),
+                    "{id} never ran"
+                );
             }
             RunStatus::Cancelled => {
-                assert!(detail.contains("singleton: replaced by run"), "{id}: {detail}");
+                assert!(
+                    detail.contains("singleton: replaced by run"),
+                    "{id}: {detail}"
+                );
             }
             other => panic!("{CANCEL} {id} is {other:?}: {detail}"),
         }
@@ -401,11 +421,10 @@ async fn a_singleton_runs_one_at_a_time_through_a_kill_and_step_downs() {
 
     let total = (PUBLISHERS * EACH) as usize;
     println!(
-        "{total} requests from {PUBLISHERS} publishers in {:?}; {} audit lines; killed {killed:?} \
+        "{total} requests from {PUBLISHERS} publishers in {published_in:?}, settled in {settled_in:?}; {} audit lines; killed {killed:?} \
          in {victim_run}; {step_downs} step-downs; skip: {} ran ({} ok, {} skipped), most active \
          {skip_most}; cancel: {} ran ({} ok, {} cancelled), most active {cancel_most}, a replaced \
          run's longest overlap {} ms (a step is {STEP_MS} ms)",
-        began.elapsed(),
         lines.len(),
         skip_runs.len(),
         count(SKIP, RunStatus::Ok),
@@ -416,7 +435,6 @@ async fn a_singleton_runs_one_at_a_time_through_a_kill_and_step_downs() {
         longest_overlap_us / 1000
     );
     assert_eq!(skip_most, 1, "skip mode");
-    assert!(cancel_most <= 2, "cancel mode: {cancel_most} at once");
     assert_eq!(
         count(SKIP, RunStatus::Ok) + count(SKIP, RunStatus::Skipped),
         total
@@ -426,15 +444,20 @@ async fn a_singleton_runs_one_at_a_time_through_a_kill_and_step_downs() {
         total
     );
     assert!(count(SKIP, RunStatus::Ok) >= 3, "skip mode ran too few");
-    assert!(count(SKIP, RunStatus::Skipped) >= total / 2, "skip mode skipped too few");
-    assert!(count(CANCEL, RunStatus::Ok) >= 1, "no cancel-mode run finished");
-    assert!(count(CANCEL, RunStatus::Cancelled) >= 10, "cancel mode cancelled too few");
+    assert!(
+        count(SKIP, RunStatus::Skipped) >= total / 2,
+        "skip mode skipped too few"
+    );
+    assert!(
+        count(CANCEL, RunStatus::Ok) >= 1,
+        "no cancel-mode run finished"
+    );
+    assert!(
+        count(CANCEL, RunStatus::Cancelled) >= 10,
+        "cancel mode cancelled too few"
+    );
 
     // No lock left.
-    let kv = js
-        .get_key_value(client.namespace().runs_bucket())
-        .await
-        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut keys = kv.keys().await.unwrap();

@@ -118,7 +118,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let subject = audit_subject(client.namespace());
     let worker = Worker::builder(client)
         .function(function(SKIP, SingletonMode::Skip, &jetstream, &subject))
-        .function(function(CANCEL, SingletonMode::Cancel, &jetstream, &subject))
+        .function(function(
+            CANCEL,
+            SingletonMode::Cancel,
+            &jetstream,
+            &subject,
+        ))
         .start()
         .await
         .context("starting the worker")?;
