@@ -22,7 +22,7 @@ use crate::publish::{OrderPlaced, sample_event_of};
 /// `herald bench flow`: its options.
 pub struct FlowBench {
     /// Events stored and consumed by each throughput run.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 5_000)]
     count: usize,
     /// Distinct keys (customers) the events are spread over, round robin.
     #[arg(long, default_value_t = 50)]

@@ -105,7 +105,7 @@ pub enum Bench {
     /// function without a limit, in interleaved rounds (medians, ratio to the unlimited
     /// row); then the wake latency with N runs parked on one key at limit 1.
     ///
-    /// Example: `herald bench flow --count 20000 --keys 50 --parked 100,1000,5000`
+    /// Example: `herald bench flow --count 5000 --keys 50 --parked 100,1000,5000`
     Flow(crate::flow::FlowBench),
 }
 
