@@ -277,7 +277,7 @@ impl FlowBench {
                 "-".to_owned()
             };
             println!(
-                "{:<48} {r:>15.0} {:>8.2} {client:>8} {server:>8}",
+                "{:<48} {r:>15.0} {:>8.3} {client:>8} {server:>8}",
                 mode.label(self),
                 r / reference
             );
