@@ -8,11 +8,13 @@
 //! herald bench validate           # schema validation per event, no server
 //! herald bench steps              # what a durable step costs
 //! herald bench gateway            # the HTTP gateway beside direct publishing
+//! herald bench flow               # what per-key concurrency limits and throttles cost
 //! ```
 
 mod consume;
 mod consumers;
 mod cpu;
+mod flow;
 mod gateway;
 mod latency;
 mod publish;
@@ -25,6 +27,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 pub use consume::ConsumeBench;
+pub use flow::FlowBench;
 pub use gateway::GatewayBench;
 pub use publish::PublishBench;
 pub use steps::StepsBench;
@@ -97,6 +100,13 @@ pub enum Bench {
     ///
     /// Example: `herald bench gateway --count 20000 --concurrency 64`
     Gateway(crate::gateway::GatewayBench),
+    /// What flow control costs: events/s through one function with a per-key concurrency
+    /// limit and with a per-key throttle (set far above the achieved rate), next to the same
+    /// function without a limit, in interleaved rounds (medians, ratio to the unlimited
+    /// row); then the wake latency with N runs parked on one key at limit 1.
+    ///
+    /// Example: `herald bench flow --count 5000 --keys 50 --parked 100,1000,5000`
+    Flow(crate::flow::FlowBench),
 }
 
 impl Bench {
@@ -112,6 +122,7 @@ impl Bench {
             Bench::Validate(bench) => bench.run().await,
             Bench::Steps(bench) => Box::pin(bench.run(target)).await,
             Bench::Gateway(bench) => Box::pin(bench.run(target)).await,
+            Bench::Flow(bench) => Box::pin(bench.run(target)).await,
         }
     }
 }

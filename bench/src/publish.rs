@@ -56,6 +56,21 @@ pub(crate) struct LineItem {
     quantity: u32,
 }
 
+impl OrderPlaced {
+    /// The customer, as a flow-control key.
+    pub(crate) fn customer(&self) -> String {
+        self.customer_id.to_string()
+    }
+}
+
+/// [`sample_event`] for customer number `customer`.
+pub(crate) fn sample_event_of(customer: u128) -> OrderPlaced {
+    OrderPlaced {
+        customer_id: uuid::Uuid::from_u128(customer),
+        ..sample_event()
+    }
+}
+
 pub(crate) fn sample_event() -> OrderPlaced {
     OrderPlaced {
         order_id: uuid::Uuid::from_u128(0x0193_6f2b_7c2e_7a1c_9f0e_2b3c_4d5e_6f70),
