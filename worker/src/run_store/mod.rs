@@ -12,12 +12,12 @@ use tokio::time::Instant;
 
 use crate::steps::{FailureRecord, RunRecord, StepRecord};
 
-mod batch;
+mod conditional;
 mod fresh;
 mod lock;
 mod many;
 mod started;
-pub(crate) use batch::{BatchError, Write};
+pub(crate) use conditional::{Write, WriteError};
 pub(crate) use fresh::leader_get;
 use herald::protocol::runs;
 pub(crate) use lock::Locked;

@@ -13,7 +13,7 @@ use super::decide::Outcome;
 use super::delivery::Delivery;
 use crate::flow::concurrency::{ConcurrencyLimit, LEASE, slot_key};
 use crate::flow::debounce::key_token;
-use crate::run_store::{BatchError, RunStore, RunStoreError, Write};
+use crate::run_store::{RunStore, RunStoreError, Write, WriteError};
 use crate::steps::RunState;
 
 /// A slot lease: `{"run": "F.<event-key>"}`.
@@ -150,16 +150,16 @@ impl FunctionLoop {
                     expected,
                     ttl: Some(LEASE),
                 };
-                match run.store.write_atomically(&[write]).await {
+                match run.store.write_if(&write).await {
                     Ok(sequence) => {
                         self.hold(run, key, scope, token, sequence);
                         return Ok(true);
                     }
-                    Err(BatchError::Conflict) => match run.store.read_versioned(key).await? {
+                    Err(WriteError::Conflict) => match run.store.read_versioned(key).await? {
                         Some((marker, None)) if marker != expected => expected = marker,
                         _ => break,
                     },
-                    Err(BatchError::Failed(error)) => return Err(error),
+                    Err(WriteError::Failed(error)) => return Err(error),
                 }
             }
         }
@@ -223,13 +223,13 @@ async fn refresh(store: RunStore, key: String, run_key: String, sequence: Arc<At
             expected: sequence.load(Ordering::SeqCst),
             ttl: Some(LEASE),
         };
-        match store.write_atomically(&[write]).await {
+        match store.write_if(&write).await {
             Ok(renewed) => sequence.store(renewed, Ordering::SeqCst),
-            Err(BatchError::Conflict) => {
+            Err(WriteError::Conflict) => {
                 tracing::warn!(slot = %key, "a concurrency slot's lease was lost (the worker paused past it); the limit may be exceeded by one");
                 return;
             }
-            Err(BatchError::Failed(error)) => {
+            Err(WriteError::Failed(error)) => {
                 tracing::debug!(slot = %key, %error, "a concurrency slot's lease cannot be renewed now; trying again");
             }
         }

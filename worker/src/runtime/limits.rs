@@ -1,6 +1,7 @@
 //! Throttle and rate limit at a run's start (protocol section 15): a GCRA decision per
-//! run, stored with the key's new state in one atomic batch, so that a redelivered event
-//! gets the decision it got first and no start is counted twice.
+//! run, stored after the key's new state (each write conditional on its key's last
+//! sequence), so that a redelivered event gets the decision it got first and no start is
+//! counted twice.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,7 +16,7 @@ use crate::flow::debounce::key_token;
 use crate::flow::gcra::Gcra;
 use crate::flow::limits::{Excess, PaceLimit, THROTTLE_WAKE, state_key};
 use crate::flow::metrics::{Held, Skip};
-use crate::run_store::{BatchError, Lifetime, RunStoreError, Write};
+use crate::run_store::{Lifetime, RunStoreError, Write, WriteError};
 use crate::steps::RunState;
 
 /// Conflicting writers tried again (each means another start of the key came in between).
@@ -256,35 +257,43 @@ impl FunctionLoop {
                     // Dead-lettered: nothing reserved, nothing to remember.
                     return Ok(Ok(decision));
                 }
-                let mut writes = vec![Write {
+                let record = Write {
                     key: &decision_key,
                     value: serde_json::to_vec(&decision).unwrap_or_default().into(),
                     expected: stored.map_or(0, |(seq, _)| seq),
                     ttl: retention,
-                }];
-                let state = serde_json::to_vec(&State {
-                    tat_us: reservation.tat_us,
-                })
-                .unwrap_or_default();
+                };
                 if admitted {
-                    writes.push(Write {
+                    // The reservation first, then the decision: a decision never stands
+                    // without its reservation. A crash or a lost race in between spends a
+                    // reservation no run uses (the key admits one run fewer), never one more.
+                    let state = serde_json::to_vec(&State {
+                        tat_us: reservation.tat_us,
+                    })
+                    .unwrap_or_default();
+                    let reserve = Write {
                         key: &state_key,
                         value: state.into(),
                         expected: state_seq,
                         ttl: Some(Gcra::record_ttl(reservation.tat_us, now)),
-                    });
+                    };
+                    if let Err(error) = run.store.write_if(&reserve).await {
+                        return Ok(Err(error));
+                    }
                 }
-                Ok::<_, RunStoreError>(run.store.write_atomically(&writes).await.map(|_| decision))
+                // A conflict here: another attempt of this run decided first; step 1 reads
+                // its decision.
+                Ok::<_, RunStoreError>(run.store.write_if(&record).await.map(|_| decision))
             };
             match attempt.await {
                 Ok(Ok(decision)) => return Ok(decision),
-                Ok(Err(BatchError::Conflict)) if rounds < ROUNDS => rounds += 1,
-                Ok(Err(BatchError::Conflict)) => {
+                Ok(Err(WriteError::Conflict)) if rounds < ROUNDS => rounds += 1,
+                Ok(Err(WriteError::Conflict)) => {
                     return Err(crate::run_store::store_error("decide", &state_key)(
                         "too many concurrent starts of one key; trying again later",
                     ));
                 }
-                Ok(Err(BatchError::Failed(error))) | Err(error) => {
+                Ok(Err(WriteError::Failed(error))) | Err(error) => {
                     failures += 1;
                     if failures >= 8 {
                         return Err(error);
