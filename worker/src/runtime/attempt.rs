@@ -242,7 +242,9 @@ impl FunctionLoop {
                 .turnstile
                 .as_ref()
                 .filter(|_| delivery.header(header::CONTINUATION).is_none())
-                .map(|turnstile| turnstile.ticket(delivery.stream_sequence)),
+                .map(|turnstile| {
+                    turnstile.ticket(delivery.stream_sequence, self.pace_lanes(delivery))
+                }),
             slots: parking_lot::Mutex::default(),
         }))
     }

@@ -178,6 +178,23 @@ impl FunctionLoop {
         Ok(Some(decision.start_at_us))
     }
 
+    /// The turnstile lanes of a delivery: one per throttle or rate limit, `<prefix>.<key>`.
+    /// A key that cannot be read gets no lane (the event is dead-lettered undecided).
+    pub(super) fn pace_lanes(&self, delivery: &Delivery) -> Vec<String> {
+        let settings = &self.function.settings;
+        [&settings.throttle, &settings.rate_limit]
+            .into_iter()
+            .flatten()
+            .filter_map(|limit| {
+                let token = match &limit.key {
+                    Some(key_of) => key_token(&key_of(&delivery.data).ok()?),
+                    None => "_".to_owned(),
+                };
+                Some(format!("{}.{token}", limit.prefix()))
+            })
+            .collect()
+    }
+
     /// The run's decision under `limit`: the stored one (unless it reserved the start at
     /// `replacing`), or a new one stored with the key's new state. An `Err` settles the
     /// delivery (the store cannot be reached).
