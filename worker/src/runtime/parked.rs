@@ -165,11 +165,9 @@ impl FunctionLoop {
         let event_key = runs::event_key(delivery.event_id());
         let own = parked_key(&full.scope, &full.token, &self.function.id, &event_key);
         let pattern = parked_pattern(&full.scope, &full.token);
-        let parked = run
-            .store
-            .get_many(&[&pattern], Duration::from_secs(2))
-            .await?;
-        let since_ms = parked
+        // Its own entry only (a run parked before keeps its place), not the key's queue.
+        let earlier = run.store.get_many(&[&own], Duration::from_secs(2)).await?;
+        let since_ms = earlier
             .get(&own)
             .and_then(|v| serde_json::from_slice::<Parked>(v).ok())
             .map_or_else(crate::steps::now_ms, |p| p.since_ms);
@@ -194,7 +192,7 @@ impl FunctionLoop {
         run.store.put_for(&own, entry.into(), 3 * FALLBACK).await?;
         // The cap: runs parking at once all count each other, and the oldest `max` stay.
         if let Some(max) = full.limit.max_parked
-            && !parked.contains_key(&own)
+            && !earlier.contains_key(&own)
         {
             let parked = run
                 .store
