@@ -69,14 +69,24 @@ pub const AUDIT_STREAM: &str = "PACE_AUDIT";
 pub struct WorkerProcess(std::process::Child);
 
 impl WorkerProcess {
-    /// Starts `binary --server <url> <args>`, its output discarded.
+    /// Starts `binary --server <url> <args>`, its output discarded, or appended to
+    /// `$HERALD_CHAOS_LOGS/workers.log` when that directory is set (with `RUST_LOG`, to see
+    /// what the workers of a failing test did).
     pub fn start(binary: &str, url: &str, args: &[&str]) -> std::io::Result<WorkerProcess> {
+        let stderr = match std::env::var_os("HERALD_CHAOS_LOGS") {
+            Some(dir) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(std::path::Path::new(&dir).join("workers.log"))?
+                .into(),
+            None => std::process::Stdio::null(),
+        };
         std::process::Command::new(binary)
             .args(["--server", url])
             .args(args)
             .env_remove("NATS_URL")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .map(WorkerProcess)
     }
