@@ -51,10 +51,13 @@ mod harness;
 pub mod invoke;
 pub mod pace;
 mod publisher;
+mod replica_main;
 mod replicas;
 mod report;
 pub mod single;
 mod verify;
+
+pub use replica_main::replica_main;
 
 use std::path::PathBuf;
 

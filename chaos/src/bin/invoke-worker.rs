@@ -32,20 +32,12 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
-        )
-        .init();
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("invoke-worker: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    herald_chaos::replica_main(
+        "invoke-worker",
+        "info,async_nats=warn",
+        Box::pin(run(Args::parse())),
+    )
+    .await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -33,20 +33,12 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,async_nats=error")),
-        )
-        .init();
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("pace-worker: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    herald_chaos::replica_main(
+        "pace-worker",
+        "warn,async_nats=error",
+        Box::pin(run(Args::parse())),
+    )
+    .await
 }
 
 fn now_us() -> u64 {
