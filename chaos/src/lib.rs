@@ -43,6 +43,10 @@
 //! that is kept (and named in the report) when the run fails or `HERALD_CHAOS_KEEP_LOGS`
 //! is set. The nats-server comes from `herald-local-nats` (`NATS_SERVER_BIN` to use your
 //! own).
+//!
+//! The flow-control cluster tests (`tests/{concurrency,rate_limit,throttle,singleton}_cluster.rs`)
+//! discard their workers' output; `HERALD_CHAOS_LOGS=/some/dir RUST_LOG=herald_worker=debug`
+//! appends it to `/some/dir/workers.log` instead.
 
 pub mod cron;
 pub mod event;

@@ -7,37 +7,20 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{consumer, stream};
 use futures::StreamExt;
 use herald::{Client, PublishOptions};
 use herald_chaos::flow::{Audit, Job, PER_KEY, SHARED, audit_subject};
+use herald_chaos::pace::WorkerProcess;
 use herald_local_nats::LocalNats;
 
 const JOBS: u32 = 300;
 const KEYS: u32 = 10;
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        // Child::kill is SIGKILL to this child's pid.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn worker(url: &str) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_flow-worker"))
-        .args(["--server", url])
-        .env_remove("NATS_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Child(child)
+fn worker(url: &str) -> WorkerProcess {
+    WorkerProcess::start(env!("CARGO_BIN_EXE_flow-worker"), url, &[]).unwrap()
 }
 
 fn now_us() -> u64 {
@@ -154,7 +137,7 @@ async fn per_key_limits_hold_through_worker_kills_and_step_downs() {
     })
     .await
     .unwrap();
-    let mut workers: Vec<Child> = (0..3).map(|_| worker(&url)).collect();
+    let mut workers: Vec<WorkerProcess> = (0..3).map(|_| worker(&url)).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let stream = js.get_stream("FLOWCHAOS_EVENTS").await.unwrap();
@@ -209,7 +192,7 @@ async fn per_key_limits_hold_through_worker_kills_and_step_downs() {
         );
         if now >= next_kill && killed.len() < 8 {
             let victim = workers.remove(killed.len() % workers.len());
-            killed.insert(victim.0.id(), now_us());
+            killed.insert(victim.pid(), now_us());
             drop(victim);
             workers.push(worker(&url));
             next_kill = now + Duration::from_secs(5);
