@@ -3,7 +3,12 @@
 //! SIGKILLed (and replaced) every 5 s and the leaders of the runs bucket and the events
 //! stream step down every 3 s. From the audit the handlers write: never more than the
 //! limits active at any instant, every job done, and no slot left once the leases of the
-//! killed workers ran out.
+//! killed workers ran out. At the issue's full scale (about ten minutes here):
+//!
+//! ```sh
+//! HERALD_FLOW_JOBS=20000 HERALD_FLOW_KEYS=50 HERALD_FLOW_WORKERS=4 HERALD_FLOW_KILLS=1000 \
+//!   FLOW_PROGRESS=1 cargo test --release -p herald-chaos --test concurrency_cluster -- --nocapture
+//! ```
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -16,8 +21,15 @@ use herald_chaos::flow::{Audit, Job, PER_KEY, SHARED, audit_subject};
 use herald_chaos::pace::WorkerProcess;
 use herald_local_nats::LocalNats;
 
-const JOBS: u32 = 300;
-const KEYS: u32 = 10;
+/// The test's scale: `HERALD_FLOW_JOBS` (300), `HERALD_FLOW_KEYS` (10),
+/// `HERALD_FLOW_WORKERS` (3), `HERALD_FLOW_KILLS` (at most 8 kills; the issue's full scale
+/// is 20,000 jobs, 50 keys, 4 workers and a kill every 5 s throughout).
+fn scale(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 fn worker(url: &str) -> WorkerProcess {
     WorkerProcess::start(env!("CARGO_BIN_EXE_flow-worker"), url, &[]).unwrap()
@@ -30,28 +42,39 @@ fn now_us() -> u64 {
         .as_micros() as u64
 }
 
-async fn audits(js: &async_nats::jetstream::Context) -> Vec<Audit> {
-    let stream = js.get_stream("FLOW_AUDIT").await.unwrap();
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig::default())
-        .await
-        .unwrap();
-    let mut pending = consumer.cached_info().num_pending;
-    let mut all = Vec::new();
-    if pending == 0 {
-        return all;
+/// The audit read so far, from one ordered consumer: each call reads what was added.
+struct AuditLog {
+    messages: async_nats::jetstream::consumer::pull::Ordered,
+    lines: Vec<Audit>,
+    ended: HashSet<u32>,
+}
+
+impl AuditLog {
+    async fn open(js: &async_nats::jetstream::Context) -> AuditLog {
+        let stream = js.get_stream("FLOW_AUDIT").await.unwrap();
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        AuditLog {
+            messages: consumer.messages().await.unwrap(),
+            lines: Vec::new(),
+            ended: HashSet::new(),
+        }
     }
-    let mut messages = consumer.messages().await.unwrap();
-    while pending > 0 {
-        let Ok(Some(Ok(message))) =
-            tokio::time::timeout(Duration::from_secs(10), messages.next()).await
-        else {
-            break;
-        };
-        pending = message.info().unwrap().pending;
-        all.push(serde_json::from_slice(&message.payload).unwrap());
+
+    /// Reads the lines stored since the last call (until none comes for 200 ms).
+    async fn read_new(&mut self) {
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_millis(200), self.messages.next()).await
+        {
+            let line: Audit = serde_json::from_slice(&message.payload).unwrap();
+            if !line.start {
+                self.ended.insert(line.n);
+            }
+            self.lines.push(line);
+        }
     }
-    all
 }
 
 /// The most runs active at once, per key and in all (`*`): each start until its end, or
@@ -137,7 +160,15 @@ async fn per_key_limits_hold_through_worker_kills_and_step_downs() {
     })
     .await
     .unwrap();
-    let mut workers: Vec<WorkerProcess> = (0..3).map(|_| worker(&url)).collect();
+    let (jobs, keys) = (
+        scale("HERALD_FLOW_JOBS", 300),
+        scale("HERALD_FLOW_KEYS", 10),
+    );
+    let (replicas, kills) = (
+        scale("HERALD_FLOW_WORKERS", 3),
+        scale("HERALD_FLOW_KILLS", 8),
+    );
+    let mut workers: Vec<WorkerProcess> = (0..replicas).map(|_| worker(&url)).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let stream = js.get_stream("FLOWCHAOS_EVENTS").await.unwrap();
@@ -151,9 +182,9 @@ async fn per_key_limits_hold_through_worker_kills_and_step_downs() {
         assert!(Instant::now() < deadline, "the workers made no consumer");
         tokio::time::sleep(Duration::from_millis(200)).await; // the workers starting
     }
-    for n in 0..JOBS {
+    for n in 0..jobs {
         let job = Job {
-            key: format!("k{}", n % KEYS),
+            key: format!("k{}", n % keys),
             n,
         };
         let options = PublishOptions {
@@ -184,13 +215,17 @@ async fn per_key_limits_hold_through_worker_kills_and_step_downs() {
         "$JS.API.STREAM.LEADER.STEPDOWN.KV_flowchaos-runs",
         "$JS.API.STREAM.LEADER.STEPDOWN.FLOWCHAOS_EVENTS",
     ];
+    // 300 s, or 20 jobs/s for a larger run (the shared limit of 10 at 200 ms a job is 50).
+    let limit = Duration::from_secs(300.max(u64::from(jobs) / 20));
+    let mut audit = AuditLog::open(&js).await;
     let done = loop {
         let now = Instant::now();
         assert!(
-            now - began < Duration::from_secs(300),
-            "not every job was done within 300 s"
+            now - began < limit,
+            "not every job was done within {limit:?}: {} done",
+            audit.ended.len()
         );
-        if now >= next_kill && killed.len() < 8 {
+        if now >= next_kill && killed.len() < kills as usize {
             let victim = workers.remove(killed.len() % workers.len());
             killed.insert(victim.pid(), now_us());
             drop(victim);
@@ -204,10 +239,9 @@ async fn per_key_limits_hold_through_worker_kills_and_step_downs() {
             }
             next_step_down = now + Duration::from_secs(3);
         }
-        let lines = audits(&js).await;
-        let ended: HashSet<u32> = lines.iter().filter(|a| !a.start).map(|a| a.n).collect();
-        if ended.len() == JOBS as usize {
-            break lines;
+        audit.read_new().await;
+        if audit.ended.len() == jobs as usize {
+            break std::mem::take(&mut audit.lines);
         }
         // FLOW_PROGRESS=1 prints the progress (with --nocapture).
         if std::env::var_os("FLOW_PROGRESS").is_some() {
@@ -223,7 +257,7 @@ async fn per_key_limits_hold_through_worker_kills_and_step_downs() {
             println!(
                 "{:?}: {} done, {dlq} dead letters",
                 began.elapsed(),
-                ended.len()
+                audit.ended.len()
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await; // the chaos' pace
