@@ -61,7 +61,7 @@ mod report;
 pub mod single;
 mod verify;
 
-pub use replica_main::replica_main;
+pub use replica_main::{now_us, replica_main};
 
 use std::path::PathBuf;
 

@@ -28,3 +28,11 @@ pub async fn replica_main<E: Display>(
         }
     }
 }
+
+/// The time in Unix µs, as the audits of the flow-control tests record it (0 if the clock
+/// is before 1970).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

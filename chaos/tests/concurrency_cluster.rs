@@ -11,8 +11,9 @@
 //! ```
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use herald_chaos::now_us;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{consumer, stream};
 use futures::StreamExt;
@@ -33,13 +34,6 @@ fn scale(name: &str, default: u32) -> u32 {
 
 fn worker(url: &str) -> WorkerProcess {
     WorkerProcess::start(env!("CARGO_BIN_EXE_flow-worker"), url, &[]).unwrap()
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
 }
 
 /// The audit read so far, from one ordered consumer: each call reads what was added.

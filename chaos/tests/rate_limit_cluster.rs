@@ -8,6 +8,7 @@
 //! redelivered after the kill kept its decision.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use herald_chaos::now_us;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -21,13 +22,6 @@ use herald_worker::{RunStatus, RunStore};
 
 const PUBLISHERS: u32 = 10;
 const HITS_EACH: u32 = 60;
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
 
 fn worker(url: &str, stall: bool) -> WorkerProcess {
     let args: &[&str] = if stall { &["--stall"] } else { &[] };

@@ -26,6 +26,7 @@
 //! left at the end.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use herald_chaos::now_us;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -46,13 +47,6 @@ const KEY: &str = "tenant-1";
 type Step = (u64, u64, u32);
 /// A run (its event id) and its steps, in order.
 type Run = (String, Vec<Step>);
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
 
 fn worker(url: &str) -> WorkerProcess {
     WorkerProcess::start(env!("CARGO_BIN_EXE_single-worker"), url, &[]).unwrap()

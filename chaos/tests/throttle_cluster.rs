@@ -5,6 +5,7 @@
 //! every window within the GCRA bound, and in the order the calls arrived.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use herald_chaos::now_us;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -22,13 +23,6 @@ const IN_FLIGHT: usize = THROTTLE_IN_FLIGHT as usize;
 /// A start comes after its reservation, by at most the lateness a woken run is allowed
 /// (one emission) and a little scheduling.
 const LATE_US: u64 = 150_000;
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
 
 /// The throttled starts as `id@ms(pid,attempt)`, ms after `origin`, in time order.
 fn timeline(lines: &[herald_chaos::pace::Start], origin: u64) -> String {

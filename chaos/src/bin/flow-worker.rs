@@ -2,8 +2,9 @@
 //! events, at most [`PER_KEY`] per key and [`SHARED`] in all: its handler audits its start
 //! and its end to `<namespace>.audit.flow` (awaiting each ack) around 200 ms of work.
 
+use herald_chaos::now_us;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -31,13 +32,6 @@ async fn main() -> ExitCode {
         Box::pin(run(Args::parse())),
     )
     .await
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

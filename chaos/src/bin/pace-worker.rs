@@ -4,8 +4,9 @@
 //! awaiting the ack. With `--stall`, a hit marked `stall` holds its first attempt for a
 //! minute, so the test can kill the worker between the decision and the ack.
 
+use herald_chaos::now_us;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -39,13 +40,6 @@ async fn main() -> ExitCode {
         Box::pin(run(Args::parse())),
     )
     .await
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 /// Audits a start, awaiting the ack; a failure is a retry.

@@ -3,8 +3,9 @@
 //! events, keyed by the request's key: each run does [`STEPS`] steps of [`STEP_MS`] ms, and
 //! each step audits its start and its end to `<namespace>.audit.single` (awaiting each ack).
 
+use herald_chaos::now_us;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -32,13 +33,6 @@ async fn main() -> ExitCode {
         Box::pin(run(Args::parse())),
     )
     .await
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 /// Audits one line, awaiting the ack.
