@@ -215,12 +215,18 @@ impl FunctionLoop {
             }
         }
         // A slot freed between the first try and the entry would wake no one: try once more.
+        // The freed slot's releaser has woken the key's best parked run already; with a
+        // priority, a better-scored one than this run gets the slot (the run stays parked).
         if retry {
             if self.try_slots(delivery, run).await?.is_none() {
-                self.unpark(delivery, run, true).await;
-                return Ok(None);
+                if self.yield_slot(delivery, run).await.is_none() {
+                    self.unpark(delivery, run, true).await;
+                    return Ok(None);
+                }
+                self.give_back_quietly(run).await;
+            } else {
+                self.give_back(run).await;
             }
-            self.give_back(run).await;
         }
         log!(delivery, debug, key = %full.token, "no concurrency slot free; parked");
         self.flow_metrics()
