@@ -77,7 +77,8 @@ pub use dead_letter::{DeadLetterReason, MAX_ERROR_BYTES};
 pub use dlq::{DeadLetterEntry, DeadLetterError, DeadLetterFilter, DeadLetters};
 pub use envelope::Envelope;
 pub use function::{
-    Ctx, FailedRun, Function, FunctionBuilder, FunctionError, HandlerError, Overlap, SingletonMode,
+    BatchBuilder, Ctx, FailedRun, Function, FunctionBuilder, FunctionError, HandlerError, Overlap,
+    SingletonMode,
     StartFrom, check_function_id,
 };
 pub use herald::protocol::header::{

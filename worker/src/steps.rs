@@ -68,16 +68,19 @@ pub enum RunStatus {
     Skipped,
     /// The run was cancelled (`detail` says why): it ran no step after the cancel.
     Cancelled,
+    /// The event joined a batch (`detail` names it): the batch's run handles it.
+    Batched,
 }
 
 impl RunStatus {
-    /// The protocol's name: `ok`, `dead_lettered`, `skipped` or `cancelled`.
+    /// The protocol's name: `ok`, `dead_lettered`, `skipped`, `cancelled` or `batched`.
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Ok => "ok",
             RunStatus::DeadLettered => "dead_lettered",
             RunStatus::Skipped => "skipped",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::Batched => "batched",
         }
     }
 
@@ -85,7 +88,7 @@ impl RunStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            RunStatus::Ok | RunStatus::Skipped | RunStatus::Cancelled
+            RunStatus::Ok | RunStatus::Skipped | RunStatus::Cancelled | RunStatus::Batched
         )
     }
 }

@@ -164,13 +164,24 @@ pub(crate) async fn fire_now(
     cancelled: Option<&str>,
     only_for_step: Option<&str>,
 ) -> Result<bool, async_nats::Error> {
+    let subject = protocol::schedule_subject(client.namespace(), function, event_key);
+    fire_schedule(client, function, &subject, cancelled, only_for_step).await
+}
+
+/// Early-fires the schedule on `subject` to `ns.redrive.<function>` (see [`fire_now`]).
+pub(crate) async fn fire_schedule(
+    client: &herald::Client,
+    function: &str,
+    subject: &str,
+    cancelled: Option<&str>,
+    only_for_step: Option<&str>,
+) -> Result<bool, async_nats::Error> {
     let namespace = client.namespace();
-    let subject = protocol::schedule_subject(namespace, function, event_key);
     let stream = client
         .jetstream()
         .get_stream_no_info(namespace.events_stream())
         .await?;
-    let pending = match stream.get_last_raw_message_by_subject(&subject).await {
+    let pending = match stream.get_last_raw_message_by_subject(subject).await {
         Ok(message) => message,
         Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(false),
         Err(error) => return Err(error.into()),
@@ -187,16 +198,13 @@ pub(crate) async fn fire_now(
         return Ok(false);
     }
     let mut headers: HeaderMap = protocol::copy_headers_except_transport(&pending.headers, &[]);
-    headers.insert(NATS_SCHEDULER, subject.as_str());
+    headers.insert(NATS_SCHEDULER, subject);
     headers.insert(NATS_SCHEDULE_NEXT, "purge");
     headers.insert(
         NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
         pending.sequence.to_string().as_str(),
     );
-    headers.insert(
-        NATS_EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
-        subject.as_str(),
-    );
+    headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, subject);
     if let Some(reason) = cancelled {
         headers.insert(HEADER_CANCELLED, reason);
     }

@@ -228,6 +228,17 @@ impl<E> FunctionBuilder<E> {
             }
             (None, None) => {}
         }
+        if let Some(batch) = &self.settings.batch {
+            if let Some(reason) = batch.problem() {
+                return Err(invalid(&reason));
+            }
+            if let Some(other) = self.settings.batch_conflict() {
+                return Err(invalid(&format!(
+                    "batch cannot be combined with {other}: it decides per event, and a batch's \
+                     run has many; set it on a function that handles the events one by one"
+                )));
+            }
+        }
         Ok(crons)
     }
 

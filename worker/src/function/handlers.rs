@@ -26,7 +26,6 @@ pub(crate) enum Decoded {
 
 /// A type-erased handler: validates, decodes and calls.
 pub(crate) trait ErasedHandler: Send + Sync {
-    /// `headers` are only cloned by handlers that hand out the whole [`Envelope`].
     /// `headers` are only cloned by handlers that hand out the whole [`Envelope`];
     /// `writer_schema` is the registered version named by `ce-dataschema`, when known.
     fn prepare(
@@ -36,6 +35,22 @@ pub(crate) trait ErasedHandler: Send + Sync {
         ctx: Ctx,
         writer_schema: Option<Arc<CompiledSchema>>,
     ) -> Decoded;
+
+    /// For a batched function: validates and decodes one event before it joins a batch
+    /// (`Err` refuses it, as [`Decoded::SchemaViolation`] or [`Decoded::DecodeError`]).
+    fn check_member(
+        &self,
+        _payload: &[u8],
+        _writer_schema: Option<&CompiledSchema>,
+    ) -> Result<(), Decoded> {
+        Ok(())
+    }
+
+    /// For a batched function: decodes a batch's members (stream sequence, payload) and
+    /// calls the handler with them.
+    fn prepare_batch(&self, _members: Vec<(u64, Bytes)>, _ctx: Ctx) -> Decoded {
+        Decoded::DecodeError("the function does not batch its events".to_owned())
+    }
 }
 
 pub(super) struct TypedHandler<E, F> {
@@ -72,7 +87,7 @@ where
 /// schema) and decodes a typed event, both from the bytes: validation reads them into a
 /// borrowed tree ([`CompiledSchema::validate_json`]) and the event is decoded straight from
 /// the text, so no `serde_json::Value` is built for a valid payload.
-fn decode_event<E: Event>(
+pub(super) fn decode_event<E: Event>(
     local: Option<&CompiledSchema>,
     writer_schema: Option<&CompiledSchema>,
     payload: &[u8],

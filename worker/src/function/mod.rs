@@ -1,5 +1,6 @@
 //! [`Function`]: a named handler, its triggers and its settings.
 
+mod batch;
 mod builder;
 mod ctx;
 mod error;
@@ -7,6 +8,7 @@ mod flow;
 mod handlers;
 mod settings;
 
+pub use batch::BatchBuilder;
 pub use builder::FunctionBuilder;
 pub use ctx::Ctx;
 pub(crate) use ctx::{EnvelopeMeta, Publisher};

@@ -42,6 +42,8 @@ pub(crate) struct Settings {
     pub(crate) concurrency_limits: Vec<crate::flow::concurrency::ConcurrencyLimit>,
     /// The order of the runs parked for a concurrency slot.
     pub(crate) priority: Option<crate::flow::concurrency::Priority>,
+    /// Batching: the handler gets a key's events together.
+    pub(crate) batch: Option<crate::flow::batch::Batch>,
     /// The flow control that `key` and `burst` configure: the last one added.
     pub(crate) last_flow: Option<crate::flow::limits::FlowSlot>,
     /// Misuses of the flow-control builder, reported by `check`.
@@ -96,8 +98,29 @@ impl Default for Settings {
             singleton: None,
             concurrency_limits: Vec::new(),
             priority: None,
+            batch: None,
             last_flow: None,
             flow_errors: Vec::new(),
         }
+    }
+}
+
+impl Settings {
+    /// A setting that works per event and so not with batching, if one is set.
+    pub(crate) fn batch_conflict(&self) -> Option<&'static str> {
+        [
+            (self.debounce.is_some(), "debounce"),
+            (!self.cancel_on.is_empty(), "cancel_on"),
+            (self.throttle.is_some(), "throttle"),
+            (self.rate_limit.is_some(), "rate_limit"),
+            (self.singleton.is_some(), "singleton"),
+            (self.priority.is_some(), "priority"),
+            (
+                self.concurrency_limits.iter().any(|l| l.key.is_some()),
+                "a keyed concurrency_limit",
+            ),
+        ]
+        .into_iter()
+        .find_map(|(set, name)| set.then_some(name))
     }
 }

@@ -261,6 +261,8 @@ impl FunctionLoop {
         if delivery.delivered > settings.attempts {
             return Prepared::Settled(Outcome::BeyondAttempts);
         }
+        // A batch's members, for a batched function's run.
+        let mut batch = None;
         if let Some(run) = run {
             if settings.idempotent {
                 let stored = match known {
@@ -298,6 +300,12 @@ impl FunctionLoop {
             // Features a function may not use: boxed, so that a plain delivery's future stays
             // small, and only built when configured.
             let settings = &self.function.settings;
+            if settings.batch.is_some() {
+                match Box::pin(self.batched(delivery, run)).await {
+                    super::batch::Batched::Settled(outcome) => return Prepared::Settled(outcome),
+                    super::batch::Batched::Run(members) => batch = Some(members),
+                }
+            }
             if (settings.start_timeout.is_some() || settings.finish_timeout.is_some())
                 && let Some(timed_out) = Box::pin(self.timed_out(delivery, run)).await
             {
@@ -367,12 +375,16 @@ impl FunctionLoop {
             .writer_schemas
             .resolve(meta.data_schema.as_deref(), &meta.event_type)
             .await;
-        match self.function.handler.prepare(
-            delivery.data.clone(),
-            delivery.headers(),
-            ctx,
-            writer_schema,
-        ) {
+        let decoded = match batch {
+            Some(members) => self.function.handler.prepare_batch(members, ctx),
+            None => self.function.handler.prepare(
+                delivery.data.clone(),
+                delivery.headers(),
+                ctx,
+                writer_schema,
+            ),
+        };
+        match decoded {
             Decoded::Ready(future) => Prepared::Ready(future, Some(permit)),
             Decoded::SchemaViolation(violations) => Prepared::Settled(Outcome::Invalid {
                 reason: DeadLetterReason::SchemaViolation,

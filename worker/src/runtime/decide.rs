@@ -36,6 +36,9 @@ pub(crate) enum Outcome {
     },
     /// The event was folded into its key's debounce window: the window's run handles it.
     Debounced,
+    /// The event joined its key's batch (the batch's run handles it), or a batch's timer
+    /// found no batch.
+    Batched,
     /// The run is not to run at all (a cron tick while the previous one still runs): it is
     /// recorded `skipped` with this reason and acked.
     Skipped(String),
@@ -184,7 +187,9 @@ pub(crate) fn decide(outcome: Outcome, facts: &Facts) -> Settlement {
             ),
             facts.delivered,
         ),
-        Outcome::AlreadyFinished | Outcome::Debounced => Settlement::Ack { record_run: false },
+        Outcome::AlreadyFinished | Outcome::Debounced | Outcome::Batched => {
+            Settlement::Ack { record_run: false }
+        }
         Outcome::Skipped(reason) => Settlement::Skip(reason),
         Outcome::Delayed { at_ms, wake } => {
             if facts.schedules {

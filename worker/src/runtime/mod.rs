@@ -26,6 +26,7 @@ mod cancel_on;
 pub(crate) mod concurrency;
 mod consumer;
 pub(crate) mod continuation;
+mod batch;
 mod debounce;
 pub(crate) mod decide;
 mod delivery;
