@@ -48,6 +48,7 @@
 //! discard their workers' output; `HERALD_CHAOS_LOGS=/some/dir RUST_LOG=herald_worker=debug`
 //! appends it to `/some/dir/workers.log` instead.
 
+pub mod batch;
 pub mod cron;
 pub mod event;
 pub mod flow;

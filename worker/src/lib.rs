@@ -78,8 +78,7 @@ pub use dlq::{DeadLetterEntry, DeadLetterError, DeadLetterFilter, DeadLetters};
 pub use envelope::Envelope;
 pub use function::{
     BatchBuilder, Ctx, FailedRun, Function, FunctionBuilder, FunctionError, HandlerError, Overlap,
-    SingletonMode,
-    StartFrom, check_function_id,
+    SingletonMode, StartFrom, check_function_id,
 };
 pub use herald::protocol::header::{
     DLQ_ATTEMPTS, DLQ_ERROR, DLQ_FUNCTION, DLQ_REASON, DLQ_STEP, DLQ_STREAM, DLQ_STREAM_SEQ,

@@ -139,7 +139,11 @@ async fn events_of_a_key_run_together_in_batches_of_at_most_the_size() {
         );
         let sites: BTreeSet<&str> = call.views.iter().map(|v| v.site.as_str()).collect();
         assert_eq!(sites.len(), 1, "batch {} mixes sites {sites:?}", call.batch);
-        assert!(batches.insert(call.batch.clone()), "batch {} ran twice", call.batch);
+        assert!(
+            batches.insert(call.batch.clone()),
+            "batch {} ran twice",
+            call.batch
+        );
     }
     // Full batches (23 = 4 × 5 + 3, 9 = 5 + 4) need no timeout: at most two partial ones.
     let full = calls.iter().filter(|c| c.views.len() == 5).count();
@@ -230,7 +234,10 @@ async fn wait_until_recorded(client: &Client, run: &str, status: RunStatus) {
         if stored == Some(status) {
             return;
         }
-        assert!(Instant::now() < deadline, "{run} never recorded {status}: {stored:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{run} never recorded {status}: {stored:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await; // polling the record
     }
 }

@@ -151,7 +151,10 @@ mod tests {
     fn an_event_opens_a_batch_when_none_is_open_or_the_open_one_is_closed_or_full() {
         assert_eq!(join(None, "e", 3), Join::Open);
         assert_eq!(join(Some(&open(&["a"], true)), "e", 3), Join::Open);
-        assert_eq!(join(Some(&open(&["a", "b", "c"], false)), "e", 3), Join::Open);
+        assert_eq!(
+            join(Some(&open(&["a", "b", "c"], false)), "e", 3),
+            Join::Open
+        );
     }
 
     #[test]

@@ -57,7 +57,12 @@ impl FunctionLoop {
             return match self.keep_alive(delivery, members).await {
                 Ok(Some(members)) => Batched::Run(members),
                 Ok(None) => {
-                    log!(delivery, info, batch, "a timer of a batch that never opened; acked");
+                    log!(
+                        delivery,
+                        info,
+                        batch,
+                        "a timer of a batch that never opened; acked"
+                    );
                     Batched::Settled(Outcome::Batched)
                 }
                 Err(error) => Batched::Settled(Outcome::StoreUnavailable(format!(
@@ -141,7 +146,9 @@ impl FunctionLoop {
             // written before that batch's record was replaced, so before the read above.
             if round == 0
                 && delivery.delivered > 1
-                && let Some(record) = store.get::<RunRecord>(&event_key_run(function, &event_key)).await?
+                && let Some(record) = store
+                    .get::<RunRecord>(&event_key_run(function, &event_key))
+                    .await?
                 && record.status == RunStatus::Batched
             {
                 return Ok(record.detail.unwrap_or_default());
@@ -270,7 +277,12 @@ impl FunctionLoop {
         let subject = timer_subject(self.shared.client.namespace(), &self.function.id, batch);
         let js = self.shared.client.jetstream();
         let purged = match js.get_stream_no_info(&self.shared.events_stream).await {
-            Ok(stream) => stream.purge().filter(subject).await.map(drop).map_err(Failure::from),
+            Ok(stream) => stream
+                .purge()
+                .filter(subject)
+                .await
+                .map(drop)
+                .map_err(Failure::from),
             Err(error) => Err(error.into()),
         };
         if let Err(error) = purged {
@@ -327,7 +339,13 @@ impl FunctionLoop {
         };
         // In the order they were published, whatever order they joined in.
         members.sort_unstable();
-        log!(delivery, debug, batch, members = members.len(), "a batch's run starts");
+        log!(
+            delivery,
+            debug,
+            batch,
+            members = members.len(),
+            "a batch's run starts"
+        );
         Ok(Some(self.load_members(delivery, &members).await?))
     }
 
@@ -350,11 +368,16 @@ impl FunctionLoop {
             .collect();
         let loaded: Vec<Option<(u64, Bytes)>> = futures::stream::iter(reads)
             .buffered(IN_FLIGHT)
-        .try_collect()
-        .await?;
+            .try_collect()
+            .await?;
         let missing = loaded.iter().filter(|m| m.is_none()).count();
         if missing > 0 {
-            log!(delivery, warn, missing, "members of the batch are no longer in the events stream (past max_age) or unreadable; the batch runs without them");
+            log!(
+                delivery,
+                warn,
+                missing,
+                "members of the batch are no longer in the events stream (past max_age) or unreadable; the batch runs without them"
+            );
         }
         Ok(loaded.into_iter().flatten().collect())
     }
@@ -379,7 +402,8 @@ async fn load_member(
             Ok(read.ok().map(|(_, data)| (sequence, data)))
         }
         Err(error)
-            if error.kind() == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound =>
+            if error.kind()
+                == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound =>
         {
             Ok(None)
         }
@@ -411,7 +435,11 @@ async fn freeze(
         members: open.members.clone(),
     };
     store
-        .put(&members_key(function, &open.batch), &members, Lifetime::Retention)
+        .put(
+            &members_key(function, &open.batch),
+            &members,
+            Lifetime::Retention,
+        )
         .await?;
     let marker = RunRecord::now(RunStatus::Batched, Some(open.batch.clone()));
     let writes: Vec<_> = open
@@ -424,9 +452,9 @@ async fn freeze(
         })
         .collect();
     futures::stream::iter(writes)
-    .buffer_unordered(IN_FLIGHT)
-    .try_collect::<Vec<()>>()
-    .await?;
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(())
 }
 
@@ -434,4 +462,3 @@ async fn freeze(
 fn event_key_run(function: &str, event_key: &str) -> String {
     format!("{function}.{event_key}")
 }
-

@@ -22,11 +22,11 @@
 
 mod activity;
 mod attempt;
+mod batch;
 mod cancel_on;
 pub(crate) mod concurrency;
 mod consumer;
 pub(crate) mod continuation;
-mod batch;
 mod debounce;
 pub(crate) mod decide;
 mod delivery;

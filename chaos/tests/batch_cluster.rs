@@ -1,0 +1,292 @@
+//! The batching failure test (issue 14): 10,000 items over 50 keys, batched per key by 100
+//! or every 2 s, handled by 3 `batch-worker` processes on a 3-node cluster while a worker is
+//! SIGKILLed (and replaced) every 5 s and the leaders of the runs bucket and the events
+//! stream step down every 3 s. From the audit the handlers write after each batch's work:
+//! every item in exactly one batch, no batch over the size, one key per batch, and a rerun
+//! of a batch (its worker killed) with the same items. The scale is set by
+//! `HERALD_BATCH_ITEMS` and `HERALD_BATCH_KEYS`.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{consumer, stream};
+use futures::StreamExt;
+use herald::{Client, PublishOptions};
+use herald_chaos::batch::{AUDIT_STREAM, Audit, Item, SIZE, audit_subject};
+use herald_chaos::pace::WorkerProcess;
+use herald_local_nats::LocalNats;
+
+fn scale(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn worker(url: &str) -> WorkerProcess {
+    WorkerProcess::start(env!("CARGO_BIN_EXE_batch-worker"), url, &[]).unwrap()
+}
+
+/// The audit read so far, from one ordered consumer: each call reads what was added.
+struct AuditLog {
+    messages: consumer::pull::Ordered,
+    lines: Vec<Audit>,
+    items: BTreeSet<u32>,
+}
+
+impl AuditLog {
+    async fn open(js: &async_nats::jetstream::Context) -> AuditLog {
+        let stream = js.get_stream(AUDIT_STREAM).await.unwrap();
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        AuditLog {
+            messages: consumer.messages().await.unwrap(),
+            lines: Vec::new(),
+            items: BTreeSet::new(),
+        }
+    }
+
+    /// Reads the lines stored since the last call (until none comes for 200 ms).
+    async fn read_new(&mut self) {
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_millis(200), self.messages.next()).await
+        {
+            let line: Audit = serde_json::from_slice(&message.payload).unwrap();
+            self.items.extend(line.items.iter().copied());
+            self.lines.push(line);
+        }
+    }
+}
+
+async fn publish_all(client: &Client, items: u32, keys: u32) {
+    let mut pending = Vec::new();
+    for n in 0..items {
+        let item = Item {
+            key: format!("k{}", n % keys),
+            n,
+        };
+        let options = PublishOptions {
+            id: Some(format!("item-{n}")),
+            ..Default::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match client.publish_with(&item, options.clone()).await {
+                Ok(ack) => {
+                    pending.push((n, ack));
+                    break;
+                }
+                Err(error) => {
+                    assert!(Instant::now() < deadline, "publish {n}: {error}");
+                    tokio::time::sleep(Duration::from_millis(200)).await; // an election
+                }
+            }
+        }
+        if pending.len() >= 256 || n + 1 == items {
+            for (n, ack) in pending.drain(..) {
+                if ack.await.is_err() {
+                    // Lost in an election: sent again (deduplicated by its id).
+                    let item = Item {
+                        key: format!("k{}", n % keys),
+                        n,
+                    };
+                    let options = PublishOptions {
+                        id: Some(format!("item-{n}")),
+                        ..Default::default()
+                    };
+                    client
+                        .publish_with(&item, options)
+                        .await
+                        .unwrap()
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_item_lands_in_exactly_one_batch_through_worker_kills_and_step_downs() {
+    let cluster = tokio::task::spawn_blocking(|| LocalNats::cluster(3))
+        .await
+        .unwrap()
+        .unwrap();
+    let url = cluster.url();
+    let client = Client::builder()
+        .namespace("batchchaos")
+        .connect(&url)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(error) = client.provision().await {
+        assert!(Instant::now() < deadline, "provision: {error}");
+        tokio::time::sleep(Duration::from_millis(500)).await; // the cluster forming
+    }
+    let js = client.jetstream().clone();
+    js.get_or_create_stream(stream::Config {
+        name: AUDIT_STREAM.to_owned(),
+        subjects: vec![audit_subject(client.namespace())],
+        num_replicas: 3,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (items, keys) = (
+        scale("HERALD_BATCH_ITEMS", 10_000),
+        scale("HERALD_BATCH_KEYS", 50),
+    );
+    let mut workers: Vec<WorkerProcess> = (0..3).map(|_| worker(&url)).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stream = js.get_stream("BATCHCHAOS_EVENTS").await.unwrap();
+        if stream
+            .get_consumer::<consumer::pull::Config>("batched")
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the workers made no consumer");
+        tokio::time::sleep(Duration::from_millis(200)).await; // the workers starting
+    }
+    let began = Instant::now();
+    // Published while the chaos goes on: batches fill and run meanwhile.
+    let publisher = {
+        let client = client.clone();
+        tokio::spawn(async move { publish_all(&client, items, keys).await })
+    };
+    let (mut next_kill, mut next_step_down) = (
+        began + Duration::from_secs(5),
+        began + Duration::from_secs(3),
+    );
+    let (mut kills, mut step_downs) = (0, 0);
+    let subjects = [
+        "$JS.API.STREAM.LEADER.STEPDOWN.KV_batchchaos-runs",
+        "$JS.API.STREAM.LEADER.STEPDOWN.BATCHCHAOS_EVENTS",
+    ];
+    let limit = Duration::from_secs(300);
+    let mut audit = AuditLog::open(&js).await;
+    loop {
+        let now = Instant::now();
+        assert!(
+            now - began < limit,
+            "not every item was in an executed batch within {limit:?}: {} of {items}",
+            audit.items.len()
+        );
+        if now >= next_kill {
+            let victim = workers.remove(kills % workers.len());
+            drop(victim);
+            kills += 1;
+            workers.push(worker(&url));
+            next_kill = now + Duration::from_secs(5);
+        }
+        if now >= next_step_down {
+            let subject = subjects[step_downs % 2].to_owned();
+            if client.nats().request(subject, "".into()).await.is_ok() {
+                step_downs += 1;
+            }
+            next_step_down = now + Duration::from_secs(3);
+        }
+        audit.read_new().await;
+        if audit.items.len() == items as usize {
+            break;
+        }
+        if std::env::var_os("BATCH_PROGRESS").is_some() {
+            println!(
+                "{:?}: {} items in batches",
+                began.elapsed(),
+                audit.items.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await; // the chaos' pace
+    }
+    publisher.await.unwrap();
+    // Late reruns of batches whose workers were killed: read them too.
+    audit.read_new().await;
+    let lines = std::mem::take(&mut audit.lines);
+    drop(workers);
+
+    // Each batch: its items and key, the same on every attempt.
+    let mut batches: BTreeMap<String, (Vec<u32>, Vec<String>)> = BTreeMap::new();
+    let mut reruns = 0;
+    for line in &lines {
+        assert!(
+            !line.items.is_empty() && line.items.len() <= SIZE as usize,
+            "batch {} had {} items",
+            line.batch,
+            line.items.len()
+        );
+        let keys: BTreeSet<&String> = line.keys.iter().collect();
+        assert_eq!(keys.len(), 1, "batch {} mixes keys {keys:?}", line.batch);
+        match batches.get(&line.batch) {
+            Some((items, _)) => {
+                assert_eq!(
+                    items, &line.items,
+                    "batch {} changed on a rerun",
+                    line.batch
+                );
+                reruns += 1;
+            }
+            None => {
+                batches.insert(line.batch.clone(), (line.items.clone(), line.keys.clone()));
+            }
+        }
+    }
+    // Every item in exactly one batch.
+    let mut owner: HashMap<u32, &str> = HashMap::new();
+    for (batch, (items, _)) in &batches {
+        for n in items {
+            if let Some(other) = owner.insert(*n, batch) {
+                panic!("item {n} is in batches {other} and {batch}");
+            }
+        }
+    }
+    assert_eq!(owner.len(), items as usize, "items in no batch");
+    let full = batches
+        .values()
+        .filter(|(i, _)| i.len() == SIZE as usize)
+        .count();
+    println!(
+        "{items} items in {} batches ({full} full), {reruns} reruns, {} lines, {kills} kills, {step_downs} step-downs, {:?}",
+        batches.len(),
+        lines.len(),
+        began.elapsed()
+    );
+    assert!(kills >= 2, "{kills} kills");
+    assert!(step_downs >= 2, "{step_downs} step-downs");
+    // No batch is left open: each batch's run removed its key's record.
+    let kv = js
+        .get_key_value(client.namespace().runs_bucket())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut names = kv.keys().await.unwrap();
+        let mut open = Vec::new();
+        while let Some(Ok(name)) = names.next().await {
+            if name.starts_with("_batch.") {
+                open.push(name);
+            }
+        }
+        if open.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "batches left open: {open:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await; // the last runs closing theirs
+    }
+    // No item was dead-lettered.
+    let dlq = js
+        .get_stream("BATCHCHAOS_DLQ")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert_eq!(dlq, 0, "dead letters");
+}
