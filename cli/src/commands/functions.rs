@@ -158,7 +158,7 @@ fn row(function: &FunctionOverview) -> serde_json::Value {
 }
 
 /// The limits seen in use, as one cell: `concurrency(>=2)`, `shared:db(>=10)`, `throttle`,
-/// `rate-limit`, `singleton`.
+/// `rate-limit`, `singleton`, `batch(1 open, 40 waiting, 300 batched)`.
 fn limits_cell(flow: &FlowOverview) -> String {
     let mut parts: Vec<String> = flow
         .concurrency
@@ -176,6 +176,12 @@ fn limits_cell(flow: &FlowOverview) -> String {
     }
     if flow.singleton_keys_held > 0 {
         parts.push("singleton".to_owned());
+    }
+    if flow.open_batches > 0 || flow.batched_events > 0 {
+        parts.push(format!(
+            "batch({} open, {} waiting, {} batched)",
+            flow.open_batches, flow.events_in_open_batches, flow.batched_events
+        ));
     }
     dash_if_empty(parts.join(" "))
 }

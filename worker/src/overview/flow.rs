@@ -5,8 +5,9 @@
 //! in use, and the runs they decided: concurrency slots (`_slot.<scope>.<key>.<i>`), parked
 //! runs (`_parked.<scope>.<key>.<F>.<event-key>`), throttle and rate-limit state
 //! (`_throttle.<F>.<key>`, `_rate.<F>.<key>`), singleton locks (`_singleton.<F>.<key>`), the
-//! runs' throttle and rate-limit decisions (`F.<event-key>.th`, `.rl`) and their run records
-//! (`F.<event-key>`, `skipped` with its reason). This reads them all, in two ordered
+//! runs' throttle and rate-limit decisions (`F.<event-key>.th`, `.rl`), open batches
+//! (`_batch.<F>.<key>`) and the run records (`F.<event-key>`, `skipped` with its reason,
+//! `batched`). This reads them all, in two ordered
 //! consumers on the bucket's stream (latest value per key).
 
 use std::collections::{BTreeMap, HashMap};
@@ -71,6 +72,13 @@ pub struct FlowOverview {
     pub parked: u64,
     /// The keys with the most parked runs, most first (at most [`TOP_PARKED_KEYS`]).
     pub parked_top_keys: Vec<ParkedKey>,
+    /// Its batches open now (section 19): collecting events, or closed and about to run.
+    pub open_batches: u64,
+    /// Events waiting in those open batches.
+    pub events_in_open_batches: u64,
+    /// Events recorded `batched` (within the records' lifetime): they joined a batch that
+    /// ran or is running.
+    pub batched_events: u64,
     /// Its runs recorded `skipped`, by reason (the record's detail before its first `:`,
     /// such as `rate_limited` or `singleton`).
     pub skipped: BTreeMap<String, u64>,
@@ -117,6 +125,7 @@ pub async fn scan_flow(client: &herald::Client) -> Result<FlowScan, OverviewErro
         "_throttle.>",
         "_rate.>",
         "_singleton.>",
+        "_batch.>",
     ];
     // Run records and decisions: `F.<event-key>`, `F.<event-key>.th`, `F.<event-key>.rl`.
     let run_keys = ["*.*", "*.*.th", "*.*.rl"];
@@ -184,6 +193,13 @@ struct RunRecordView {
     detail: Option<String>,
 }
 
+/// An open batch's members (`_batch.<F>.<token>`).
+#[derive(serde::Deserialize)]
+struct BatchView {
+    #[serde(default)]
+    members: Vec<serde_json::Value>,
+}
+
 /// A slot's value: `{"run":"F.<event-key>"}`.
 #[derive(serde::Deserialize)]
 struct SlotView {
@@ -230,6 +246,13 @@ impl Scan {
             ["_throttle", function, _] => self.function(function).throttle_keys += 1,
             ["_rate", function, _] => self.function(function).rate_limit_keys += 1,
             ["_singleton", function, _] => self.function(function).singleton_keys_held += 1,
+            ["_batch", function, _] => {
+                let members =
+                    serde_json::from_slice::<BatchView>(value).map_or(0, |b| b.members.len());
+                let overview = self.function(function);
+                overview.open_batches += 1;
+                overview.events_in_open_batches += members as u64;
+            }
             [function, _, "th"] if !function.starts_with('_') => {
                 self.function(function).throttled_runs += 1;
             }
@@ -237,7 +260,11 @@ impl Scan {
                 self.function(function).rate_limited_runs += 1;
             }
             [function, _] if !function.starts_with('_') => {
-                if let Ok(record) = serde_json::from_slice::<RunRecordView>(value)
+                let record = serde_json::from_slice::<RunRecordView>(value).ok();
+                if record.as_ref().is_some_and(|r| r.status == "batched") {
+                    self.function(function).batched_events += 1;
+                }
+                if let Some(record) = record
                     && record.status == "skipped"
                 {
                     let reason = record
@@ -332,5 +359,24 @@ mod tests {
             .unwrap();
         assert_eq!(shared.shared_name.as_deref(), Some("db"));
         assert_eq!(functions["other"].parked, 1);
+    }
+
+    #[test]
+    fn open_batches_and_batched_events_are_counted() {
+        let mut scan = Scan::default();
+        scan.add(
+            "_batch.views.acme",
+            br#"{"batch":"b1","first_ms":1,"timer_ms":2,"members":[[1,"e1"],[2,"e2"]]}"#,
+        );
+        scan.add(
+            "_batch.views.globex",
+            br#"{"batch":"b2","members":[[3,"e3"]]}"#,
+        );
+        scan.add("views.e0", br#"{"status":"batched","detail":"b0"}"#);
+        scan.add("views.b0", br#"{"status":"ok"}"#);
+        let views = &scan.finish()["views"];
+        assert_eq!(views.open_batches, 2);
+        assert_eq!(views.events_in_open_batches, 3);
+        assert_eq!(views.batched_events, 1);
     }
 }
