@@ -1,13 +1,15 @@
 //! Flow control: `cargo run -p flow`.
 //!
-//! One worker, four functions, then the process exits:
+//! One worker, five functions, then the process exits:
 //! - `sync-stars`: throttled to 2 starts a second per owner with a burst of 1: six events
 //!   published at once start at 0, 0, 0.5, 1, 1.5 and 2 s, none dropped, in order;
 //! - `new-device-email`: rate-limited to one per user every 10 minutes: of three logins one
 //!   runs, two are recorded `skipped`;
 //! - `reindex`: a singleton per tenant: a second request while the first runs is skipped;
 //! - `report`: one report at a time, with a priority: four free reports wait behind the
-//!   first, then a paid one (factor 120 s) arrives and starts before them.
+//!   first, then a paid one (factor 120 s) arrives and starts before them;
+//! - `store-views`: batched by 3 per site or every 2 s: seven views run as 3, 3 and, 2 s
+//!   after it opened, 1.
 //!
 //! Starts a local nats-server (2.12+) unless `NATS_URL` points at yours.
 
@@ -38,6 +40,13 @@ struct IndexRequested {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Event)]
+#[event(type = "page.viewed")]
+struct PageViewed {
+    site: String,
+    n: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Event)]
 #[event(type = "report.requested")]
 struct ReportRequested {
     name: String,
@@ -45,7 +54,13 @@ struct ReportRequested {
 }
 
 fn functions(said: &UnboundedSender<String>, began: Instant) -> Vec<Function> {
-    let (a, b, c, d) = (said.clone(), said.clone(), said.clone(), said.clone());
+    let (a, b, c, d, e) = (
+        said.clone(),
+        said.clone(),
+        said.clone(),
+        said.clone(),
+        said.clone(),
+    );
     vec![
         Function::new("sync-stars")
             .on::<Starred>()
@@ -95,6 +110,23 @@ fn functions(said: &UnboundedSender<String>, began: Instant) -> Vec<Function> {
                 async move {
                     let _ = said.send(format!("priority   report {} starts", r.name));
                     tokio::time::sleep(Duration::from_millis(500)).await; // the report's work
+                    Ok::<(), HandlerError>(())
+                }
+            }),
+        Function::new("store-views")
+            .on::<PageViewed>()
+            .batch(3, Duration::from_secs(2))
+            .key(|v: &PageViewed| v.site.clone())
+            .handler(move |views: Vec<PageViewed>, _: Ctx| {
+                let said = e.clone();
+                async move {
+                    let at = began.elapsed().as_secs_f64();
+                    let numbers: Vec<u32> = views.iter().map(|v| v.n).collect();
+                    let _ = said.send(format!(
+                        "batch      {} views of {} at {at:.1} s: {numbers:?}",
+                        views.len(),
+                        views.first().map_or("", |v| v.site.as_str()),
+                    ));
                     Ok::<(), HandlerError>(())
                 }
             }),
@@ -183,8 +215,16 @@ async fn main() -> anyhow::Result<()> {
     };
     send(&client, &paid, &format!("report-{run}-paid")).await?;
 
-    // Six throttled starts, one e-mail, one reindex, five reports.
-    for _ in 0..13 {
+    for n in 1..=7 {
+        let view = PageViewed {
+            site: "acme".into(),
+            n,
+        };
+        send(&client, &view, &format!("view-{run}-{n}")).await?;
+    }
+
+    // Six throttled starts, one e-mail, one reindex, five reports, three batches.
+    for _ in 0..16 {
         let line = tokio::time::timeout(Duration::from_secs(30), heard.recv())
             .await?
             .ok_or_else(|| anyhow::anyhow!("the worker stopped"))?;
@@ -205,6 +245,11 @@ async fn main() -> anyhow::Result<()> {
             status(&store, "reindex", &id).await?
         );
     }
+    let id = format!("view-{run}-7");
+    println!(
+        "batch      view 7: {}",
+        status(&store, "store-views", &id).await?
+    );
     worker.shutdown().await;
     Ok(())
 }
