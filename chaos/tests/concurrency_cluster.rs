@@ -273,7 +273,7 @@ async fn per_key_limits_hold_through_worker_kills_and_step_downs() {
         most.iter().any(|(key, top)| key != "*" && *top == PER_KEY),
         "no key reached its limit: {most:?}"
     );
-    // No slot left once the killed workers' leases (30 s) ran out.
+    // No slot left once the killed workers' leases (10 s) ran out.
     let kv = js
         .get_key_value(client.namespace().runs_bucket())
         .await

@@ -9,7 +9,14 @@ use super::debounce::KeyOf;
 pub(crate) const SLOT_WAKE: &str = "_slot";
 
 /// How long a slot's lease lives without a refresh: a dead worker's slots free by then.
-pub(crate) const LEASE: Duration = Duration::from_secs(30);
+/// Short, because a killed worker's slots hold their limit back until then (30 s made a
+/// shared limit of 10 mostly dead leases with a worker killed every 5 s); renewed every
+/// [`RENEW`], so four renewals in a row must fail (a leader election takes one or two
+/// seconds) before a live run's lease is lost.
+pub(crate) const LEASE: Duration = Duration::from_secs(10);
+
+/// How often a held slot's lease is renewed.
+pub(crate) const RENEW: Duration = Duration::from_secs(2);
 
 /// The longest a parked run waits before it looks for a slot again by itself (a freed
 /// slot wakes the oldest parked run at once; this is the fallback).

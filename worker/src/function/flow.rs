@@ -127,7 +127,7 @@ impl<E: Event> FunctionBuilder<E> {
     /// holds a slot only while an attempt runs: a sleeping or waiting run, or one waiting
     /// for its retry, holds none. A run that finds no slot is **parked**: acked, holding no
     /// handler, permit or message, and woken when a slot of its key frees (oldest first, or as [`priority`](Self::priority) orders them),
-    /// so a busy key never holds back the other keys. Slots are leases that expire 30 s
+    /// so a busy key never holds back the other keys. Slots are leases that expire 10 s
     /// after their worker died. [`max_parked`](Self::max_parked) caps the parked runs per
     /// key. Needs nats-server 2.12+.
     ///

@@ -146,9 +146,8 @@ impl FunctionLoop {
             // written before that batch's record was replaced, so before the read above.
             if round == 0
                 && delivery.delivered > 1
-                && let Some(record) = store
-                    .get::<RunRecord>(&event_key_run(function, &event_key))
-                    .await?
+                && let Some(record) =
+                    read_leader::<RunRecord>(store, &event_key_run(function, &event_key)).await?
                 && record.status == RunStatus::Batched
             {
                 return Ok(record.detail.unwrap_or_default());
@@ -225,8 +224,8 @@ impl FunctionLoop {
         Err(format!("the open batch {key} kept changing ({ROUNDS} tries)").into())
     }
 
-    /// Schedules the batch's run at `at_ms`: the opening event's headers with `ce-id` the
-    /// batch id, `herald-batch` and `herald-batch-key`.
+    /// Schedules the batch's run at `at_ms`: `ce-id` the batch id, the opening event's type,
+    /// source and trace context, `herald-batch` and `herald-batch-key`.
     async fn set_timer(
         &self,
         delivery: &Delivery,
@@ -235,14 +234,19 @@ impl FunctionLoop {
         at_ms: u64,
     ) -> Result<(), Failure> {
         let namespace = self.shared.client.namespace();
-        let mut headers = match delivery.headers() {
-            Some(original) => protocol::copy_headers_except_transport(
-                original,
-                &[header::ID, header::CONTINUATION, header::WAKE],
-            ),
-            None => async_nats::HeaderMap::new(),
-        };
+        // A binary-mode event of the opener's type and source (whatever mode the opener
+        // came in), and its trace context.
+        let meta = &delivery.meta;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(header::SPEC_VERSION, header::SPEC_VERSION_VALUE);
         headers.insert(header::ID, batch);
+        headers.insert(header::TYPE, meta.event_type.as_str());
+        headers.insert(header::SOURCE, meta.source.as_str());
+        for name in [header::TRACEPARENT, header::TRACESTATE] {
+            if let Some(value) = delivery.header(name) {
+                headers.insert(name, value);
+            }
+        }
         headers.insert(HEADER_BATCH, batch);
         headers.insert(HEADER_BATCH_KEY, token);
         headers.insert(
@@ -303,13 +307,16 @@ impl FunctionLoop {
         let function = &*self.function.id;
         let key = open_key(function, token);
         let mut members = None;
+        let mut read = false;
         for _ in 0..ROUNDS {
             let (sequence, open) = read_open(store, &key).await?;
             let Some(mut open) = open.filter(|o| o.batch == batch) else {
-                members = store
-                    .get::<Members>(&members_key(function, batch))
+                // From the leader: a replica that has not applied the record yet would
+                // make a batch that ran look like one that never opened.
+                members = read_leader::<Members>(store, &members_key(function, batch))
                     .await?
                     .map(|m| m.members);
+                read = true;
                 break;
             };
             let mut last = sequence;
@@ -332,7 +339,11 @@ impl FunctionLoop {
             // The next event opens the key's next batch; one that came first did already.
             let _ = store.delete_if(&key, last).await;
             members = Some(open.members);
+            read = true;
             break;
+        }
+        if !read {
+            return Err(format!("the open batch {key} kept changing ({ROUNDS} tries)").into());
         }
         let Some(mut members) = members else {
             return Ok(None);
@@ -409,6 +420,18 @@ async fn load_member(
         }
         Err(error) => Err(Box::new(error)),
     }
+}
+
+/// A record read from the bucket's leader (`None`: absent, deleted or not decodable).
+async fn read_leader<T: serde::de::DeserializeOwned>(
+    store: &RunStore,
+    key: &str,
+) -> Result<Option<T>, RunStoreError> {
+    Ok(store
+        .read_versioned(key)
+        .await?
+        .and_then(|(_, value)| value)
+        .and_then(|value| serde_json::from_slice(&value).ok()))
 }
 
 /// The key's open batch and its last sequence (0 when it has none).

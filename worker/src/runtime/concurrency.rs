@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::FunctionLoop;
 use super::decide::Outcome;
 use super::delivery::Delivery;
-use crate::flow::concurrency::{ConcurrencyLimit, LEASE, slot_key};
+use crate::flow::concurrency::{ConcurrencyLimit, LEASE, RENEW, slot_key};
 use crate::flow::debounce::key_token;
 use crate::run_store::{RunStore, RunStoreError, Write, WriteError};
 use crate::steps::RunState;
@@ -212,11 +212,11 @@ impl FunctionLoop {
     }
 }
 
-/// Renews a lease every third of its life while its attempt runs.
+/// Renews a lease every [`RENEW`] while its attempt runs.
 async fn refresh(store: RunStore, key: String, run_key: String, sequence: Arc<AtomicU64>) {
     let lease = serde_json::to_vec(&Lease { run: run_key }).unwrap_or_default();
     loop {
-        tokio::time::sleep(LEASE / 3).await;
+        tokio::time::sleep(RENEW).await;
         let write = Write {
             key: &key,
             value: lease.clone().into(),
