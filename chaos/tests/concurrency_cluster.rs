@@ -3,7 +3,7 @@
 //! SIGKILLed (and replaced) every 5 s and the leaders of the runs bucket and the events
 //! stream step down every 3 s. From the audit the handlers write: never more than the
 //! limits active at any instant, every job done, and no slot left once the leases of the
-//! killed workers ran out. At the issue's full scale (about ten minutes here):
+//! killed workers ran out. At the issue's full scale (about 23 minutes here, passed with 165 kills):
 //!
 //! ```sh
 //! HERALD_FLOW_JOBS=20000 HERALD_FLOW_KEYS=50 HERALD_FLOW_WORKERS=4 HERALD_FLOW_KILLS=1000 \
@@ -209,8 +209,9 @@ async fn per_key_limits_hold_through_worker_kills_and_step_downs() {
         "$JS.API.STREAM.LEADER.STEPDOWN.KV_flowchaos-runs",
         "$JS.API.STREAM.LEADER.STEPDOWN.FLOWCHAOS_EVENTS",
     ];
-    // 300 s, or 20 jobs/s for a larger run (the shared limit of 10 at 200 ms a job is 50).
-    let limit = Duration::from_secs(300.max(u64::from(jobs) / 20));
+    // 300 s, or 10 jobs/s for a larger run: the shared limit of 10 at 200 ms a job is 50
+    // jobs/s, and a worker killed every 5 s keeps about half of it in dead leases (10 s).
+    let limit = Duration::from_secs(300.max(u64::from(jobs) / 10));
     let mut audit = AuditLog::open(&js).await;
     let done = loop {
         let now = Instant::now();
