@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
-use herald_worker::{Ctx, Function, HandlerError, StartFrom, Worker};
+use herald_worker::{Ctx, Function, HandlerError, Worker};
 use tokio::sync::watch;
 
 use crate::cpu::{CpuMeter, CpuUsed};
@@ -96,8 +96,9 @@ impl Setup {
     }
 
     /// Herald workers, one per client in `replicas`, each with one function `name` whose
-    /// handler only counts (Herald's defaults but `start_from(All)`, `idempotent` and
-    /// `--concurrency`). Timed from the workers' start to the last handler call.
+    /// handler only counts (Herald's defaults but `idempotent` and `--concurrency`), on a
+    /// consumer made first with every stored event ahead of it. Timed from the consumer's
+    /// creation to the last handler call.
     pub(crate) async fn herald(
         &self,
         replicas: &[herald::Client],
@@ -127,12 +128,29 @@ impl Setup {
         let done = Arc::new(tokio::sync::Notify::new());
         let before = self.cpu.sample();
         let started = Instant::now();
+        // The function's consumer, made here with the stored events before it, as a running
+        // function's consumer has a backlog after its workers were away; the workers take it
+        // as it is (with the default `StartFrom::New`, whose first deliveries are plain).
+        if let Some(client) = replicas.first() {
+            client
+                .jetstream()
+                .create_consumer_on_stream(
+                    pull::Config {
+                        durable_name: Some(name.to_owned()),
+                        deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        ..Default::default()
+                    },
+                    &self.stream,
+                )
+                .await
+                .with_context(|| format!("creating the consumer {name}"))?;
+        }
         let workers = futures::future::try_join_all(replicas.iter().map(|client| {
             let (counter, notify, target) = (Arc::clone(&handled), Arc::clone(&done), self.count);
             let mut function = Function::new(name)
                 .on::<OrderPlaced>()
-                .idempotent(idempotent)
-                .start_from(StartFrom::All);
+                .idempotent(idempotent);
             if let Some(concurrency) = self.concurrency {
                 function = function.concurrency(concurrency);
             }

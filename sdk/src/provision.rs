@@ -17,7 +17,11 @@ use crate::protocol;
 pub struct StreamSettings {
     /// How long events are kept in `NS_EVENTS` (default 7 days).
     pub events_max_age: Duration,
-    /// Deduplication window of `NS_EVENTS` (default 2 minutes).
+    /// Deduplication window of `NS_EVENTS` (default 7 days, at most `events_max_age`:
+    /// provisioning uses the smaller of the two). While it covers `events_max_age`, an event
+    /// published again with the same id is dropped for as long as it could be redelivered,
+    /// and workers need no run record for a plain first delivery (protocol section 7); a
+    /// shorter window makes them record every finished run (a stored message per event).
     pub events_duplicate_window: Duration,
     /// How long dead letters are kept in `NS_DLQ` (default 30 days).
     pub dlq_max_age: Duration,
@@ -38,7 +42,7 @@ impl Default for StreamSettings {
         const DAY: Duration = Duration::from_secs(86_400);
         StreamSettings {
             events_max_age: 7 * DAY,
-            events_duplicate_window: Duration::from_secs(120),
+            events_duplicate_window: 7 * DAY,
             dlq_max_age: 30 * DAY,
             dlq_duplicate_window: Duration::from_secs(3600),
             advisories_max_age: 7 * DAY,
@@ -444,6 +448,14 @@ pub(crate) fn desired(
             allow_message_ttl,
             allow_atomic,
         };
+    // The server refuses a duplicate window longer than the max age.
+    let events_window = if settings.events_max_age.is_zero() {
+        settings.events_duplicate_window
+    } else {
+        settings
+            .events_duplicate_window
+            .min(settings.events_max_age)
+    };
     let events = stream::Config {
         // Durable sleeps and step continuations are scheduled messages (2.12+) that must
         // outlive max_age: they carry `Nats-TTL: never`, which needs allow_msg_ttl (2.11+).
@@ -453,7 +465,7 @@ pub(crate) fn desired(
             namespace.events_stream(),
             vec![namespace.events_wildcard(), namespace.redrive_wildcard()],
             settings.events_max_age,
-            settings.events_duplicate_window,
+            events_window,
         )
     };
     // Run records carry their own TTL where the server has per-message TTLs; without them
@@ -496,7 +508,7 @@ pub(crate) fn desired(
                 namespace.activity_stream(),
                 vec![namespace.activity_wildcard()],
                 settings.events_max_age,
-                settings.events_duplicate_window,
+                events_window,
             )
         })),
     ]
@@ -917,6 +929,27 @@ mod tests {
     };
 
     #[test]
+    fn the_events_duplicate_window_is_at_most_the_max_age() {
+        let ns = Namespace::new("shop").unwrap();
+        let window = |max_age: u64, window: u64| {
+            let settings = StreamSettings {
+                events_max_age: Duration::from_secs(max_age),
+                events_duplicate_window: Duration::from_secs(window),
+                ..Default::default()
+            };
+            let all = desired(&ns, &settings, 1, ALL_FEATURES);
+            let Desired::Stream(events) = &all[1] else {
+                panic!("events is a stream")
+            };
+            events.duplicate_window.as_secs()
+        };
+        assert_eq!(window(86_400, 7 * 86_400), 86_400);
+        assert_eq!(window(86_400, 120), 120);
+        // No max age: the window as given.
+        assert_eq!(window(0, 7 * 86_400), 7 * 86_400);
+    }
+
+    #[test]
     fn desired_resources_follow_the_protocol() {
         let ns = Namespace::new("shop").unwrap();
         let all = desired(&ns, &StreamSettings::default(), 3, ALL_FEATURES);
@@ -940,7 +973,7 @@ mod tests {
         assert_eq!(events.subjects, ["shop.events.>", "shop.redrive.>"]);
         assert_eq!(events.retention, RetentionPolicy::Limits);
         assert_eq!(events.max_age, Duration::from_secs(7 * 86_400));
-        assert_eq!(events.duplicate_window, Duration::from_secs(120));
+        assert_eq!(events.duplicate_window, Duration::from_secs(7 * 86_400));
         let Desired::Stream(advisories) = &all[0] else {
             panic!("advisories is a stream")
         };

@@ -128,12 +128,13 @@ async fn an_existing_events_stream_gets_message_ttls_turned_on() {
     assert!(client.supports_message_ttl());
     let js = client.jetstream();
     let ns = client.namespace();
-    // NS_EVENTS as an older Herald made it: no message TTLs.
+    // NS_EVENTS as an older Herald made it: no message TTLs (and this version's duplicate
+    // window, so that the TTLs are the only difference).
     js.create_stream(stream::Config {
         name: ns.events_stream(),
         subjects: vec![ns.events_wildcard(), ns.redrive_wildcard()],
         max_age: Duration::from_secs(7 * 86_400),
-        duplicate_window: Duration::from_secs(120),
+        duplicate_window: Duration::from_secs(7 * 86_400),
         allow_message_schedules: true,
         ..Default::default()
     })

@@ -14,7 +14,7 @@ use herald::protocol::runs;
 use crate::dead_letter::DeadLetterReason;
 use crate::function::{Ctx, Decoded, EnvelopeMeta, Function, FunctionError, Publisher};
 use crate::run_store::{Lifetime, RunStore};
-use crate::runtime::decide::{Facts, Outcome, Settlement, decide};
+use crate::runtime::decide::{Facts, Outcome, Record, Settlement, decide};
 use crate::runtime::failures::{count_step_failure, with_suspension};
 use crate::steps::{RunRecord, RunState, RunStatus};
 use crate::telemetry::{Spans, TraceMode};
@@ -281,7 +281,9 @@ impl TestWorker {
             && let Ok(Some(record)) = run.store.get::<RunRecord>(&run.run_key).await
             && record.status == RunStatus::Ok
         {
-            let settlement = Settlement::Ack { record_run: false };
+            let settlement = Settlement::Ack {
+                record: Record::Never,
+            };
             return (settlement, TestOutcome::AlreadyFinished);
         }
         if delivery.delivered > 1 || delivery.continuation {
@@ -303,14 +305,21 @@ impl TestWorker {
             backoff: settings.backoff,
             jitter_unit: 0.5,
             schedules: true,
-            record_runs: settings.idempotent,
+            record: if settings.idempotent {
+                Record::Always
+            } else {
+                Record::Never
+            },
             position,
             step,
             step_failures,
             now_ms: crate::steps::now_ms(),
         };
         let settlement = decide(outcome, &facts);
-        if let Settlement::Ack { record_run: true } = settlement {
+        if let Settlement::Ack {
+            record: Record::Always,
+        } = settlement
+        {
             let record = RunRecord::now(RunStatus::Ok, None);
             let _ = run
                 .store

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use opentelemetry::trace::{FutureExt as _, TraceContextExt as _};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::decide::{Facts, Outcome, decide};
+use super::decide::{Facts, Outcome, Record, decide};
 use super::delivery::{Delivery, Unreadable, log, terminate_foreign};
 use super::failures::{count_step_failure, with_suspension};
 use super::{FunctionLoop, panic_message};
@@ -21,6 +21,9 @@ use herald::protocol::{header, runs};
 
 /// The longest a group's read of run records may take before each delivery reads its own.
 const GROUP_READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The shortest interval between confirmations of a group's plain acks.
+const CONFIRM_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A message's place in its function's window of messages held at once, released when the
 /// delivery is settled.
@@ -58,7 +61,8 @@ impl FunctionLoop {
         let mut deliveries = Vec::with_capacity(messages.len());
         for (message, held) in messages {
             match Delivery::read(&self.function.id, message, &self.shared.events_prefix) {
-                Ok(delivery) => {
+                Ok(mut delivery) => {
+                    delivery.plain = self.is_plain(&delivery);
                     let run = self.run_state(&delivery);
                     deliveries.push((delivery, run, held));
                 }
@@ -66,12 +70,20 @@ impl FunctionLoop {
             }
         }
         let mut found = self.look_up(&deliveries).await;
+        let epoch = self.epoch();
         let mut running: futures::stream::FuturesUnordered<_> = deliveries
             .into_iter()
             .map(|(delivery, run, held)| {
                 let known = match (&mut found, &run) {
+                    _ if delivery.plain => Known::Absent,
                     (Some(found), Some(run)) => Known::from(found.remove(&run.run_key)),
                     _ => Known::Unknown,
+                };
+                let plain = match (&run, &delivery.message().reply) {
+                    (Some(run), Some(reply)) if delivery.plain => {
+                        Some((reply.clone(), Arc::clone(run)))
+                    }
+                    _ => None,
                 };
                 async move {
                     // A panic outside the handler (a Deserialize impl, say) must not take
@@ -79,15 +91,42 @@ impl FunctionLoop {
                     let processed = AssertUnwindSafe(self.process(delivery, run, known))
                         .catch_unwind()
                         .await;
-                    if let Err(panic) = processed {
-                        tracing::error!(function = %self.function.id, panic = %panic_message(&panic),
-                            "panic while handling a delivery; it comes back after ack_wait");
-                    }
                     drop(held);
+                    match processed {
+                        Ok(true) => plain,
+                        Ok(false) => None,
+                        Err(panic) => {
+                            tracing::error!(function = %self.function.id, panic = %panic_message(&panic),
+                                "panic while handling a delivery; it comes back after ack_wait");
+                            None
+                        }
+                    }
                 }
             })
             .collect();
-        while futures::StreamExt::next(&mut running).await.is_some() {}
+        // Plain acks are confirmed when the group is done, and meanwhile every third of
+        // `ack_wait`, so that a run whose ack was lost is recorded before it comes back.
+        let (mut acked, mut epoch) = (Vec::new(), epoch);
+        let mut confirming = futures::stream::FuturesUnordered::new();
+        let every = (self.function.settings.ack_wait / 3).max(CONFIRM_AT_LEAST_EVERY);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                settled = futures::StreamExt::next(&mut running) => match settled {
+                    Some(settled) => acked.extend(settled),
+                    None => break,
+                },
+                _ = tick.tick(), if !acked.is_empty() => {
+                    confirming.push(self.confirm(std::mem::take(&mut acked), epoch));
+                    epoch = self.epoch();
+                }
+                Some(()) = futures::StreamExt::next(&mut confirming) => {}
+            }
+        }
+        if !acked.is_empty() {
+            confirming.push(self.confirm(acked, epoch));
+        }
+        while futures::StreamExt::next(&mut confirming).await.is_some() {}
     }
 
     /// Settles a message that cannot be read as a delivery.
@@ -102,9 +141,25 @@ impl FunctionLoop {
         }
     }
 
+    /// Whether a delivery is a plain first delivery (protocol section 7): the first delivery
+    /// of an event from the log, published with `Nats-Msg-Id` = `ce-id` into an events
+    /// stream whose duplicate window covers its retention, to a function that reads the
+    /// log from new events. No run of that event can exist: an earlier copy of it would
+    /// have been dropped by the stream.
+    fn is_plain(&self, delivery: &Delivery) -> bool {
+        let settings = &self.function.settings;
+        self.shared.dedup_covers_retention
+            && settings.idempotent
+            && settings.start == crate::function::StartFrom::New
+            && delivery.source == super::delivery::Source::Consumer
+            && delivery.delivered == 1
+            && delivery.subject().starts_with(&self.shared.events_prefix)
+            && delivery.header(header::NATS_MSG_ID) == Some(delivery.event_id())
+    }
+
     /// The stored outcomes of the group's runs, read in one request when the function
-    /// records runs; `None` when it does not, or when the read failed (each run then reads
-    /// its own, with retries).
+    /// records runs (plain first deliveries left out); `None` when it does not, or when the
+    /// read failed (each run then reads its own, with retries).
     async fn look_up(
         &self,
         deliveries: &[(Delivery, Option<Arc<RunState>>, Held)],
@@ -115,6 +170,7 @@ impl FunctionLoop {
         let store = self.shared.runs.as_ref()?;
         let keys: Vec<&str> = deliveries
             .iter()
+            .filter(|(delivery, _, _)| !delivery.plain)
             .filter_map(|(_, run, _)| run.as_ref().map(|r| r.run_key.as_str()))
             .collect();
         if keys.is_empty() {
@@ -134,16 +190,20 @@ impl FunctionLoop {
     }
 
     /// Under the attempt's OpenTelemetry span (the current context while the handler runs).
-    async fn process(&self, delivery: Delivery, run: Option<Arc<RunState>>, known: Known) {
+    /// True when the delivery was a plain first delivery acked without its run's record,
+    /// whose ack the group then confirms.
+    async fn process(&self, delivery: Delivery, run: Option<Arc<RunState>>, known: Known) -> bool {
         let context = self.shared.spans.attempt(
             delivery.message(),
             &self.shared.events_prefix,
             &self.function.id,
         );
-        self.attempt(&delivery, run, known, &context)
+        let unconfirmed = self
+            .attempt(&delivery, run, known, &context)
             .with_context(context.clone())
             .await;
         context.span().end();
+        unconfirmed
     }
 
     async fn attempt(
@@ -152,7 +212,7 @@ impl FunctionLoop {
         run: Option<Arc<RunState>>,
         known: Known,
         trace: &opentelemetry::Context,
-    ) {
+    ) -> bool {
         let mut started = None;
         let outcome = match self.prepare(delivery, run.as_ref(), known, trace).await {
             Prepared::Settled(outcome) => outcome,
@@ -178,11 +238,16 @@ impl FunctionLoop {
         let settlement = decide(outcome, &facts);
         self.activity_finished(delivery, run.as_deref(), started, &settlement, trace)
             .await;
+        let unconfirmed = settlement
+            == super::decide::Settlement::Ack {
+                record: Record::IfAckUnconfirmed,
+            };
         self.settle(delivery, run.as_deref(), settlement).await;
         let holds_slots = run.as_ref().is_some_and(|r| !r.slots.lock().is_empty());
         if holds_slots && let Some(run) = &run {
             Box::pin(self.give_back(run)).await;
         }
+        unconfirmed
     }
 
     /// The facts [`decide`] needs.
@@ -201,7 +266,11 @@ impl FunctionLoop {
             backoff: settings.backoff,
             jitter_unit: crate::backoff::random_unit(),
             schedules: self.shared.schedules,
-            record_runs: settings.idempotent && run.is_some(),
+            record: match run {
+                Some(_) if settings.idempotent && delivery.plain => Record::IfAckUnconfirmed,
+                Some(_) if settings.idempotent => Record::Always,
+                _ => Record::Never,
+            },
             position,
             step,
             step_failures,

@@ -98,8 +98,8 @@ pub(crate) struct Facts {
     pub(crate) jitter_unit: f64,
     /// The server has scheduled messages (2.12+).
     pub(crate) schedules: bool,
-    /// A successful run is recorded before it is acked (idempotent runs with a runs bucket).
-    pub(crate) record_runs: bool,
+    /// How a successful run is recorded (idempotent runs with a runs bucket).
+    pub(crate) record: Record,
     /// Steps the attempt reached (0 without steps).
     pub(crate) position: u32,
     /// The step the attempt was inside when it ended, if any.
@@ -111,13 +111,25 @@ pub(crate) struct Facts {
     pub(crate) now_ms: u64,
 }
 
+/// How a finished run is recorded (protocol section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// Not recorded: `idempotent(false)`, no runs bucket, or nothing left to record.
+    Never,
+    /// `F.<event-key>` = `ok` is stored before the ack.
+    Always,
+    /// A plain first delivery: acked with a confirmation, and recorded only when the
+    /// confirmation does not come (the stream's deduplication catches republished events).
+    IfAckUnconfirmed,
+}
+
 /// What is done with a delivery; carried out by [`super::settle`] alone.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Settlement {
-    /// Acknowledge, after storing the run's record when `record_run`.
+    /// Acknowledge, storing the run's record `F.<event-key>` = `ok` as `record` says.
     Ack {
-        /// Store `F.<event-key>` = `ok` first (idempotent runs).
-        record_run: bool,
+        /// Whether and when the record is stored.
+        record: Record,
     },
     /// Acknowledge a run that parked (its continuation is already scheduled).
     Park(String),
@@ -187,9 +199,9 @@ pub(crate) fn decide(outcome: Outcome, facts: &Facts) -> Settlement {
             ),
             facts.delivered,
         ),
-        Outcome::AlreadyFinished | Outcome::Debounced | Outcome::Batched => {
-            Settlement::Ack { record_run: false }
-        }
+        Outcome::AlreadyFinished | Outcome::Debounced | Outcome::Batched => Settlement::Ack {
+            record: Record::Never,
+        },
         Outcome::Skipped(reason) => Settlement::Skip(reason),
         Outcome::Delayed { at_ms, wake } => {
             if facts.schedules {
@@ -217,8 +229,12 @@ pub(crate) fn decide(outcome: Outcome, facts: &Facts) -> Settlement {
             error: format!("the runs bucket cannot be read: {error}"),
         },
         Outcome::Invalid { reason, error } => dead_letter(reason, error, facts.delivered),
+        // A run that reached steps has stored state: its record is stored too.
         Outcome::Done => Settlement::Ack {
-            record_run: facts.record_runs,
+            record: match facts.record {
+                Record::IfAckUnconfirmed if facts.position > 0 => Record::Always,
+                record => record,
+            },
         },
         Outcome::Abandoned | Outcome::NotStarted => Settlement::HandBack,
         Outcome::Suspended {
@@ -338,7 +354,7 @@ mod tests {
             },
             jitter_unit: 0.5,
             schedules: true,
-            record_runs: true,
+            record: Record::Always,
             position: 0,
             step: None,
             step_failures: None,
@@ -399,7 +415,9 @@ mod tests {
             (
                 Outcome::AlreadyFinished,
                 facts(),
-                Settlement::Ack { record_run: false },
+                Settlement::Ack {
+                    record: Record::Never,
+                },
             ),
             (
                 Outcome::Cancelled("by hand".into()),
@@ -437,7 +455,9 @@ mod tests {
                     delivered: 3,
                     ..facts()
                 },
-                Settlement::Ack { record_run: false },
+                Settlement::Ack {
+                    record: Record::Never,
+                },
             ),
             (
                 Outcome::Skipped("overlap".into()),
@@ -480,15 +500,48 @@ mod tests {
             ..facts()
         };
         let unrecorded = Facts {
-            record_runs: false,
+            record: Record::Never,
+            ..facts()
+        };
+        let plain = Facts {
+            record: Record::IfAckUnconfirmed,
+            ..facts()
+        };
+        let plain_with_steps = Facts {
+            record: Record::IfAckUnconfirmed,
+            position: 2,
             ..facts()
         };
         let cases: Vec<(Outcome, Facts, Settlement)> = vec![
-            (Outcome::Done, facts(), Settlement::Ack { record_run: true }),
+            (
+                Outcome::Done,
+                facts(),
+                Settlement::Ack {
+                    record: Record::Always,
+                },
+            ),
             (
                 Outcome::Done,
                 unrecorded,
-                Settlement::Ack { record_run: false },
+                Settlement::Ack {
+                    record: Record::Never,
+                },
+            ),
+            // A plain first delivery is recorded only if its ack is not confirmed...
+            (
+                Outcome::Done,
+                plain,
+                Settlement::Ack {
+                    record: Record::IfAckUnconfirmed,
+                },
+            ),
+            // ...unless it reached steps, which stored state the record completes.
+            (
+                Outcome::Done,
+                plain_with_steps,
+                Settlement::Ack {
+                    record: Record::Always,
+                },
             ),
             (Outcome::Abandoned, facts(), Settlement::HandBack),
             (Outcome::NotStarted, facts(), Settlement::HandBack),

@@ -48,6 +48,10 @@ pub(crate) struct Delivery {
     /// The envelope's attributes and data, when readable.
     pub(crate) meta: Arc<EnvelopeMeta>,
     pub(crate) data: Bytes,
+    /// A plain first delivery (protocol section 7): no run of its event can exist yet, so
+    /// its run is neither looked up nor, once its ack is confirmed, recorded. Set by the
+    /// function's loop.
+    pub(crate) plain: bool,
 }
 
 /// A delivery whose envelope cannot be read; it is dead-lettered as a `decode_error`.
@@ -127,6 +131,7 @@ impl Delivery {
             delivered,
             meta: Arc::new(EnvelopeMeta::default()),
             data: Bytes::new(),
+            plain: false,
         };
         let read = envelope::read(
             delivery.headers(),

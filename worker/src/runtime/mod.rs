@@ -6,13 +6,15 @@
 //!              finish within a second) -> pull at most that many -> drain the batch,
 //!              messages that arrived together as one group
 //! delivery.rs  Delivery::read: delivery count, stream sequence, envelope (once)
-//! attempt.rs   handle_group: the group's run records in one read (run_store/many.rs)
+//! attempt.rs   handle_group: the group's run records in one read (run_store/many.rs),
+//!              plain first deliveries left out (no run of theirs can exist yet)
 //!              prepare: budget, finished run, run state, handler permit, decode -> Outcome
 //!              run: handler under its timeout, progress acks, shutdown -> Outcome
 //!              count_failure: a failure inside steps is counted per step (runs bucket)
 //! decide.rs    decide(Outcome, Facts) -> Settlement        (pure, table-tested)
 //! settle.rs    settle(Delivery, Settlement): the only code that acks, NAKs, terms or
 //!              dead-letters; the sweeper settles through it too
+//! confirm.rs   after the group: one confirmed ack for its plain runs, or their records
 //! ```
 //!
 //! `worker.rs` starts everything (and waits out outages at start-up), `consumer.rs` keeps
@@ -25,6 +27,7 @@ mod attempt;
 mod batch;
 mod cancel_on;
 pub(crate) mod concurrency;
+mod confirm;
 mod consumer;
 pub(crate) mod continuation;
 mod debounce;
@@ -82,6 +85,10 @@ pub(crate) struct Shared {
     schedules: bool,
     /// `NS_EVENTS` accepts `Nats-TTL`, so schedules can outlive its `max_age`.
     schedules_ttl: bool,
+    /// `NS_EVENTS`' duplicate window is at least its `max_age` (neither zero): a republished
+    /// event is dropped for as long as its run record would be kept, so plain first
+    /// deliveries need no record (protocol section 7).
+    dedup_covers_retention: bool,
     /// Where activity records go (protocol section 18); `None` when they are off.
     activity: Option<activity::Activity>,
 }
@@ -107,6 +114,8 @@ pub(crate) struct FunctionLoop {
     cancelled: Arc<crate::cancel::watch::Cancelled>,
     /// With a throttle or rate limit: paced decisions in arrival order.
     turnstile: Option<Arc<turnstile::Turnstile>>,
+    /// The consumer's leader elections, against which plain acks are confirmed.
+    leadership: confirm::Leadership,
 }
 
 /// The fewest messages a function's worker may hold at once; more with a higher concurrency.
@@ -130,6 +139,7 @@ impl FunctionLoop {
             turnstile: (function.settings.throttle.is_some()
                 || function.settings.rate_limit.is_some())
             .then(Arc::default),
+            leadership: confirm::Leadership::default(),
             function,
             shared,
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use opentelemetry::KeyValue;
 
-use super::decide::Settlement;
+use super::decide::{Record, Settlement};
 use super::delivery::{Delivery, log};
 use super::{FunctionLoop, panic_message};
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
@@ -40,7 +40,7 @@ impl FunctionLoop {
         settlement: Settlement,
     ) {
         match settlement {
-            Settlement::Ack { record_run } => self.finish(delivery, run, record_run).await,
+            Settlement::Ack { record } => self.finish(delivery, run, record).await,
             Settlement::Park(step) => {
                 outcome("waiting", None);
                 log!(delivery, info, step = %step, "waiting for an event; the run continues when it comes or the wait times out");
@@ -81,41 +81,53 @@ impl FunctionLoop {
         }
     }
 
-    /// Acks a finished run, after storing its record when asked: a finished run is acked
-    /// only with its record stored (protocol section 7).
-    async fn finish(&self, delivery: &Delivery, run: Option<&RunState>, record_run: bool) {
-        if record_run && let Some(run) = run {
-            let record = RunRecord::now(RunStatus::Ok, None);
-            let first = run.store.put(&run.run_key, &record, Lifetime::Retention);
-            let written = match self.keep_alive(delivery, first).await {
-                Ok(()) => Ok(()),
-                // Retried while the delivery is kept alive; no handler starts until this
-                // record is stored or given up. Boxed: the rare path stays out of every
-                // delivery's future.
-                Err(_) => {
-                    let _retrying = self.stall.begin();
-                    let retry = run.store.put_until(
-                        &run.run_key,
-                        &record,
-                        Lifetime::Retention,
-                        run.deadline(),
-                    );
-                    Box::pin(self.keep_alive(delivery, retry)).await
+    /// Acks a finished run, with its record stored as `record` says: a finished run is
+    /// acked only with its record stored, or (a plain first delivery) with its ack confirmed
+    /// afterwards, or its record stored then (protocol section 7).
+    async fn finish(&self, delivery: &Delivery, run: Option<&RunState>, record: Record) {
+        match (record, run) {
+            (Record::Always, Some(run)) => {
+                if !self.store_run_record(delivery, run).await {
+                    return;
                 }
-            };
-            if let Err(error) = written {
-                log!(delivery, error, %error, retry_in = ?RECORD_RETRY,
-                    "the finished run cannot be recorded; NAKed rather than acked without its record (the handler runs again)");
-                self.record_failed("run");
-                outcome("retried", Some("the run record cannot be stored"));
-                delivery.nak(Some(RECORD_RETRY)).await;
-                return;
+                self.after_run(delivery, Some(run), None).await;
+                delivery.ack().await;
+            }
+            // A plain first delivery's ack is confirmed with its group's (`confirm.rs`).
+            (_, run) => {
+                self.after_run(delivery, run, None).await;
+                delivery.ack().await;
             }
         }
-        self.after_run(delivery, run, None).await;
-        delivery.ack().await;
         self.counts.count(RunOutcome::Ok);
         outcome("ok", None);
+    }
+
+    /// Stores `F.<event-key>` = `ok`, retried while the delivery is kept alive (no handler
+    /// starts meanwhile); when that fails, NAKs the delivery and says `false`.
+    async fn store_run_record(&self, delivery: &Delivery, run: &RunState) -> bool {
+        let record = RunRecord::now(RunStatus::Ok, None);
+        let first = run.store.put(&run.run_key, &record, Lifetime::Retention);
+        let written = match self.keep_alive(delivery, first).await {
+            Ok(()) => Ok(()),
+            // Boxed: the rare path stays out of every delivery's future.
+            Err(_) => {
+                let _retrying = self.stall.begin();
+                let retry =
+                    run.store
+                        .put_until(&run.run_key, &record, Lifetime::Retention, run.deadline());
+                Box::pin(self.keep_alive(delivery, retry)).await
+            }
+        };
+        if let Err(error) = written {
+            log!(delivery, error, %error, retry_in = ?RECORD_RETRY,
+                "the finished run cannot be recorded; NAKed rather than acked without its record (the handler runs again)");
+            self.record_failed("run");
+            outcome("retried", Some("the run record cannot be stored"));
+            delivery.nak(Some(RECORD_RETRY)).await;
+            return false;
+        }
+        true
     }
 
     /// Records a run that does not run (any further) as `skipped` or `cancelled`, then acks.
@@ -160,7 +172,7 @@ impl FunctionLoop {
         }
     }
 
-    fn record_failed(&self, kind: &'static str) {
+    pub(super) fn record_failed(&self, kind: &'static str) {
         self.shared.metrics.record_failures.add(
             1,
             &[

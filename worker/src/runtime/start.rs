@@ -164,7 +164,7 @@ impl WorkerBuilder {
         };
         let namespace = client.namespace();
         let events_stream = namespace.events_stream();
-        let Some(schedules_ttl) = patiently(
+        let Some((schedules_ttl, dedup_covers_retention)) = patiently(
             &readiness,
             "the events stream",
             &stop,
@@ -172,11 +172,13 @@ impl WorkerBuilder {
             || async {
                 let mut stream = client.jetstream().get_stream(&events_stream).await?;
                 let info = stream.info().await?;
-                Ok::<bool, async_nats::Error>(info.config.allow_message_ttl)
+                let config = &info.config;
+                let covers = !config.max_age.is_zero() && config.duplicate_window >= config.max_age;
+                Ok::<(bool, bool), async_nats::Error>((config.allow_message_ttl, covers))
             },
         )
         .await
-        .unwrap_or(Some(false)) else {
+        .unwrap_or(Some((false, false))) else {
             return Err(WorkerError::Stopped);
         };
         let schedules = client.supports_schedules();
@@ -187,6 +189,9 @@ impl WorkerBuilder {
             );
         } else if !schedules_ttl {
             tracing::warn!(stream = %events_stream, "the events stream does not allow per-message TTLs: a durable sleep longer than its max age never wakes; run `herald provision --apply`");
+        }
+        if !dedup_covers_retention {
+            tracing::info!(stream = %events_stream, "the events stream's duplicate window is shorter than its max age: every finished run is recorded in the runs bucket (a stored message per event); provisioning sets the window to the max age (protocol section 7)");
         }
         let meter = self
             .meter
@@ -209,6 +214,7 @@ impl WorkerBuilder {
             log_payloads: self.log_payloads,
             schedules,
             schedules_ttl,
+            dedup_covers_retention,
             activity: super::activity::Activity::new(&client, self.activity),
             stop: stop.clone(),
             abandon: abandon.clone(),
@@ -276,6 +282,7 @@ impl WorkerBuilder {
             Arc::clone(&shared.writer_schemas).watch(stop.clone()),
         ));
         for (function, consumer) in functions.iter().zip(consumers) {
+            loops.push(function.follow_leaders().await);
             loops.push(tokio::spawn(Arc::clone(function).pull_loop(consumer)));
             if self.sweeper {
                 loops.push(tokio::spawn(Arc::clone(function).sweep()));
