@@ -494,10 +494,10 @@ pub async fn run(config: Config) -> Result<Report, ChaosError> {
             && let Ok(count) = verify::stream_messages(&jetstream, EFFECTS_STREAM).await
             && count >= config.events as u64
             && count != effects_seen
-            && let Ok((counts, _)) = verify::effects(&jetstream).await
+            && let Ok(read) = verify::effects(&jetstream).await
         {
             effects_seen = count;
-            effects_done = valid_ids.iter().all(|id| counts.contains_key(id));
+            effects_done = valid_ids.iter().all(|id| read.counts.contains_key(id));
         }
         if !dead_letters_done
             && let Ok(count) = verify::stream_messages(&jetstream, &namespace.dlq_stream()).await
@@ -529,7 +529,11 @@ pub async fn run(config: Config) -> Result<Report, ChaosError> {
 
     // The checks, on fresh reads.
     let read_deadline = Instant::now() + Duration::from_secs(30);
-    let (effects, unreadable) = until_ok(read_deadline, || async {
+    let verify::Effects {
+        counts: effects,
+        unreadable,
+        redelivered,
+    } = until_ok(read_deadline, || async {
         verify::effects(&jetstream).await.map_err(|e| e.to_string())
     })
     .await
@@ -562,6 +566,11 @@ pub async fn run(config: Config) -> Result<Report, ChaosError> {
     }
 
     let valid_set: HashSet<&str> = valid_ids.iter().map(String::as_str).collect();
+    let seq_of: HashMap<&str, u64> = published
+        .valid
+        .iter()
+        .map(|(id, seq)| (id.as_str(), *seq))
+        .collect();
     report.effects_total = effects.values().sum();
     report.unknown_effects = unreadable
         + effects
@@ -586,6 +595,17 @@ pub async fn run(config: Config) -> Result<Report, ChaosError> {
             Some(status) => report
                 .run_records_other
                 .push((id.clone(), status.to_owned())),
+            // A plain first delivery that succeeded is acked without a record (protocol
+            // section 7): its proof is the consumer's ack floor, and no redelivery of it
+            // ran the handler.
+            None if effects.get(id) == Some(&1)
+                && !redelivered.contains(id)
+                && seq_of
+                    .get(id.as_str())
+                    .is_some_and(|seq| *seq <= report.consumer.ack_floor) =>
+            {
+                report.plain_runs_acked += 1;
+            }
             None => report.run_records_missing.push(id.clone()),
         }
     }

@@ -86,8 +86,12 @@ pub struct Report {
     pub unknown_effects: usize,
     /// Valid events with a run record of status `ok`.
     pub run_records_ok: usize,
-    /// Valid events without a run record.
+    /// Valid events neither recorded nor acknowledged as a plain run: without a run record,
+    /// and redelivered, or not below the consumer's ack floor.
     pub run_records_missing: Vec<String>,
+    /// Valid events handled once by a plain first delivery and acknowledged without a run
+    /// record (protocol section 7), below the consumer's ack floor.
+    pub plain_runs_acked: usize,
     /// Valid events whose run record has another status: id and status.
     pub run_records_other: Vec<(String, String)>,
     /// Dead letters in `NS_DLQ`.
@@ -373,9 +377,10 @@ impl Report {
         row(
             "run records ok",
             format!(
-                "{} of {} ({} missing, {} other status)",
+                "{} of {} (and {} plain runs acked without one; {} missing, {} other status)",
                 self.run_records_ok,
                 self.events,
+                self.plain_runs_acked,
                 self.run_records_missing.len(),
                 self.run_records_other.len()
             ),

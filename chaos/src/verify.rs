@@ -92,19 +92,32 @@ pub(crate) async fn read_stream(
 }
 
 /// The effects recorded so far: how many times each event id.
-pub(crate) async fn effects(
-    jetstream: &jetstream::Context,
-) -> Result<(HashMap<String, usize>, usize), ChaosError> {
+pub(crate) async fn effects(jetstream: &jetstream::Context) -> Result<Effects, ChaosError> {
     let messages = read_stream(jetstream, EFFECTS_STREAM, "", false).await?;
-    let mut counts = HashMap::new();
-    let mut unreadable = 0;
+    let mut effects = Effects::default();
     for message in &messages {
         match serde_json::from_slice::<Effect>(&message.payload) {
-            Ok(effect) => *counts.entry(effect.event_id).or_insert(0) += 1,
-            Err(_) => unreadable += 1,
+            Ok(effect) => {
+                if effect.attempt > 1 {
+                    effects.redelivered.insert(effect.event_id.clone());
+                }
+                *effects.counts.entry(effect.event_id).or_insert(0) += 1;
+            }
+            Err(_) => effects.unreadable += 1,
         }
     }
-    Ok((counts, unreadable))
+    Ok(effects)
+}
+
+/// The effects stream read back.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    /// Effects per event id.
+    pub(crate) counts: HashMap<String, usize>,
+    /// Effects that could not be read.
+    pub(crate) unreadable: usize,
+    /// Events with an effect of an attempt after the first (a redelivery ran the handler).
+    pub(crate) redelivered: std::collections::HashSet<String>,
 }
 
 /// How many messages a stream holds.
@@ -271,6 +284,8 @@ pub struct ConsumerState {
     pub ack_pending: usize,
     /// Messages delivered more than once.
     pub redelivered: usize,
+    /// The stream sequence up to which every message is acknowledged.
+    pub ack_floor: u64,
 }
 
 /// The function consumer's info: its counts and its leader's server name.
@@ -292,6 +307,7 @@ pub(crate) async fn consumer(
         pending: info.num_pending,
         ack_pending: info.num_ack_pending,
         redelivered: info.num_redelivered,
+        ack_floor: info.ack_floor.stream_sequence,
     };
     Ok((state, info.cluster.as_ref().and_then(|c| c.leader.clone())))
 }

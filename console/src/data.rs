@@ -129,7 +129,8 @@ pub(crate) async fn latest_activity(
 
 /// The latest state of every run (of `function`, or of all): its newest activity record,
 /// or its run record in `ns-runs` (`F.<event-key>`) when that is newer. Fast first attempts
-/// that succeed publish no activity (protocol section 18): their run record tells them.
+/// that succeed publish no activity (protocol section 18): their run record tells them, or
+/// for a plain run with none, the consumer's ack floor ([`plain_runs`]).
 pub(crate) async fn latest_runs(
     client: &herald::Client,
     function: Option<&str>,
@@ -196,7 +197,112 @@ pub(crate) async fn latest_runs(
             },
         );
     }
+    plain_runs(client, function, &mut latest).await?;
     Ok(latest.into_values().collect())
+}
+
+/// The newest events below a function's ack floor scanned for plain runs.
+const PLAIN_SCAN: u64 = 5_000;
+
+/// Adds the plain runs (protocol section 7) among the newest events its consumer has acked
+/// up to its ack floor that have neither an activity record nor a run record: a plain first
+/// delivery whose handler succeeded without steps is acked without a record, so the ack
+/// floor is what tells that it finished. At most [`PLAIN_SCAN`] events per function.
+async fn plain_runs(
+    client: &herald::Client,
+    function: Option<&str>,
+    latest: &mut std::collections::HashMap<String, ActivityRecord>,
+) -> Result<(), PageError> {
+    let namespace = client.namespace();
+    let events = namespace.events_stream();
+    let stream = client.jetstream().get_stream(&events).await?;
+    let names: Vec<String> = match function {
+        Some(function) => vec![function.to_owned()],
+        None => {
+            let mut names = Vec::new();
+            let mut listed = stream.consumer_names();
+            while let Some(name) = listed.next().await {
+                names.push(name.map_err(PageError::nats)?);
+            }
+            names
+        }
+    };
+    let prefix = herald::protocol::events_prefix(namespace);
+    for name in names {
+        let Ok(mut consumer) = stream.get_consumer::<pull::Config>(&name).await else {
+            continue;
+        };
+        let info = consumer.info().await?;
+        let floor = info.ack_floor.stream_sequence;
+        let config = &info.config;
+        let mut filters = config.filter_subjects.clone();
+        if !config.filter_subject.is_empty() {
+            filters.push(config.filter_subject.clone());
+        }
+        // Function consumers only: durable, acked one by one, filtering event subjects
+        // (a tail or a replay reads through an ephemeral one).
+        if floor == 0
+            || config.durable_name.is_none()
+            || config.ack_policy != jetstream::consumer::AckPolicy::Explicit
+            || !filters.iter().any(|f| f.starts_with(&prefix))
+        {
+            continue;
+        }
+        let start = floor.saturating_sub(PLAIN_SCAN - 1).max(1);
+        let messages = read_bounded(
+            client,
+            &events,
+            namespace.events_wildcard(),
+            DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            usize::try_from(floor - start + 1).unwrap_or(usize::MAX),
+        )
+        .await?;
+        for message in &messages {
+            let event = StoredEvent::from_message(message);
+            if event.sequence > floor {
+                break;
+            }
+            if event.id.is_empty()
+                || !filters
+                    .iter()
+                    .any(|f| crate::util::pattern_matches(f, &event.subject))
+            {
+                continue;
+            }
+            let run = herald::protocol::runs::run_key(
+                &name,
+                &herald::protocol::runs::event_key(&event.id),
+            );
+            if latest.contains_key(&run) {
+                continue;
+            }
+            let at_ms = message.info().map_or(0, |i| {
+                u64::try_from(i.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+            });
+            latest.insert(
+                run.clone(),
+                ActivityRecord {
+                    kind: herald_worker::activity::ActivityKind::Finished,
+                    function: name.clone(),
+                    run,
+                    event_id: event.id,
+                    event_type: event.event_type,
+                    attempt: 1,
+                    stream_seq: event.sequence,
+                    at_ms,
+                    started_ms: None,
+                    outcome: Some("ok".to_owned()),
+                    error: None,
+                    retry_in_ms: None,
+                    step: None,
+                    trace_id: None,
+                },
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Every activity record of one run, oldest first.

@@ -89,6 +89,32 @@ async fn functions_runs_and_a_run_waterfall() {
 }
 
 #[tokio::test]
+async fn a_plain_run_without_a_record_is_listed_ok_from_the_consumers_ack_floor() {
+    let setup = setup().await;
+    // A function without steps: its plain first deliveries are acked without a run record
+    // (protocol section 7).
+    let plain = herald_worker::Function::new("plain")
+        .on::<common::Signup>()
+        .handler(|_signup: common::Signup, _ctx: herald_worker::Ctx| async {
+            Ok::<(), herald_worker::HandlerError>(())
+        });
+    let worker = herald_worker::Worker::builder(setup.client.clone())
+        .function(plain)
+        .start()
+        .await
+        .unwrap();
+    let (id, _) = setup.publish("fay@example.com", None).await;
+    let runs = setup
+        .wait_for_page("/runs?status=ok&function=plain", &id)
+        .await;
+    assert_eq!(count(&runs, "tr[data-status=ok]"), 1, "{runs}");
+    let store = herald_worker::RunStore::open(&setup.client).await.unwrap();
+    let report = store.inspect("plain", &id).await.unwrap();
+    assert!(report.outcome.is_none(), "the run has a record: {report:?}");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_sleeping_run_is_cancelled_from_its_page() {
     let setup = setup().await;
     let (id, _) = setup.publish("cat@example.com", Some("nap")).await;

@@ -426,7 +426,8 @@ async fn provisioning_twice_is_a_no_op_and_drift_is_reported_then_applied_on_req
         "{second}"
     );
 
-    // Someone shortens the events stream's retention by hand.
+    // Someone shortens the events stream's retention by hand (and its duplicate window,
+    // which the server keeps within the retention).
     let js = client.jetstream();
     let mut config = js
         .get_stream("HERALD_EVENTS")
@@ -438,6 +439,7 @@ async fn provisioning_twice_is_a_no_op_and_drift_is_reported_then_applied_on_req
         .config
         .clone();
     config.max_age = Duration::from_secs(3600);
+    config.duplicate_window = Duration::from_secs(3600);
     js.update_stream(config).await.unwrap();
 
     let report = client.provision().await.unwrap();
@@ -445,7 +447,8 @@ async fn provisioning_twice_is_a_no_op_and_drift_is_reported_then_applied_on_req
     let drifted: Vec<_> = report.drifted().collect();
     assert_eq!(drifted.len(), 1);
     assert_eq!(drifted[0].0, "HERALD_EVENTS");
-    assert_eq!(drifted[0].1[0].field, "max_age");
+    let fields: Vec<&str> = drifted[0].1.iter().map(|d| d.field).collect();
+    assert_eq!(fields, ["max_age", "duplicate_window"], "{report}");
     assert_eq!(drifted[0].1[0].expected, "604800s");
     assert_eq!(drifted[0].1[0].actual, "3600s");
     assert!(

@@ -394,11 +394,17 @@ async fn a_finished_runs_event_redelivered_by_hand_does_not_run_again() {
     let (_nats, client) = server_and_client().await;
     let calls = Arc::new(AtomicU32::new(0));
     let counter = Arc::clone(&calls);
+    // A run that reaches a step is recorded (a plain run without steps is not: its copies
+    // are dropped by the stream's deduplication, protocol section 7).
     let function = Function::new("once")
         .on::<Job>()
-        .handler(move |_job: Job, _ctx: Ctx| {
+        .handler(move |_job: Job, ctx: Ctx| {
             counter.fetch_add(1, Ordering::SeqCst);
-            async { Ok(()) }
+            async move {
+                ctx.step("work", || async { Ok::<_, HandlerError>(()) })
+                    .await?;
+                Ok(())
+            }
         });
     let worker = Worker::builder(client.clone())
         .function(function)

@@ -172,7 +172,7 @@ impl Runs {
         let report = store.inspect(&function, &event_id).await?;
         if report.outcome.is_none() && report.failure.is_none() && report.steps.is_empty() {
             return Err(Failed::not_found(format!(
-                "no stored state for run {} (never ran, or expired)",
+                "no stored state for run {} (never ran, expired, or a plain first delivery that succeeded without steps, which is acked without a record: protocol section 7)",
                 report.run_key
             ))
             .into());

@@ -65,7 +65,7 @@ pub(crate) async fn show(
             (action_button(&state, &format!("{href}/cancel"), "Cancel this run", &[]))
         }
         @if report.outcome.is_none() && report.failure.is_none() && report.steps.is_empty() && records.is_empty() {
-            p.muted { "No stored state for this run: it never ran, its records expired, or its worker runs without activity records." }
+            p.muted { "No stored state for this run: it never ran, its records expired, its worker runs without activity records, or it was a plain first delivery that succeeded without steps, which is acked without a record (the runs list shows it from the consumer's ack floor)." }
         }
         h2 { "Waterfall" }
         (waterfall::render(&bars))

@@ -106,6 +106,22 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Whether the function keeps other records per run (flow control, `cancel_on`, start
+    /// and finish timeouts): its runs are then recorded always, not
+    /// only when their ack is not confirmed (protocol section 7), so that a run's records
+    /// tell its whole story; one more record is a small share of what those runs store.
+    pub(crate) fn records_every_run(&self) -> bool {
+        self.debounce.is_some()
+            || !self.cancel_on.is_empty()
+            || self.start_timeout.is_some()
+            || self.finish_timeout.is_some()
+            || self.throttle.is_some()
+            || self.rate_limit.is_some()
+            || self.singleton.is_some()
+            || !self.concurrency_limits.is_empty()
+            || self.batch.is_some()
+    }
+
     /// A setting that works per event and so not with batching, if one is set.
     pub(crate) fn batch_conflict(&self) -> Option<&'static str> {
         [

@@ -144,13 +144,14 @@ impl FunctionLoop {
     /// Whether a delivery is a plain first delivery (protocol section 7): the first delivery
     /// of an event from the log, published with `Nats-Msg-Id` = `ce-id` into an events
     /// stream whose duplicate window covers its retention, to a function that reads the
-    /// log from new events. No run of that event can exist: an earlier copy of it would
-    /// have been dropped by the stream.
+    /// log from new events and keeps no other records per run. No run of that event can
+    /// exist: an earlier copy of it would have been dropped by the stream.
     fn is_plain(&self, delivery: &Delivery) -> bool {
         let settings = &self.function.settings;
         self.shared.dedup_covers_retention
             && settings.idempotent
             && settings.start == crate::function::StartFrom::New
+            && !settings.records_every_run()
             && delivery.source == super::delivery::Source::Consumer
             && delivery.delivered == 1
             && delivery.subject().starts_with(&self.shared.events_prefix)
