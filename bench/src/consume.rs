@@ -63,7 +63,8 @@ pub struct ConsumeBench {
 enum Mode {
     /// Raw pull, serde_json decode into the event type, ack: the reference.
     RawDecode,
-    /// Herald's defaults: finished runs recorded (`idempotent(true)`).
+    /// Herald's defaults: idempotent runs (plain first deliveries acked with a confirmation,
+    /// the rest recorded).
     #[value(alias = "herald-default")]
     HeraldRecorded,
     /// Herald's defaults with activity records off (`WorkerBuilder::activity_records(false)`):
@@ -94,12 +95,12 @@ impl Mode {
     fn label(self) -> &'static str {
         match self {
             Mode::RawDecode => "raw async-nats (pull, serde_json decode, ack)",
-            Mode::HeraldRecorded => "herald worker, default (runs recorded)",
+            Mode::HeraldRecorded => "herald worker, default (idempotent runs)",
             Mode::HeraldNoActivity => "herald worker, default, activity records off",
             Mode::Herald => "herald worker, idempotent(false)",
             Mode::Raw => "raw async-nats (pull, ack; no decode)",
             Mode::RawDecode2 => "raw async-nats x2 (pull, decode, ack)",
-            Mode::HeraldRecorded2 => "herald worker x2, default (runs recorded)",
+            Mode::HeraldRecorded2 => "herald worker x2, default (idempotent runs)",
         }
     }
 

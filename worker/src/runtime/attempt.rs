@@ -533,6 +533,9 @@ impl FunctionLoop {
         tokio::pin!(timer);
         let outcome = loop {
             tokio::select! {
+                // The handler first: one that finishes on its first poll never registers
+                // the timer or the cancellation waiter.
+                biased;
                 result = &mut handler => break match result {
                     Err(panic) => Outcome::Panicked(panic_message(&panic)),
                     Ok(Err(error)) => Outcome::Failed(error),
