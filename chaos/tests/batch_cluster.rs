@@ -14,7 +14,7 @@ use async_nats::jetstream::{consumer, stream};
 use futures::StreamExt;
 use herald::{Client, PublishOptions};
 use herald_chaos::batch::{AUDIT_STREAM, Audit, Item, SIZE, audit_subject};
-use herald_chaos::pace::WorkerProcess;
+use herald_chaos::pace::{WorkerProcess, step_down, wait_for_consumer};
 use herald_local_nats::LocalNats;
 
 fn scale(name: &str, default: u32) -> u32 {
@@ -140,19 +140,9 @@ async fn every_item_lands_in_exactly_one_batch_through_worker_kills_and_step_dow
         scale("HERALD_BATCH_KEYS", 50),
     );
     let mut workers: Vec<WorkerProcess> = (0..3).map(|_| worker(&url)).collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stream = js.get_stream("BATCHCHAOS_EVENTS").await.unwrap();
-        if stream
-            .get_consumer::<consumer::pull::Config>("batched")
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the workers made no consumer");
-        tokio::time::sleep(Duration::from_millis(200)).await; // the workers starting
-    }
+    wait_for_consumer(&js, "BATCHCHAOS_EVENTS", "batched")
+        .await
+        .unwrap();
     let began = Instant::now();
     // Published while the chaos goes on: batches fill and run meanwhile.
     let publisher = {
@@ -164,10 +154,7 @@ async fn every_item_lands_in_exactly_one_batch_through_worker_kills_and_step_dow
         began + Duration::from_secs(3),
     );
     let (mut kills, mut step_downs) = (0, 0);
-    let subjects = [
-        "$JS.API.STREAM.LEADER.STEPDOWN.KV_batchchaos-runs",
-        "$JS.API.STREAM.LEADER.STEPDOWN.BATCHCHAOS_EVENTS",
-    ];
+    let leaders = ["KV_batchchaos-runs", "BATCHCHAOS_EVENTS"];
     let limit = Duration::from_secs(300);
     let mut audit = AuditLog::open(&js).await;
     loop {
@@ -185,8 +172,7 @@ async fn every_item_lands_in_exactly_one_batch_through_worker_kills_and_step_dow
             next_kill = now + Duration::from_secs(5);
         }
         if now >= next_step_down {
-            let subject = subjects[step_downs % 2].to_owned();
-            if client.nats().request(subject, "".into()).await.is_ok() {
+            if step_down(&client, leaders[step_downs % 2]).await {
                 step_downs += 1;
             }
             next_step_down = now + Duration::from_secs(3);

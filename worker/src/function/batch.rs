@@ -89,30 +89,13 @@ impl<E: Event> BatchBuilder<E> {
         Fut: Future<Output = Result<T, HandlerError>> + Send + 'static,
         T: Send + 'static,
     {
-        let builder = self.function;
-        let schema = CompiledSchema::of::<E>().map_err(|error| FunctionError::Schema {
-            function: builder.id.clone(),
-            reason: error.to_string(),
-        });
-        let checked = builder.check();
-        let error = checked
-            .as_ref()
-            .err()
-            .cloned()
-            .or_else(|| schema.as_ref().err().cloned());
-        Function {
-            error,
-            id: builder.id.into(),
-            triggers: builder.triggers,
-            crons: checked.unwrap_or_default(),
-            settings: builder.settings,
-            on_failure: builder.on_failure,
-            handler: Arc::new(BatchHandler::<E, F> {
-                schema: schema.ok().map(Arc::new),
+        self.function.typed(|schema| {
+            Arc::new(BatchHandler::<E, F> {
+                schema,
                 handler,
                 _event: PhantomData,
-            }),
-        }
+            })
+        })
     }
 }
 

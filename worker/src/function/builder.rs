@@ -10,7 +10,7 @@ use herald::Event;
 use herald::schema::CompiledSchema;
 use serde::Serialize;
 
-use super::handlers::{RawHandler, ReturningHandler, TypedHandler};
+use super::handlers::{ErasedHandler, RawHandler, ReturningHandler, TypedHandler};
 use super::*;
 use crate::backoff::Backoff;
 use crate::envelope::Envelope;
@@ -381,6 +381,22 @@ impl<E: Event> FunctionBuilder<E> {
         Fut: Future<Output = Result<T, HandlerError>> + Send + 'static,
         T: Send + 'static,
     {
+        self.typed(|schema| {
+            Arc::new(TypedHandler::<E, F> {
+                schema,
+                handler,
+                _event: PhantomData,
+            })
+        })
+    }
+
+    /// The function with the handler `make` builds from the event's compiled schema (`None`
+    /// when it does not compile: the function then carries that error, as it carries the
+    /// builder's own).
+    pub(super) fn typed(
+        self,
+        make: impl FnOnce(Option<Arc<CompiledSchema>>) -> Arc<dyn ErasedHandler>,
+    ) -> Function {
         let schema = CompiledSchema::of::<E>().map_err(|error| FunctionError::Schema {
             function: self.id.clone(),
             reason: error.to_string(),
@@ -398,11 +414,7 @@ impl<E: Event> FunctionBuilder<E> {
             crons: checked.unwrap_or_default(),
             settings: self.settings,
             on_failure: self.on_failure,
-            handler: Arc::new(TypedHandler::<E, F> {
-                schema: schema.ok().map(Arc::new),
-                handler,
-                _event: PhantomData,
-            }),
+            handler: make(schema.ok().map(Arc::new)),
         }
     }
 }
@@ -417,29 +429,13 @@ impl<E: Event> FunctionBuilder<E> {
         Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
         O: Serialize + Send + 'static,
     {
-        let schema = CompiledSchema::of::<E>().map_err(|error| FunctionError::Schema {
-            function: self.id.clone(),
-            reason: error.to_string(),
-        });
-        let checked = self.check();
-        let error = checked
-            .as_ref()
-            .err()
-            .cloned()
-            .or_else(|| schema.as_ref().err().cloned());
-        Function {
-            error,
-            id: self.id.into(),
-            triggers: self.triggers,
-            crons: checked.unwrap_or_default(),
-            settings: self.settings,
-            on_failure: self.on_failure,
-            handler: Arc::new(ReturningHandler::<E, F> {
-                schema: schema.ok().map(Arc::new),
+        self.typed(|schema| {
+            Arc::new(ReturningHandler::<E, F> {
+                schema,
                 handler,
                 _event: PhantomData,
-            }),
-        }
+            })
+        })
     }
 }
 
