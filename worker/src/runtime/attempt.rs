@@ -595,6 +595,8 @@ impl FunctionLoop {
         tokio::pin!(work);
         loop {
             tokio::select! {
+                // The work first: work done at once never registers the timer.
+                biased;
                 value = &mut work => return value,
                 () = tokio::time::sleep(every) => delivery.progress().await,
             }
