@@ -152,7 +152,8 @@ impl FunctionLoop {
         record.error = error;
         record.retry_in_ms = retry_in_ms;
         record.step = step;
-        self.publish_activity(activity, &record).await;
+        // Boxed: most attempts publish nothing, and their futures stay small.
+        Box::pin(self.publish_activity(activity, &record)).await;
     }
 
     fn activity_record(

@@ -1,50 +1,22 @@
 //! One delivery from message to settlement: prepare, run the handler, count a failure.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use async_nats::jetstream;
 use futures::FutureExt;
 use opentelemetry::trace::{FutureExt as _, TraceContextExt as _};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::decide::{Facts, Outcome, Record, decide};
-use super::delivery::{Delivery, Unreadable, log, terminate_foreign};
+use super::delivery::{Delivery, log};
 use super::failures::{count_step_failure, with_suspension};
+use super::group::{Held, Known};
 use super::{FunctionLoop, panic_message};
 use crate::dead_letter::DeadLetterReason;
 use crate::function::{BoxFuture, Ctx, Decoded, HandlerError, Publisher};
 use crate::steps::{FailureRecord, RunRecord, RunState};
 use herald::protocol::{header, runs};
-
-/// The longest a group's read of run records may take before each delivery reads its own.
-const GROUP_READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// The shortest interval between confirmations of a group's plain acks.
-const CONFIRM_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// A message's place in its function's window of messages held at once, released when the
-/// delivery is settled.
-pub(crate) type Held = Option<OwnedSemaphorePermit>;
-
-/// What the group's read said about a run's stored outcome.
-#[derive(Debug)]
-enum Known {
-    /// Not read (or the read failed): the run reads it itself.
-    Unknown,
-    /// No outcome is stored.
-    Absent,
-    /// The stored outcome, undecoded.
-    Stored(bytes::Bytes),
-}
-
-impl From<Option<bytes::Bytes>> for Known {
-    fn from(value: Option<bytes::Bytes>) -> Known {
-        value.map_or(Known::Absent, Known::Stored)
-    }
-}
 
 /// What `prepare` found: a decision before the handler, or the handler's future.
 enum Prepared {
@@ -54,146 +26,15 @@ enum Prepared {
 }
 
 impl FunctionLoop {
-    /// Handles the messages of one pull that arrived together: reads each, looks their runs
-    /// up in one request, then runs them concurrently, each releasing its place in the
-    /// window when settled. What Herald logs about a delivery is in its `delivery` span.
-    pub(crate) async fn handle_group(&self, messages: Vec<(jetstream::Message, Held)>) {
-        let mut deliveries = Vec::with_capacity(messages.len());
-        for (message, held) in messages {
-            match Delivery::read(&self.function.id, message, &self.shared.events_prefix) {
-                Ok(mut delivery) => {
-                    delivery.plain = self.is_plain(&delivery);
-                    let run = self.run_state(&delivery);
-                    deliveries.push((delivery, run, held));
-                }
-                Err(unreadable) => self.unreadable(*unreadable).await,
-            }
-        }
-        let mut found = self.look_up(&deliveries).await;
-        let epoch = self.epoch();
-        let mut running: futures::stream::FuturesUnordered<_> = deliveries
-            .into_iter()
-            .map(|(delivery, run, held)| {
-                let known = match (&mut found, &run) {
-                    _ if delivery.plain => Known::Absent,
-                    (Some(found), Some(run)) => Known::from(found.remove(&run.run_key)),
-                    _ => Known::Unknown,
-                };
-                let plain = match (&run, &delivery.message().reply) {
-                    (Some(run), Some(reply)) if delivery.plain => {
-                        Some((reply.clone(), Arc::clone(run)))
-                    }
-                    _ => None,
-                };
-                async move {
-                    // A panic outside the handler (a Deserialize impl, say) must not take
-                    // the other messages of the group down with it.
-                    let processed = AssertUnwindSafe(self.process(delivery, run, known))
-                        .catch_unwind()
-                        .await;
-                    drop(held);
-                    match processed {
-                        Ok(true) => plain,
-                        Ok(false) => None,
-                        Err(panic) => {
-                            tracing::error!(function = %self.function.id, panic = %panic_message(&panic),
-                                "panic while handling a delivery; it comes back after ack_wait");
-                            None
-                        }
-                    }
-                }
-            })
-            .collect();
-        // Plain acks are confirmed when the group is done, and meanwhile every third of
-        // `ack_wait`, so that a run whose ack was lost is recorded before it comes back.
-        let (mut acked, mut epoch) = (Vec::new(), epoch);
-        let mut confirming = futures::stream::FuturesUnordered::new();
-        let every = (self.function.settings.ack_wait / 3).max(CONFIRM_AT_LEAST_EVERY);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        loop {
-            tokio::select! {
-                settled = futures::StreamExt::next(&mut running) => match settled {
-                    Some(settled) => acked.extend(settled),
-                    None => break,
-                },
-                _ = tick.tick(), if !acked.is_empty() => {
-                    confirming.push(self.confirm(std::mem::take(&mut acked), epoch));
-                    epoch = self.epoch();
-                }
-                Some(()) = futures::StreamExt::next(&mut confirming) => {}
-            }
-        }
-        if !acked.is_empty() {
-            confirming.push(self.confirm(acked, epoch));
-        }
-        while futures::StreamExt::next(&mut confirming).await.is_some() {}
-    }
-
-    /// Settles a message that cannot be read as a delivery.
-    async fn unreadable(&self, unreadable: Unreadable) {
-        match unreadable {
-            Unreadable::NoMetadata(message, error) => terminate_foreign(&message, &error).await,
-            Unreadable::Envelope(delivery, error) => {
-                let facts = self.facts(&delivery, None, None);
-                let settlement = decide(Outcome::Unreadable(error), &facts);
-                self.settle(&delivery, None, settlement).await;
-            }
-        }
-    }
-
-    /// Whether a delivery is a plain first delivery (protocol section 7): the first delivery
-    /// of an event from the log, published with `Nats-Msg-Id` = `ce-id` into an events
-    /// stream whose duplicate window covers its retention, to a function that reads the
-    /// log from new events and keeps no other records per run. No run of that event can
-    /// exist: an earlier copy of it would have been dropped by the stream.
-    fn is_plain(&self, delivery: &Delivery) -> bool {
-        let settings = &self.function.settings;
-        self.shared.dedup_covers_retention
-            && settings.idempotent
-            && settings.start == crate::function::StartFrom::New
-            && !settings.records_every_run()
-            && delivery.source == super::delivery::Source::Consumer
-            && delivery.delivered == 1
-            && delivery.subject().starts_with(&self.shared.events_prefix)
-            && delivery.header(header::NATS_MSG_ID) == Some(delivery.event_id())
-    }
-
-    /// The stored outcomes of the group's runs, read in one request when the function
-    /// records runs (plain first deliveries left out); `None` when it does not, or when the
-    /// read failed (each run then reads its own, with retries).
-    async fn look_up(
-        &self,
-        deliveries: &[(Delivery, Option<Arc<RunState>>, Held)],
-    ) -> Option<HashMap<String, bytes::Bytes>> {
-        if !self.function.settings.idempotent {
-            return None;
-        }
-        let store = self.shared.runs.as_ref()?;
-        let keys: Vec<&str> = deliveries
-            .iter()
-            .filter(|(delivery, _, _)| !delivery.plain)
-            .filter_map(|(_, run, _)| run.as_ref().map(|r| r.run_key.as_str()))
-            .collect();
-        if keys.is_empty() {
-            return None;
-        }
-        // No progress acks are sent meanwhile: the read gives up within a third of
-        // `ack_wait` (a cluster electing the bucket's leader, say), and each delivery then
-        // reads its own record with retries while keeping its message alive.
-        let within = (self.function.settings.ack_wait / 3).min(GROUP_READ_WITHIN);
-        match store.get_many(&keys, within).await {
-            Ok(found) => Some(found),
-            Err(error) => {
-                tracing::debug!(function = %self.function.id, %error, "reading a group's run records failed; reading them one by one");
-                None
-            }
-        }
-    }
-
     /// Under the attempt's OpenTelemetry span (the current context while the handler runs).
     /// True when the delivery was a plain first delivery acked without its run's record,
-    /// whose ack the group then confirms.
-    async fn process(&self, delivery: Delivery, run: Option<Arc<RunState>>, known: Known) -> bool {
+    /// whose ack the drain then confirms.
+    pub(super) async fn process(
+        &self,
+        delivery: Delivery,
+        run: Option<Arc<RunState>>,
+        known: Known,
+    ) -> bool {
         let context = self.shared.spans.attempt(
             delivery.message(),
             &self.shared.events_prefix,
@@ -425,8 +266,13 @@ impl FunctionLoop {
         }
         // Everything above is I/O; the function's concurrency bounds what follows: decoding
         // and the handler.
-        let Some(permit) = self.handler_permit(delivery).await else {
-            return Prepared::Settled(Outcome::NotStarted);
+        let permit = match self.try_handler_permit() {
+            Some(permit) => permit,
+            // Waiting (with progress acks) is boxed: most deliveries find a permit at once.
+            None => match Box::pin(self.handler_permit(delivery)).await {
+                Some(permit) => permit,
+                None => return Prepared::Settled(Outcome::NotStarted),
+            },
         };
         let meta = &delivery.meta;
         let ctx = Ctx {
@@ -440,11 +286,12 @@ impl FunctionLoop {
             run: run.cloned(),
             publisher: Publisher::Client(self.shared.client.clone()),
         };
-        let writer_schema = self
-            .shared
-            .writer_schemas
-            .resolve(meta.data_schema.as_deref(), &meta.event_type)
-            .await;
+        let schemas = &self.shared.writer_schemas;
+        let (data_schema, event_type) = (meta.data_schema.as_deref(), &meta.event_type);
+        let writer_schema = match schemas.known(data_schema, event_type) {
+            Some(known) => known,
+            None => Box::pin(schemas.resolve(data_schema, event_type)).await,
+        };
         let decoded = match batch {
             Some(members) => self.function.handler.prepare_batch(members, ctx),
             None => self.function.handler.prepare(
@@ -468,6 +315,15 @@ impl FunctionLoop {
                 error,
             }),
         }
+    }
+
+    /// One of the function's handler permits if one is free and no finished run is waiting
+    /// to be recorded.
+    fn try_handler_permit(&self) -> Option<OwnedSemaphorePermit> {
+        if self.stall.active() {
+            return None;
+        }
+        Arc::clone(&self.permits).try_acquire_owned().ok()
     }
 
     /// One of the function's handler permits, once no finished run is waiting to be
@@ -545,10 +401,15 @@ impl FunctionLoop {
                     if tokio::time::Instant::now() >= deadline {
                         break Outcome::TimedOut;
                     }
-                    delivery.progress().await;
-                    if next_progress == begun + every {
-                        self.activity_running(delivery, run).await;
-                    }
+                    // Boxed: only a handler running past `ack_wait / 3` gets here.
+                    let first = next_progress == begun + every;
+                    Box::pin(async {
+                        delivery.progress().await;
+                        if first {
+                            self.activity_running(delivery, run).await;
+                        }
+                    })
+                    .await;
                     next_progress += every;
                     timer.as_mut().reset(next_progress.min(deadline));
                 }

@@ -88,11 +88,18 @@ impl FunctionLoop {
         {
             Box::pin(self.answer_caller(delivery, headers, run, failed)).await;
         }
-        if self.function.settings.cancel_on.is_empty() {
-            return;
+        if !self.function.settings.cancel_on.is_empty()
+            && let Some(run) = run
+        {
+            Box::pin(self.unregister_cancels(delivery, run)).await;
         }
-        if let (Some(run), Some(kv)) = (run, self.shared.runs.as_ref().and_then(RunStore::kv)) {
-            Box::pin(unregister(&kv, &self.cancel_registrations(delivery, run))).await;
+    }
+
+    /// Removes the run's `cancel_on` registrations. A separate future: the bucket's handle
+    /// is large, and held across an await it would grow every delivery's future.
+    async fn unregister_cancels(&self, delivery: &Delivery, run: &RunState) {
+        if let Some(kv) = self.shared.runs.as_ref().and_then(RunStore::kv) {
+            unregister(&kv, &self.cancel_registrations(delivery, run)).await;
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Confirming the acks of a group's plain first deliveries (protocol section 7): their runs
-//! are not recorded; instead, once every delivery of the group is settled, the last of
-//! their acks is sent again as a request, and the server's answer confirms it and, as acks
-//! from one connection reach the consumer in order, the ones before it. When no answer
+//! Confirming the acks of a pull request's plain first deliveries (protocol section 7): their
+//! runs are not recorded; instead, once every delivery of the request is settled (and every
+//! third of `ack_wait` meanwhile), the last of their acks is sent again as a request, and the
+//! server's answer confirms it and, as acks from one connection reach the consumer in order,
+//! the ones before it. When no answer
 //! comes, or the consumer's leader changed or the connection was re-established meanwhile
 //! (an ack sent to the old leader may be lost), each of those runs is recorded after all.
 
@@ -17,7 +18,7 @@ use super::FunctionLoop;
 use crate::run_store::Lifetime;
 use crate::steps::{RunRecord, RunState, RunStatus};
 
-/// The longest the group's confirmation is awaited (at most a third of `ack_wait`).
+/// The longest a confirmation is awaited (at most a third of `ack_wait`).
 const CONFIRM_WITHIN: Duration = Duration::from_secs(2);
 
 /// A plain first delivery acked without a record: its ack subject and its run.
@@ -92,7 +93,7 @@ impl FunctionLoop {
         }
     }
 
-    /// Confirms the acks of a group's plain runs, or records those runs (see the module).
+    /// Confirms the acks of plain runs, or records those runs (see the module).
     pub(crate) async fn confirm(&self, acked: Vec<AckedPlain>, before: Option<Epoch>) {
         let Some((last, _)) = acked.last() else {
             return;

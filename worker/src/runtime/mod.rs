@@ -3,18 +3,19 @@
 //!
 //! ```text
 //! pull.rs      take places in the window (concurrency + what the pace says the handlers
-//!              finish within a second) -> pull at most that many -> drain the batch,
-//!              messages that arrived together as one group
+//!              finish within a second) -> pull at most that many -> drain the batch: each
+//!              delivery one future of the drain's task; plain acks confirmed per request
+//! group.rs     messages that arrived together: read once (delivery.rs), their run records
+//!              in one read (run_store/many.rs), plain first deliveries left out (no run of
+//!              theirs can exist yet)
 //! delivery.rs  Delivery::read: delivery count, stream sequence, envelope (once)
-//! attempt.rs   handle_group: the group's run records in one read (run_store/many.rs),
-//!              plain first deliveries left out (no run of theirs can exist yet)
-//!              prepare: budget, finished run, run state, handler permit, decode -> Outcome
+//! attempt.rs   prepare: budget, finished run, run state, handler permit, decode -> Outcome
 //!              run: handler under its timeout, progress acks, shutdown -> Outcome
 //!              count_failure: a failure inside steps is counted per step (runs bucket)
 //! decide.rs    decide(Outcome, Facts) -> Settlement        (pure, table-tested)
 //! settle.rs    settle(Delivery, Settlement): the only code that acks, NAKs, terms or
 //!              dead-letters; the sweeper settles through it too
-//! confirm.rs   after the group: one confirmed ack for its plain runs, or their records
+//! confirm.rs   one confirmed ack for the plain runs of a pull request, or their records
 //! ```
 //!
 //! `worker.rs` starts everything (and waits out outages at start-up), `consumer.rs` keeps
@@ -34,6 +35,7 @@ mod debounce;
 pub(crate) mod decide;
 mod delivery;
 pub(crate) mod failures;
+mod group;
 mod limits;
 mod overlap;
 mod pace;

@@ -5,13 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
+use futures::future::Either;
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::FunctionLoop;
+use super::confirm::AckedPlain;
+use super::group::Ready;
 
 /// The most messages asked for in one pull request.
 const MAX_PULL: usize = 256;
+
+/// The shortest interval between confirmations of plain acks.
+const CONFIRM_AT_LEAST_EVERY: Duration = Duration::from_millis(100);
 
 /// How long one pull request waits for messages before it is renewed.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
@@ -120,7 +127,12 @@ impl FunctionLoop {
 
     /// Runs the messages of one pull request concurrently, each holding one place in the
     /// window. They run as futures of this one task rather than a task each: no spawn and no
-    /// cross-thread wake-up per message.
+    /// cross-thread wake-up per message. Messages that arrived together are read as a group,
+    /// whose runs are looked up in one request ([`super::group`]).
+    ///
+    /// The acks of plain first deliveries are confirmed when the request's messages are
+    /// all settled, and meanwhile every third of `ack_wait`, so that a run whose ack was
+    /// lost is recorded before it comes back ([`super::confirm`]).
     ///
     /// At shutdown the pull request stays open at the server until it expires (at most
     /// `PULL_EXPIRES`), and the server may still deliver to it. Messages that arrive after
@@ -129,15 +141,29 @@ impl FunctionLoop {
     /// spending a delivery); dropped with the subscription, they would wait out `ack_wait`.
     async fn drain(self: Arc<Self>, mut batch: pull::Batch, permits: OwnedSemaphorePermit) {
         let mut permits = Some(permits);
-        let mut running = futures::stream::FuturesUnordered::new();
+        // Deliveries (the common future, unboxed) and the rarer work: look-ups, which give
+        // back deliveries to run, and unreadable messages.
+        let mut running = FuturesUnordered::new();
         let mut pulling = true;
         let mut stopping = false;
         let mut held = Vec::new();
         let stop = self.shared.stop.clone();
+        let (mut acked, mut epoch) = (Vec::new(), self.epoch());
+        let mut confirming = FuturesUnordered::new();
+        let every = (self.function.settings.ack_wait / 3).max(CONFIRM_AT_LEAST_EVERY);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tokio::select! {
                 biased;
-                Some(()) = running.next(), if !running.is_empty() => {}
+                Some(done) = running.next(), if !running.is_empty() => match done {
+                    Done::Settled(Some(plain)) => acked.push(plain),
+                    Done::Settled(None) => {}
+                    Done::LookedUp(ready) => {
+                        for ready in ready {
+                            running.push(Either::Left(self.deliver(ready).map(Done::Settled)));
+                        }
+                    }
+                },
                 () = stop.cancelled(), if !stopping => {
                     stopping = true;
                     // Permits of messages that did not start go back now.
@@ -146,13 +172,11 @@ impl FunctionLoop {
                 next = batch.next(), if pulling => match next {
                     Some(Ok(message)) if stopping => held.push(message),
                     Some(Ok(message)) => {
-                        // Messages that arrived together are handled as a group: one read
-                        // of their run records.
-                        let mut group = vec![(message, permits.as_mut().and_then(|p| p.split(1)))];
+                        let mut messages = vec![(message, permits.as_mut().and_then(|p| p.split(1)))];
                         loop {
                             match batch.next().now_or_never() {
                                 Some(Some(Ok(message))) => {
-                                    group.push((message, permits.as_mut().and_then(|p| p.split(1))));
+                                    messages.push((message, permits.as_mut().and_then(|p| p.split(1))));
                                 }
                                 Some(Some(Err(error))) => {
                                     self.request_failed(&error);
@@ -166,8 +190,18 @@ impl FunctionLoop {
                                 None => break,
                             }
                         }
-                        let function = Arc::clone(&self);
-                        running.push(async move { function.handle_group(group).await });
+                        let group = self.read_group(messages);
+                        for ready in group.ready {
+                            running.push(Either::Left(self.deliver(ready).map(Done::Settled)));
+                        }
+                        if !group.to_look_up.is_empty() {
+                            let look_up = self.look_up(group.to_look_up).map(Done::LookedUp);
+                            running.push(Either::Right(Box::pin(look_up) as Rare<'_>));
+                        }
+                        for unreadable in group.unreadable {
+                            let settle = self.unreadable(unreadable).map(|()| Done::Settled(None));
+                            running.push(Either::Right(Box::pin(settle) as Rare<'_>));
+                        }
                     }
                     Some(Err(error)) => {
                         self.request_failed(&error);
@@ -175,6 +209,11 @@ impl FunctionLoop {
                     }
                     None => pulling = false,
                 },
+                _ = tick.tick(), if !acked.is_empty() => {
+                    confirming.push(self.confirm(std::mem::take(&mut acked), epoch));
+                    epoch = self.epoch();
+                }
+                Some(()) = confirming.next(), if !confirming.is_empty() => {}
             }
             if !pulling {
                 // The request has ended: another replica takes what arrived after the stop.
@@ -184,9 +223,24 @@ impl FunctionLoop {
                 // Permits of messages that never came go back now, not when the rest finish.
                 permits = None;
                 if running.is_empty() {
-                    return;
+                    break;
                 }
             }
         }
+        if !acked.is_empty() {
+            confirming.push(self.confirm(acked, epoch));
+        }
+        while confirming.next().await.is_some() {}
     }
 }
+
+/// What a future of the drain gives back.
+enum Done {
+    /// A delivery was settled: `Some` for a plain first delivery acked without a record.
+    Settled(Option<AckedPlain>),
+    /// A group's look-up: its deliveries, ready to run.
+    LookedUp(Vec<Ready>),
+}
+
+/// A rarer future of the drain, boxed so that the common one stays small.
+type Rare<'a> = std::pin::Pin<Box<dyn Future<Output = Done> + Send + 'a>>;

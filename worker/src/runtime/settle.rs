@@ -87,13 +87,15 @@ impl FunctionLoop {
     async fn finish(&self, delivery: &Delivery, run: Option<&RunState>, record: Record) {
         match (record, run) {
             (Record::Always, Some(run)) => {
-                if !self.store_run_record(delivery, run).await {
+                // Boxed: the write's future is the largest of a settlement, and a plain
+                // first delivery, the most common, has none.
+                if !Box::pin(self.store_run_record(delivery, run)).await {
                     return;
                 }
                 self.after_run(delivery, Some(run), None).await;
                 delivery.ack().await;
             }
-            // A plain first delivery's ack is confirmed with its group's (`confirm.rs`).
+            // A plain first delivery's ack is confirmed by the drain (`confirm.rs`).
             (_, run) => {
                 self.after_run(delivery, run, None).await;
                 delivery.ack().await;

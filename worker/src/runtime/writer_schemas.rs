@@ -64,22 +64,40 @@ impl WriterSchemas {
         }
     }
 
-    pub(crate) async fn resolve(
+    /// The writer's schema when it is known without I/O: `Some(None)` for an event without
+    /// `ce-dataschema`, `Some(Some(_))` for a cached version, `None` when
+    /// [`Self::resolve`] has to ask the registry. Synchronous, so that the common case adds
+    /// nothing to a delivery's future.
+    pub(crate) fn known(
         &self,
         data_schema: Option<&str>,
         event_type: &str,
-    ) -> Option<Arc<herald::schema::CompiledSchema>> {
+    ) -> Option<Option<Arc<herald::schema::CompiledSchema>>> {
         let Some(data_schema) = data_schema else {
             // The common case without a registry: no allocation once warned.
             if !self.without_header.read().contains(event_type) {
                 self.without_header.write().insert(event_type.to_owned());
                 self.warn_once(event_type, "events arrive without ce-dataschema");
             }
-            return None;
+            return Some(None);
         };
-        if let Some(schema) = self.cache.read().get(data_schema) {
-            return Some(Arc::clone(schema));
+        self.cache
+            .read()
+            .get(data_schema)
+            .map(|schema| Some(Arc::clone(schema)))
+    }
+
+    /// The writer's schema: [`Self::known`], else fetched from the registry, compiled and
+    /// kept; `None` (validate against the local schema) when it cannot be had.
+    pub(crate) async fn resolve(
+        &self,
+        data_schema: Option<&str>,
+        event_type: &str,
+    ) -> Option<Arc<herald::schema::CompiledSchema>> {
+        if let Some(known) = self.known(data_schema, event_type) {
+            return known;
         }
+        let data_schema = data_schema?;
         let Some((schema_type, version)) =
             herald::registry::parse_data_schema(self.client.namespace(), data_schema)
         else {
