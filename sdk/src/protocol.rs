@@ -333,7 +333,11 @@ pub mod runs {
     /// The run key of `function` for an event key: `F.<event-key>`. The finished run's
     /// record (`ok` or `dead_lettered`) is stored under it.
     pub fn run_key(function: &str, event_key: &str) -> String {
-        format!("{function}.{event_key}")
+        let mut key = String::with_capacity(function.len() + 1 + event_key.len());
+        key.push_str(function);
+        key.push('.');
+        key.push_str(event_key);
+        key
     }
 
     /// The prefix of every step record of a run: `F.<event-key>.s.`.

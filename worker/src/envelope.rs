@@ -65,14 +65,65 @@ pub(crate) fn find<'a>(map: &'a HeaderMap, name: &str) -> Option<&'a async_nats:
         .and_then(|(_, values)| values.first())
 }
 
-fn header(map: &HeaderMap, name: &str) -> Option<String> {
-    find(map, name)
-        .map(|value| headers::decode_value(value.as_str()).unwrap_or_else(|| value.to_string()))
+/// A header value as text: percent-decoded (section 4), else as it came.
+fn text(value: &async_nats::HeaderValue) -> String {
+    headers::decode_value(value.as_str()).unwrap_or_else(|| value.to_string())
+}
+
+/// What [`read`] makes of a delivered message.
+pub(crate) struct Read {
+    pub(crate) meta: EnvelopeMeta,
+    pub(crate) data: Bytes,
+    /// Whether any header is one of Herald's own (`herald-…`): a delivery without any
+    /// needs no search for one.
+    pub(crate) herald_headers: bool,
+}
+
+/// The headers [`read`] looks at, found in one pass over the map.
+#[derive(Default)]
+struct Found<'a> {
+    id: Option<&'a async_nats::HeaderValue>,
+    msg_id: Option<&'a async_nats::HeaderValue>,
+    event_type: Option<&'a async_nats::HeaderValue>,
+    source: Option<&'a async_nats::HeaderValue>,
+    time: Option<&'a async_nats::HeaderValue>,
+    subject: Option<&'a async_nats::HeaderValue>,
+    data_schema: Option<&'a async_nats::HeaderValue>,
+    content_type: Option<&'a async_nats::HeaderValue>,
+    herald: bool,
+}
+
+impl<'a> Found<'a> {
+    fn scan(map: &'a HeaderMap) -> Found<'a> {
+        let mut found = Found::default();
+        for (name, values) in map.iter() {
+            let Some(value) = values.first() else {
+                continue;
+            };
+            let name: &str = name.as_ref();
+            let slot = match name {
+                headers::ID => &mut found.id,
+                headers::NATS_MSG_ID => &mut found.msg_id,
+                headers::TYPE => &mut found.event_type,
+                headers::SOURCE => &mut found.source,
+                headers::TIME => &mut found.time,
+                headers::SUBJECT => &mut found.subject,
+                headers::DATA_SCHEMA => &mut found.data_schema,
+                "content-type" => &mut found.content_type,
+                _ => {
+                    found.herald |= name.starts_with("herald-");
+                    continue;
+                }
+            };
+            *slot = Some(value);
+        }
+        found
+    }
 }
 
 /// Reads the envelope of a delivered message. Structured mode (`content-type:
 /// application/cloudevents+json`) is normalised into attributes and data. Returns the
-/// attributes, the data, or why the message cannot be read.
+/// attributes and the data, or why the message cannot be read.
 ///
 /// Events of both forms of protocol section 4 are read alike. Those stored by older SDKs
 /// carry `ce-datacontenttype: application/json` and `ce-time`; current ones carry neither
@@ -84,10 +135,10 @@ pub(crate) fn read(
     subject: &str,
     events_prefix: &str,
     stream_sequence: u64,
-) -> Result<(EnvelopeMeta, Bytes), String> {
-    let empty = HeaderMap::new();
-    let map = map.unwrap_or(&empty);
-    let structured = find(map, "content-type")
+) -> Result<Read, String> {
+    let found = map.map(Found::scan).unwrap_or_default();
+    let structured = found
+        .content_type
         .is_some_and(|v| v.as_str().starts_with("application/cloudevents+json"));
     if structured {
         let mut body: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(payload)
@@ -110,22 +161,34 @@ pub(crate) fn read(
             data_schema: text(&body, "dataschema"),
         };
         meta.time = headers::event_time(text(&body, "time"), &meta.id);
-        return Ok((meta, data));
+        return Ok(Read {
+            meta,
+            data,
+            herald_headers: found.herald,
+        });
     }
-    let id = header(map, headers::ID)
-        .or_else(|| header(map, headers::NATS_MSG_ID))
+    let id = found
+        .id
+        .or(found.msg_id)
+        .map(text)
         .unwrap_or_else(|| format!("seq-{stream_sequence}"));
     let meta = EnvelopeMeta {
-        time: headers::event_time(header(map, headers::TIME), &id),
+        time: headers::event_time(found.time.map(text), &id),
         id,
-        event_type: header(map, headers::TYPE)
+        event_type: found
+            .event_type
+            .map(text)
             .or_else(|| subject.strip_prefix(events_prefix).map(str::to_owned))
             .unwrap_or_default(),
-        source: header(map, headers::SOURCE).unwrap_or_default(),
-        subject: header(map, headers::SUBJECT),
-        data_schema: header(map, headers::DATA_SCHEMA),
+        source: found.source.map(text).unwrap_or_default(),
+        subject: found.subject.map(text),
+        data_schema: found.data_schema.map(text),
     };
-    Ok((meta, payload.clone()))
+    Ok(Read {
+        meta,
+        data: payload.clone(),
+        herald_headers: found.herald,
+    })
 }
 
 #[cfg(test)]
@@ -139,7 +202,7 @@ mod tests {
         map.insert("ce-type", "user.signup");
         map.insert("ce-subject", "Jos%C3%A9");
         let payload = Bytes::from_static(b"{\"a\":1}");
-        let (meta, data) = read(
+        let Read { meta, data, .. } = read(
             Some(&map),
             &payload,
             "ns.events.user.signup",
@@ -170,14 +233,15 @@ mod tests {
 
     fn read_signup(map: &HeaderMap) -> (EnvelopeMeta, Bytes) {
         let payload = Bytes::from_static(b"{\"email\":\"a@b.c\"}");
-        read(
+        let Read { meta, data, .. } = read(
             Some(map),
             &payload,
             "ns.events.user.signup",
             "ns.events.",
             3,
         )
-        .unwrap()
+        .unwrap();
+        (meta, data)
     }
 
     /// Events stored by older SDKs carry `ce-datacontenttype: application/json` and
@@ -222,9 +286,24 @@ mod tests {
     }
 
     #[test]
+    fn herald_headers_are_noticed() {
+        let payload = Bytes::from_static(b"{}");
+        let read_with = |map: &HeaderMap| {
+            read(Some(map), &payload, "ns.events.a", "ns.events.", 1)
+                .unwrap()
+                .herald_headers
+        };
+        let mut map = signup_headers("e1");
+        assert!(!read_with(&map));
+        map.insert("herald-replay", "r1");
+        assert!(read_with(&map));
+    }
+
+    #[test]
     fn missing_headers_fall_back_to_the_subject_and_sequence() {
         let payload = Bytes::from_static(b"{}");
-        let (meta, _) = read(None, &payload, "ns.events.order.placed", "ns.events.", 42).unwrap();
+        let Read { meta, .. } =
+            read(None, &payload, "ns.events.order.placed", "ns.events.", 42).unwrap();
         assert_eq!(meta.id, "seq-42");
         assert_eq!(meta.event_type, "order.placed");
     }
@@ -237,7 +316,7 @@ mod tests {
             "application/cloudevents+json; charset=utf-8",
         );
         let body = br#"{"specversion":"1.0","id":"e1","type":"user.signup","source":"urn:x","data":{"email":"a@b.c"}}"#;
-        let (meta, data) = read(
+        let Read { meta, data, .. } = read(
             Some(&map),
             &Bytes::from_static(body),
             "ns.events.user.signup",

@@ -125,13 +125,13 @@ impl FunctionLoop {
     pub(super) fn run_state(&self, delivery: &Delivery) -> Option<Arc<RunState>> {
         let store = self.shared.runs.as_ref()?;
         // A replay (`herald replay`) is a fresh run of the same event.
-        let run_id = match delivery.header(header::REPLAY) {
-            Some(replay) => runs::replay_run_id(delivery.event_id(), replay),
-            None => delivery.event_id().to_owned(),
+        let event_key = match delivery.header(header::REPLAY) {
+            Some(replay) => runs::event_key(&runs::replay_run_id(delivery.event_id(), replay)),
+            None => runs::event_key(delivery.event_id()),
         };
         Some(Arc::new(RunState {
             store: store.clone(),
-            run_key: runs::run_key(&self.function.id, &runs::event_key(&run_id)),
+            run_key: runs::run_key(&self.function.id, &event_key),
             max_step_output: self.function.settings.max_step_output,
             patience: self.patience(),
             counters: parking_lot::Mutex::default(),
@@ -376,12 +376,12 @@ impl FunctionLoop {
                 .record(seconds, &self.function_attribute);
         }
         self.counts.in_flight.fetch_add(1, Ordering::Relaxed);
-        let started = std::time::Instant::now();
         let handler = AssertUnwindSafe(future).catch_unwind();
         tokio::pin!(handler);
         // One timer per attempt: it fires for the next progress ack or the deadline,
         // whichever comes first.
         let begun = tokio::time::Instant::now();
+        let started = begun.into_std();
         let deadline = begun + settings.timeout;
         let every = settings.ack_wait / 3;
         let mut next_progress = begun + every;

@@ -410,7 +410,7 @@ async fn load_member(
                 prefix,
                 sequence,
             );
-            Ok(read.ok().map(|(_, data)| (sequence, data)))
+            Ok(read.ok().map(|read| (sequence, read.data)))
         }
         Err(error)
             if error.kind()

@@ -83,8 +83,10 @@ impl FunctionLoop {
         if self.function.settings.singleton.is_some() {
             Box::pin(self.release_single(delivery, run)).await;
         }
-        if let Some(headers) = delivery.headers()
-            && crate::envelope::find(headers, crate::wait::invoke::HEADER_CALLER).is_some()
+        if delivery
+            .header(crate::wait::invoke::HEADER_CALLER)
+            .is_some()
+            && let Some(headers) = delivery.headers()
         {
             Box::pin(self.answer_caller(delivery, headers, run, failed)).await;
         }

@@ -52,6 +52,8 @@ pub(crate) struct Delivery {
     /// its run is neither looked up nor, once its ack is confirmed, recorded. Set by the
     /// function's loop.
     pub(crate) plain: bool,
+    /// Whether any header is one of Herald's own (`herald-…`); most events carry none.
+    herald_headers: bool,
 }
 
 /// A delivery whose envelope cannot be read; it is dead-lettered as a `decode_error`.
@@ -132,6 +134,7 @@ impl Delivery {
             meta: Arc::new(EnvelopeMeta::default()),
             data: Bytes::new(),
             plain: false,
+            herald_headers: true,
         };
         let read = envelope::read(
             delivery.headers(),
@@ -141,11 +144,17 @@ impl Delivery {
             stream_sequence,
         );
         match read {
-            Ok((mut meta, data)) => {
+            Ok(envelope::Read {
+                mut meta,
+                data,
+                herald_headers,
+            }) => {
+                delivery.herald_headers = herald_headers;
                 // A cron tick is its own run: its id comes from the tick's time, as the
                 // schedule's `ce-id` is copied into every tick.
                 if let Some(tick) = delivery
                     .headers()
+                    .filter(|_| herald_headers)
                     .and_then(|headers| crate::cron::tick_of(headers))
                 {
                     meta.id = crate::cron::tick_run_id(tick.0, tick.1);
@@ -200,6 +209,9 @@ impl Delivery {
 
     /// The first value of a header.
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        if !self.herald_headers && name.starts_with("herald-") {
+            return None;
+        }
         self.headers()
             .and_then(|h| envelope::find(h, name))
             .map(|v| v.as_str())
