@@ -70,34 +70,54 @@ impl FunctionLoop {
                 let read = crate::run_store::until(run.deadline(), || {
                     run.store.get_from_leader::<Decision>(&key)
                 });
-                if let Ok(Some(decision)) = self.keep_alive(delivery, read).await {
-                    self.flow_metrics().woken(&self.function.id, Held::Throttle);
-                    let late_after = Duration::from_micros(throttle.gcra().emission_us())
-                        .max(LATE_AFTER)
-                        .as_micros() as u64;
-                    if now_us() <= decision.start_at_us + late_after {
-                        self.keep_alive(delivery, wait_until(decision.start_at_us))
-                            .await;
-                        self.flow_metrics().started_after_wait(
-                            &self.function.id,
-                            Held::Throttle,
-                            delivery.meta.time.as_deref(),
-                        );
-                        return None;
+                let decision = match self.keep_alive(delivery, read).await {
+                    Ok(Some(decision)) => decision,
+                    // Never started without its reservation: a run that starts on a failed
+                    // read bunches with every other run whose read failed with it (the
+                    // bucket electing a leader). Tried again after the backoff.
+                    Err(error) => {
+                        return Some(Outcome::StoreUnavailable(format!(
+                            "the throttle's decision cannot be read: {error}"
+                        )));
                     }
-                    // Too late to keep its place: a new reservation, at the back.
-                    log!(
-                        delivery,
-                        debug,
-                        "woken too late for its reserved start; reserving again"
+                    // No decision left (removed by hand, say): a new reservation.
+                    Ok(None) => {
+                        let again = self.decision(delivery, run, throttle, None);
+                        return match again.await {
+                            Err(outcome) => Some(outcome),
+                            Ok(decision) if !decision.admitted => Some(too_long(throttle)),
+                            Ok(decision) => {
+                                self.start_or_park(delivery, decision.start_at_us).await
+                            }
+                        };
+                    }
+                };
+                self.flow_metrics().woken(&self.function.id, Held::Throttle);
+                let late_after = Duration::from_micros(throttle.gcra().emission_us())
+                    .max(LATE_AFTER)
+                    .as_micros() as u64;
+                if now_us() <= decision.start_at_us + late_after {
+                    self.keep_alive(delivery, wait_until(decision.start_at_us))
+                        .await;
+                    self.flow_metrics().started_after_wait(
+                        &self.function.id,
+                        Held::Throttle,
+                        delivery.meta.time.as_deref(),
                     );
-                    let again = self.decision(delivery, run, throttle, Some(decision.start_at_us));
-                    return match again.await {
-                        Err(outcome) => Some(outcome),
-                        Ok(decision) if !decision.admitted => Some(too_long(throttle)),
-                        Ok(decision) => self.start_or_park(delivery, decision.start_at_us).await,
-                    };
+                    return None;
                 }
+                // Too late to keep its place: a new reservation, at the back.
+                log!(
+                    delivery,
+                    debug,
+                    "woken too late for its reserved start; reserving again"
+                );
+                let again = self.decision(delivery, run, throttle, Some(decision.start_at_us));
+                return match again.await {
+                    Err(outcome) => Some(outcome),
+                    Ok(decision) if !decision.admitted => Some(too_long(throttle)),
+                    Ok(decision) => self.start_or_park(delivery, decision.start_at_us).await,
+                };
             }
             return None;
         }
