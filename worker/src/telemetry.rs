@@ -73,7 +73,16 @@ const ATTEMPT_ATTRIBUTES: usize = 9;
 pub(crate) struct Spans {
     tracer: Arc<BoxedTracer>,
     mode: TraceMode,
+    /// Learned from the first attempt without a producer's span: the tracer makes no spans
+    /// at all (the no-op provider, whose spans have no valid context), so an attempt
+    /// without a producer's span needs none built (a tracer is fixed once made).
+    no_op: Arc<std::sync::atomic::AtomicU8>,
 }
+
+/// [`Spans::no_op`] values.
+const NO_OP_UNKNOWN: u8 = 0;
+const NO_OP: u8 = 1;
+const RECORDS: u8 = 2;
 
 impl std::fmt::Debug for Spans {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,6 +95,7 @@ impl Spans {
         Spans {
             tracer: Arc::new(tracer),
             mode,
+            no_op: Arc::default(),
         }
     }
 
@@ -106,6 +116,10 @@ impl Spans {
                 crate::envelope::find(h, herald::headers::TRACESTATE).map(|v| v.as_str()),
             )
         });
+        let without_producer = remote.is_none();
+        if without_producer && self.no_op.load(Ordering::Relaxed) == NO_OP {
+            return Context::new();
+        }
         // Room for the attributes set below and the outcome, so that a recorded span's
         // attributes are one allocation (the SDK keeps the builder's vector).
         let builder = opentelemetry::trace::SpanBuilder {
@@ -126,6 +140,11 @@ impl Spans {
             (_, None) => (Context::new(), builder),
         };
         let mut span = builder.start_with_context(&*self.tracer, &parent);
+        if without_producer && self.no_op.load(Ordering::Relaxed) == NO_OP_UNKNOWN {
+            let no_op = !span.is_recording() && !span.span_context().is_valid();
+            self.no_op
+                .store(if no_op { NO_OP } else { RECORDS }, Ordering::Relaxed);
+        }
         if span.is_recording() {
             let header = |name: &str| {
                 headers

@@ -30,6 +30,7 @@
 //! hand-written reader's time on a typical event (292 bytes, 11 names), so the reader
 //! stays, held to `serde_json` by the tests.
 
+mod de;
 mod formatter;
 mod node;
 mod parse;
@@ -39,10 +40,13 @@ mod strings;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_decode;
+#[cfg(test)]
 mod tests_differential;
 #[cfg(test)]
 mod tests_strategies;
 
+pub(crate) use de::decode;
 pub(crate) use node::{TapeJson, TapeRef};
 pub(crate) use record::{RecordError, record};
 
@@ -86,6 +90,8 @@ pub(crate) struct JsonTape<'t> {
     text: &'t str,
     nodes: Vec<TapeNode>,
     decoded: Vec<String>,
+    /// Some object repeats a name (its earlier members are [`TapeNode::Shadowed`]).
+    shadowed: bool,
 }
 
 /// Why a tape could not be made; the caller then goes through `serde_json::Value`, which
@@ -145,6 +151,7 @@ impl<'t> JsonTape<'t> {
             text,
             nodes,
             decoded,
+            shadowed: false,
         };
         if repeats {
             tape.shadow_repeated_names();
@@ -202,6 +209,7 @@ impl<'t> JsonTape<'t> {
                 self.repeated_names(index, end as usize, len as usize, &mut shadowed);
             }
         }
+        self.shadowed |= !shadowed.is_empty();
         for (object, name) in shadowed {
             if let Some(TapeNode::Object { len, .. }) = self.nodes.get_mut(object) {
                 *len = len.saturating_sub(1);

@@ -92,6 +92,7 @@ impl Json for TapeJson {
                 text: "",
                 nodes: vec![TapeNode::Decoded(0)],
                 decoded: vec![string.to_owned()],
+                shadowed: false,
             }),
         };
         f(tape.root())

@@ -84,18 +84,15 @@ where
 }
 
 /// Validates (against the writer's registered version when it names one, else the local
-/// schema) and decodes a typed event, both from the bytes: validation reads them into a
-/// borrowed tree ([`CompiledSchema::validate_json`]) and the event is decoded straight from
-/// the text, so no `serde_json::Value` is built for a valid payload.
+/// schema) and decodes a typed event: validation reads the bytes into a borrowed tree and
+/// the event is decoded from that tree ([`CompiledSchema::decode_validated`]), so the text
+/// is read once and no `serde_json::Value` is built for a valid payload.
 pub(super) fn decode_event<E: Event>(
     local: Option<&CompiledSchema>,
     writer_schema: Option<&CompiledSchema>,
     payload: &[u8],
 ) -> Result<E, Decoded> {
-    if let Some(schema) = writer_schema.or(local) {
-        check(schema, payload)?;
-    }
-    serde_json::from_slice(payload).map_err(|error| {
+    let decode_error = |error: serde_json::Error| {
         if error.is_syntax() || error.is_eof() {
             Decoded::DecodeError(format!("the payload is not JSON: {error}"))
         } else {
@@ -104,7 +101,17 @@ pub(super) fn decode_event<E: Event>(
                 std::any::type_name::<E>()
             ))
         }
-    })
+    };
+    match writer_schema.or(local) {
+        Some(schema) => schema
+            .decode_validated(payload)
+            .map_err(|error| match error {
+                herald::schema::DecodeError::Invalid(violations) => refused(&violations),
+                herald::schema::DecodeError::Decode(error) => decode_error(error),
+                other => Decoded::DecodeError(other.to_string()),
+            }),
+        None => serde_json::from_slice(payload).map_err(decode_error),
+    }
 }
 
 /// A typed handler whose output is kept for a function that invoked it.
@@ -150,24 +157,29 @@ where
 
 /// Validates JSON text: a payload that is not JSON is a decode error, one that breaks the
 /// schema a violation listing `path: message` pairs.
+/// What a payload that fails its schema (or is not JSON) becomes.
+fn refused(violations: &[herald::schema::Violation]) -> Decoded {
+    match violations {
+        [only] if only.path == "$" && only.message.starts_with("not JSON: ") => {
+            Decoded::DecodeError(format!(
+                "the payload is not JSON: {}",
+                only.message.trim_start_matches("not JSON: ")
+            ))
+        }
+        _ => Decoded::SchemaViolation(
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    }
+}
+
 fn check(schema: &CompiledSchema, payload: &[u8]) -> Result<(), Decoded> {
     schema
         .validate_json(payload)
-        .map_err(|violations| match violations.as_slice() {
-            [only] if only.path == "$" && only.message.starts_with("not JSON: ") => {
-                Decoded::DecodeError(format!(
-                    "the payload is not JSON: {}",
-                    only.message.trim_start_matches("not JSON: ")
-                ))
-            }
-            _ => Decoded::SchemaViolation(
-                violations
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
-        })
+        .map_err(|violations| refused(&violations))
 }
 
 pub(super) struct RawHandler<F> {
