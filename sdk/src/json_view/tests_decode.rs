@@ -194,7 +194,7 @@ fn decode_validated_gives_serde_json_errors_and_every_violation() {
     }
     match compiled.decode_validated::<Counted>(b"{\"count\": ") {
         Err(DecodeError::Invalid(violations)) => {
-            assert!(violations[0].message.starts_with("not JSON"))
+            assert!(violations[0].message.starts_with("not JSON"));
         }
         other => panic!("{other:?}"),
     }
