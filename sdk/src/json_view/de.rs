@@ -258,6 +258,17 @@ impl<'de> MapAccess<'de> for Members<'_, 'de> {
     }
 }
 
+/// `deserialize_*` methods of [`Name`] that refuse: such a key is left to `serde_json`.
+macro_rules! refused_as_key {
+    ($($method:ident)*) => {
+        $(
+            fn $method<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
+                Err(not_a_string_key())
+            }
+        )*
+    };
+}
+
 /// A member's name as a map key: a string, as `serde_json` gives it. Keys that `serde_json`
 /// would read as numbers or booleans (`HashMap<u32, _>`) fail here and fall back.
 struct Name<'a, 't>(TapeDe<'a, 't>);
@@ -291,65 +302,18 @@ impl<'de> Deserializer<'de> for Name<'_, 'de> {
     }
 
     // `serde_json` reads these from the name's text (`"1"` as a number); not repeated here.
-    fn deserialize_bool<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
+    refused_as_key! {
+        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_option deserialize_bytes
+        deserialize_byte_buf deserialize_unit deserialize_seq deserialize_map
     }
-    fn deserialize_i8<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_i16<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_i32<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_i64<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_i128<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_u8<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_u16<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_u32<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_u64<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_u128<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_f32<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_f64<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_option<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_bytes<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_byte_buf<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_unit<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
+
     fn deserialize_unit_struct<V: Visitor<'de>>(
         self,
         _name: &'static str,
         _visitor: V,
     ) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_seq<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
         Err(not_a_string_key())
     }
     fn deserialize_tuple<V: Visitor<'de>>(
@@ -365,9 +329,6 @@ impl<'de> Deserializer<'de> for Name<'_, 'de> {
         _len: usize,
         _visitor: V,
     ) -> Result<V::Value, Error> {
-        Err(not_a_string_key())
-    }
-    fn deserialize_map<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
         Err(not_a_string_key())
     }
     fn deserialize_struct<V: Visitor<'de>>(
