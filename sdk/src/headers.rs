@@ -83,16 +83,30 @@ pub fn decode_value(value: &str) -> Option<String> {
 /// assert_eq!(herald::headers::time_of_event_id("signup-42"), None);
 /// ```
 pub fn time_of_event_id(event_id: &str) -> Option<SystemTime> {
-    // The hyphenated form only, as readers in other languages check it (protocol section 4).
-    if event_id.len() != 36 {
+    // The hyphenated form only, as readers in other languages check it (protocol section 4):
+    // read here by hand, as every delivery of an event without `ce-time` asks.
+    let id = event_id.as_bytes();
+    if id.len() != 36 {
         return None;
     }
-    let id = uuid::Uuid::try_parse(event_id).ok()?;
-    if id.get_version_num() != 7 || id.get_variant() != uuid::Variant::RFC4122 {
+    let mut millis: u64 = 0;
+    for (index, &c) in id.iter().enumerate() {
+        if matches!(index, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let digit = char::from(c).to_digit(16)?;
+        // The first 48 bits (12 hex digits) are the Unix time in milliseconds.
+        if index < 13 {
+            millis = millis << 4 | u64::from(digit);
+        }
+    }
+    if id[14] != b'7' || !matches!(id[19], b'8' | b'9' | b'a' | b'b' | b'A' | b'B') {
         return None;
     }
-    let (seconds, nanoseconds) = id.get_timestamp()?.to_unix();
-    Some(UNIX_EPOCH + Duration::new(seconds, nanoseconds))
+    Some(UNIX_EPOCH + Duration::from_millis(millis))
 }
 
 /// When an event happened, as every reader tells it (protocol section 4): its `ce-time`,
@@ -197,6 +211,44 @@ mod tests {
             decode_value(&encode_text("50% é")).as_deref(),
             Some("50% é")
         );
+    }
+
+    /// What the `uuid` crate reads from an id, as [`time_of_event_id`] must read it.
+    fn time_by_uuid(event_id: &str) -> Option<SystemTime> {
+        if event_id.len() != 36 {
+            return None;
+        }
+        let id = uuid::Uuid::try_parse(event_id).ok()?;
+        if id.get_version_num() != 7 || id.get_variant() != uuid::Variant::RFC4122 {
+            return None;
+        }
+        let (seconds, nanoseconds) = id.get_timestamp()?.to_unix();
+        Some(UNIX_EPOCH + Duration::new(seconds, nanoseconds))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ids_read_as_the_uuid_crate_reads_them(
+            bytes in proptest::array::uniform16(proptest::prelude::any::<u8>()),
+            version in 0u8..16,
+            variant in 0u8..4,
+            upper in proptest::prelude::any::<bool>(),
+            flip in proptest::option::of((0usize..36, proptest::prelude::any::<u8>())),
+        ) {
+            let mut bytes = bytes;
+            bytes[6] = (bytes[6] & 0x0f) | (version << 4);
+            bytes[8] = (bytes[8] & 0x3f) | (variant << 6);
+            let mut id = uuid::Uuid::from_bytes(bytes).hyphenated().to_string();
+            if upper {
+                id = id.to_uppercase();
+            }
+            if let Some((at, byte)) = flip {
+                let mut raw = id.into_bytes();
+                raw[at] = byte % 128;
+                id = String::from_utf8(raw).unwrap();
+            }
+            proptest::prop_assert_eq!(time_of_event_id(&id), time_by_uuid(&id), "{}", id);
+        }
     }
 
     #[test]

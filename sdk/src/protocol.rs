@@ -289,12 +289,7 @@ pub mod runs {
     /// The key-safe form of a run id: the id itself when it matches `[A-Za-z0-9_-]{1,128}`,
     /// else `h-` and the hex SHA-256 of the id.
     pub fn event_key(event_id: &str) -> String {
-        let safe = !event_id.is_empty()
-            && event_id.len() <= 128
-            && event_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if safe {
+        if key_safe(event_id) {
             event_id.to_owned()
         } else {
             let hash = Sha256::digest(event_id.as_bytes());
@@ -338,6 +333,35 @@ pub mod runs {
         key.push('.');
         key.push_str(event_key);
         key
+    }
+
+    /// [`run_key`] of the [`event_key`] of `event_id`, in one allocation when the id is its
+    /// own key.
+    ///
+    /// ```
+    /// use herald::protocol::runs;
+    ///
+    /// assert_eq!(runs::run_key_of_event("send-welcome", "signup-42"), "send-welcome.signup-42");
+    /// assert_eq!(
+    ///     runs::run_key_of_event("f", "a.b"),
+    ///     runs::run_key("f", &runs::event_key("a.b"))
+    /// );
+    /// ```
+    pub fn run_key_of_event(function: &str, event_id: &str) -> String {
+        if key_safe(event_id) {
+            run_key(function, event_id)
+        } else {
+            run_key(function, &event_key(event_id))
+        }
+    }
+
+    /// Whether an id is its own event key: `[A-Za-z0-9_-]{1,128}`.
+    fn key_safe(event_id: &str) -> bool {
+        !event_id.is_empty()
+            && event_id.len() <= 128
+            && event_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     }
 
     /// The prefix of every step record of a run: `F.<event-key>.s.`.

@@ -32,7 +32,7 @@ impl Envelope {
     }
     /// When the event happened: `ce-time`, else the time of its UUIDv7 id (RFC 3339 UTC).
     pub fn time(&self) -> Option<&str> {
-        self.meta.time.as_deref()
+        self.meta.time()
     }
     /// `ce-subject`, if given.
     pub fn subject(&self) -> Option<&str> {
@@ -77,6 +77,10 @@ pub(crate) struct Read {
     /// Whether any header is one of Herald's own (`herald-…`): a delivery without any
     /// needs no search for one.
     pub(crate) herald_headers: bool,
+    /// Whether `Nats-Msg-Id` is the event id (as the protocol's publishers send it).
+    pub(crate) msg_id_is_id: bool,
+    /// Whether a `traceparent` header came.
+    pub(crate) traced: bool,
 }
 
 /// The headers [`read`] looks at, found in one pass over the map.
@@ -91,6 +95,7 @@ struct Found<'a> {
     data_schema: Option<&'a async_nats::HeaderValue>,
     content_type: Option<&'a async_nats::HeaderValue>,
     herald: bool,
+    traced: bool,
 }
 
 impl<'a> Found<'a> {
@@ -112,6 +117,7 @@ impl<'a> Found<'a> {
                 "content-type" => &mut found.content_type,
                 _ => {
                     found.herald |= name.starts_with("herald-");
+                    found.traced |= name == headers::TRACEPARENT;
                     continue;
                 }
             };
@@ -150,21 +156,22 @@ pub(crate) fn read(
             Some(data) => Bytes::from(serde_json::to_vec(&data).map_err(|e| e.to_string())?),
             None => Bytes::from_static(b"null"),
         };
-        let mut meta = EnvelopeMeta {
-            id: text(&body, "id").unwrap_or_else(|| format!("seq-{stream_sequence}")),
-            event_type: text(&body, "type")
+        let meta = EnvelopeMeta::new(
+            text(&body, "id").unwrap_or_else(|| format!("seq-{stream_sequence}")),
+            text(&body, "type")
                 .or_else(|| subject.strip_prefix(events_prefix).map(str::to_owned))
                 .unwrap_or_default(),
-            source: text(&body, "source").unwrap_or_default(),
-            time: None,
-            subject: text(&body, "subject"),
-            data_schema: text(&body, "dataschema"),
-        };
-        meta.time = headers::event_time(text(&body, "time"), &meta.id);
+            text(&body, "source").unwrap_or_default(),
+            text(&body, "time"),
+            text(&body, "subject"),
+            text(&body, "dataschema"),
+        );
         return Ok(Read {
+            msg_id_is_id: found.msg_id.is_some_and(|m| m.as_str() == meta.id),
             meta,
             data,
             herald_headers: found.herald,
+            traced: found.traced,
         });
     }
     let id = found
@@ -172,22 +179,24 @@ pub(crate) fn read(
         .or(found.msg_id)
         .map(text)
         .unwrap_or_else(|| format!("seq-{stream_sequence}"));
-    let meta = EnvelopeMeta {
-        time: headers::event_time(found.time.map(text), &id),
+    let meta = EnvelopeMeta::new(
         id,
-        event_type: found
+        found
             .event_type
             .map(text)
             .or_else(|| subject.strip_prefix(events_prefix).map(str::to_owned))
             .unwrap_or_default(),
-        source: found.source.map(text).unwrap_or_default(),
-        subject: found.subject.map(text),
-        data_schema: found.data_schema.map(text),
-    };
+        found.source.map(text).unwrap_or_default(),
+        found.time.map(text),
+        found.subject.map(text),
+        found.data_schema.map(text),
+    );
     Ok(Read {
+        msg_id_is_id: found.msg_id.is_some_and(|m| m.as_str() == meta.id),
         meta,
         data: payload.clone(),
         herald_headers: found.herald,
+        traced: found.traced,
     })
 }
 
@@ -261,28 +270,75 @@ mod tests {
         assert_eq!(current_data, older_data);
         assert_eq!(current_meta.id, id);
         assert_eq!(current_meta.source, "urn:herald:service:api");
-        assert_eq!(
-            current_meta.time.as_deref(),
-            Some("2026-11-25T07:31:01.490000Z")
-        );
+        assert_eq!(current_meta.time(), Some("2026-11-25T07:31:01.490000Z"));
         assert_eq!(current_meta.subject.as_deref(), Some("user-1"));
     }
 
     #[test]
     fn ce_time_wins_and_other_ids_tell_no_time() {
         let mut chosen = signup_headers("signup-42");
-        assert_eq!(read_signup(&chosen).0.time, None);
+        assert_eq!(read_signup(&chosen).0.time(), None);
         chosen.insert("ce-time", "2026-11-25T08:00:00Z");
-        assert_eq!(
-            read_signup(&chosen).0.time.as_deref(),
-            Some("2026-11-25T08:00:00Z")
-        );
+        assert_eq!(read_signup(&chosen).0.time(), Some("2026-11-25T08:00:00Z"));
         let mut uuid_v7 = signup_headers("01a2119d-74f2-7a1c-9f0e-2b3c4d5e6f70");
         uuid_v7.insert("ce-time", "2026-11-25T08:00:00Z");
-        assert_eq!(
-            read_signup(&uuid_v7).0.time.as_deref(),
-            Some("2026-11-25T08:00:00Z")
+        assert_eq!(read_signup(&uuid_v7).0.time(), Some("2026-11-25T08:00:00Z"));
+    }
+
+    #[test]
+    fn an_event_is_as_old_as_its_time_or_its_ids() {
+        let made = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            made.duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            0,
+        ))
+        .to_string();
+        let (meta, _) = read_signup(&signup_headers(&id));
+        let age = meta.seconds_since().expect("a UUIDv7 id tells the time");
+        assert!((59.0..120.0).contains(&age), "{age}");
+        // The time written out, when asked for, tells the same age.
+        let written = crate::telemetry::seconds_since(meta.time().unwrap()).unwrap();
+        assert!((written - age).abs() < 2.0, "{written} vs {age}");
+        let mut given = signup_headers(&id);
+        given.insert(
+            "ce-time",
+            herald::headers::format_time(made - std::time::Duration::from_secs(3600)),
         );
+        let age = read_signup(&given).0.seconds_since().unwrap();
+        assert!((3659.0..3720.0).contains(&age), "ce-time wins: {age}");
+        assert_eq!(
+            read_signup(&signup_headers("signup-42")).0.seconds_since(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_message_id_and_a_traceparent_are_noticed() {
+        let payload = Bytes::from_static(b"{}");
+        let read_of = |map: &HeaderMap| {
+            read(
+                Some(map),
+                &payload,
+                "ns.events.user.signup",
+                "ns.events.",
+                3,
+            )
+            .unwrap()
+        };
+        let map = signup_headers("signup-42");
+        let plain = read_of(&map);
+        assert!(plain.msg_id_is_id && !plain.traced);
+        let mut other = map;
+        other.insert("Nats-Msg-Id", "another");
+        other.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        );
+        let other = read_of(&other);
+        assert!(!other.msg_id_is_id && other.traced);
     }
 
     #[test]

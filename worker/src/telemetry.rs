@@ -100,16 +100,18 @@ impl Spans {
     }
 
     /// The context of one attempt: a `process <type>` span, child of (or linked to) the
-    /// producer's span in the delivery's `traceparent`. Attributes are built only when the
-    /// sampler records the span.
+    /// producer's span in the delivery's `traceparent` (not searched for when `traced` is
+    /// false: the delivery's reading saw none). Attributes are built only when the sampler
+    /// records the span.
     pub(crate) fn attempt(
         &self,
         message: &jetstream::Message,
         events_prefix: &str,
         function: &Arc<str>,
+        traced: bool,
     ) -> Context {
         let headers = message.headers.as_ref();
-        let remote = headers.and_then(|h| {
+        let remote = headers.filter(|_| traced).and_then(|h| {
             let traceparent = crate::envelope::find(h, herald::headers::TRACEPARENT)?;
             herald::trace::parse_trace_headers(
                 traceparent.as_str(),

@@ -191,14 +191,14 @@ impl TestWorker {
         event_id: &str,
         data: serde_json::Value,
     ) -> TestRun {
-        let meta = Arc::new(EnvelopeMeta {
-            id: event_id.to_owned(),
-            event_type: event_type.to_owned(),
-            source: "urn:herald:test".to_owned(),
-            time: Some(herald::headers::format_time(SystemTime::now())),
-            subject: None,
-            data_schema: None,
-        });
+        let meta = Arc::new(EnvelopeMeta::new(
+            event_id.to_owned(),
+            event_type.to_owned(),
+            "urn:herald:test".to_owned(),
+            Some(herald::headers::format_time(SystemTime::now())),
+            None,
+            None,
+        ));
         let payload = Bytes::from(data.to_string());
         let sent = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let mut attempts = Vec::new();

@@ -35,14 +35,80 @@ pub(crate) enum Publisher {
 }
 
 /// The envelope attributes shared by [`Ctx`] and [`Envelope`].
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct EnvelopeMeta {
     pub(crate) id: String,
     pub(crate) event_type: String,
     pub(crate) source: String,
-    pub(crate) time: Option<String>,
+    /// `ce-time` as given; without it, the time of a UUIDv7 id, written when first asked
+    /// for ([`EnvelopeMeta::time`]): most handlers never ask.
+    time: std::sync::OnceLock<Option<String>>,
     pub(crate) subject: Option<String>,
     pub(crate) data_schema: Option<String>,
+}
+
+impl EnvelopeMeta {
+    /// The attributes of an event; without `time` (no `ce-time`), the event happened when
+    /// its UUIDv7 id was made (protocol section 4).
+    pub(crate) fn new(
+        id: String,
+        event_type: String,
+        source: String,
+        time: Option<String>,
+        subject: Option<String>,
+        data_schema: Option<String>,
+    ) -> EnvelopeMeta {
+        let mut meta = EnvelopeMeta {
+            id,
+            event_type,
+            source,
+            time: std::sync::OnceLock::new(),
+            subject,
+            data_schema,
+        };
+        if let Some(time) = time {
+            meta.set_time(time);
+        }
+        meta
+    }
+
+    /// When the event happened, RFC 3339: its `ce-time`, else the time of its UUIDv7 id.
+    pub(crate) fn time(&self) -> Option<&str> {
+        self.time
+            .get_or_init(|| herald::headers::event_time(None, &self.id))
+            .as_deref()
+    }
+
+    /// Sets when the event happened (a cron tick's scheduled time, say).
+    pub(crate) fn set_time(&mut self, time: String) {
+        self.time = std::sync::OnceLock::from(Some(time));
+    }
+
+    /// Seconds from when the event happened until now (0 for a time ahead of this clock);
+    /// `None` for an event with no time. An id's time is not written out to be read back.
+    pub(crate) fn seconds_since(&self) -> Option<f64> {
+        match self.time.get() {
+            Some(time) => time.as_deref().and_then(crate::telemetry::seconds_since),
+            None => {
+                let made = herald::headers::time_of_event_id(&self.id)?;
+                let age = SystemTime::now().duration_since(made).unwrap_or_default();
+                Some(age.as_secs_f64())
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for EnvelopeMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvelopeMeta")
+            .field("id", &self.id)
+            .field("event_type", &self.event_type)
+            .field("source", &self.source)
+            .field("time", &self.time())
+            .field("subject", &self.subject)
+            .field("data_schema", &self.data_schema)
+            .finish()
+    }
 }
 
 impl Ctx {
@@ -65,7 +131,7 @@ impl Ctx {
     /// When the event happened, RFC 3339: its `ce-time`, else the time its UUIDv7 id was made
     /// (to the millisecond); `None` for an event with neither.
     pub fn time(&self) -> Option<&str> {
-        self.envelope.time.as_deref()
+        self.envelope.time()
     }
     /// The entity the event is about (`ce-subject`), if any.
     pub fn subject(&self) -> Option<&str> {

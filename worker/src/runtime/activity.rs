@@ -83,27 +83,12 @@ fn describe(
     }
 }
 
-/// An attempt whose handler started (Unix ms).
+/// An attempt whose handler ran, and for how long.
 pub(crate) struct Begun {
-    at_ms: u64,
+    pub(crate) took: std::time::Duration,
 }
 
 impl FunctionLoop {
-    /// Notes when a handler starts; `None` when records are off. Nothing is published yet:
-    /// [`Self::activity_running`] announces a handler still running at its first progress
-    /// ack.
-    pub(super) async fn activity_started(
-        &self,
-        _delivery: &Delivery,
-        _run: Option<&RunState>,
-        _trace: &opentelemetry::Context,
-    ) -> Option<Begun> {
-        self.shared.activity.as_ref()?;
-        Some(Begun {
-            at_ms: crate::steps::now_ms(),
-        })
-    }
-
     /// Publishes the `started` record of a handler still running at its first progress ack
     /// (`ack_wait / 3` after it started).
     pub(super) async fn activity_running(&self, delivery: &Delivery, run: Option<&RunState>) {
@@ -132,10 +117,10 @@ impl FunctionLoop {
         let Some(activity) = self.shared.activity.as_ref() else {
             return;
         };
-        let now = crate::steps::now_ms();
-        let announced = begun.as_ref().is_some_and(|b| {
-            now.saturating_sub(b.at_ms) >= (self.function.settings.ack_wait / 3).as_millis() as u64
-        });
+        // A handler still running at its first progress ack announced itself.
+        let announced = begun
+            .as_ref()
+            .is_some_and(|b| b.took >= self.function.settings.ack_wait / 3);
         let ends_run = matches!(
             settlement,
             Settlement::DeadLetter { .. } | Settlement::Cancel(_) | Settlement::Skip(_)
@@ -145,9 +130,10 @@ impl FunctionLoop {
         if (begun.is_none() && !ends_run) || plain {
             return;
         }
+        let now = crate::steps::now_ms();
         let mut record = self.activity_record(delivery, run, trace, ActivityKind::Finished, now);
         let (outcome, error, retry_in_ms, step) = describe(settlement);
-        record.started_ms = begun.map(|b| b.at_ms);
+        record.started_ms = begun.map(|b| now.saturating_sub(b.took.as_millis() as u64));
         record.outcome = Some(outcome.to_owned());
         record.error = error;
         record.retry_in_ms = retry_in_ms;

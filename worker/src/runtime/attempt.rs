@@ -39,6 +39,7 @@ impl FunctionLoop {
             delivery.message(),
             &self.shared.events_prefix,
             &self.function.id,
+            delivery.traced,
         );
         let unconfirmed = self
             .attempt(&delivery, run, known, &context)
@@ -59,9 +60,13 @@ impl FunctionLoop {
         let outcome = match self.prepare(delivery, run.as_ref(), known, trace).await {
             Prepared::Settled(outcome) => outcome,
             Prepared::Ready(future, permit) => {
-                started = self.activity_started(delivery, run.as_deref(), trace).await;
-                let outcome = self.run(delivery, future, run.as_deref()).await;
+                let (outcome, took) = self.run(delivery, future, run.as_deref()).await;
                 drop(permit);
+                started = self
+                    .shared
+                    .activity
+                    .as_ref()
+                    .map(|_| super::activity::Begun { took });
                 // The run's output (for an invoking caller): `null` unless the handler gave one.
                 if matches!(outcome, Outcome::Done)
                     && let Some(run) = &run
@@ -76,7 +81,12 @@ impl FunctionLoop {
         } else {
             Box::pin(self.count_failure(delivery, &outcome, run.as_deref())).await
         };
-        let facts = self.facts(delivery, run.as_deref(), step_failures);
+        let facts = if matches!(outcome, Outcome::Done) {
+            // A finished run's settlement reads neither the clock nor the jitter.
+            self.facts_without_clock(delivery, run.as_deref(), step_failures)
+        } else {
+            self.facts(delivery, run.as_deref(), step_failures)
+        };
         let settlement = decide(outcome, &facts);
         self.activity_finished(delivery, run.as_deref(), started, &settlement, trace)
             .await;
@@ -99,6 +109,21 @@ impl FunctionLoop {
         run: Option<&RunState>,
         step_failures: Option<u32>,
     ) -> Facts {
+        Facts {
+            jitter_unit: crate::backoff::random_unit(),
+            now_ms: crate::steps::now_ms(),
+            ..self.facts_without_clock(delivery, run, step_failures)
+        }
+    }
+
+    /// The facts but the clock and the jitter (both 0), which only a retry or a
+    /// continuation reads.
+    fn facts_without_clock(
+        &self,
+        delivery: &Delivery,
+        run: Option<&RunState>,
+        step_failures: Option<u32>,
+    ) -> Facts {
         let settings = &self.function.settings;
         let (position, step) = run.map(|r| r.position.lock().clone()).unwrap_or_default();
         Facts {
@@ -106,7 +131,7 @@ impl FunctionLoop {
             attempts: settings.attempts,
             timeout: settings.timeout,
             backoff: settings.backoff,
-            jitter_unit: crate::backoff::random_unit(),
+            jitter_unit: 0.0,
             schedules: self.shared.schedules,
             record: match run {
                 Some(_) if settings.idempotent && delivery.plain => Record::IfAckUnconfirmed,
@@ -116,7 +141,7 @@ impl FunctionLoop {
             position,
             step,
             step_failures,
-            now_ms: crate::steps::now_ms(),
+            now_ms: 0,
         }
     }
 
@@ -125,13 +150,16 @@ impl FunctionLoop {
     pub(super) fn run_state(&self, delivery: &Delivery) -> Option<Arc<RunState>> {
         let store = self.shared.runs.as_ref()?;
         // A replay (`herald replay`) is a fresh run of the same event.
-        let event_key = match delivery.header(header::REPLAY) {
-            Some(replay) => runs::event_key(&runs::replay_run_id(delivery.event_id(), replay)),
-            None => runs::event_key(delivery.event_id()),
+        let run_key = match delivery.header(header::REPLAY) {
+            Some(replay) => runs::run_key_of_event(
+                &self.function.id,
+                &runs::replay_run_id(delivery.event_id(), replay),
+            ),
+            None => runs::run_key_of_event(&self.function.id, delivery.event_id()),
         };
         Some(Arc::new(RunState {
             store: store.clone(),
-            run_key: runs::run_key(&self.function.id, &event_key),
+            run_key,
             max_step_output: self.function.settings.max_step_output,
             patience: self.patience(),
             counters: parking_lot::Mutex::default(),
@@ -356,20 +384,16 @@ impl FunctionLoop {
         self.keep_alive(delivery, waited).await
     }
 
-    /// Runs the handler under its timeout, sending progress acks every `ack_wait / 3`.
+    /// Runs the handler under its timeout, sending progress acks every `ack_wait / 3`;
+    /// says how it ended and how long it took.
     async fn run(
         &self,
         delivery: &Delivery,
         future: BoxFuture<Result<(), HandlerError>>,
         run: Option<&RunState>,
-    ) -> Outcome {
+    ) -> (Outcome, std::time::Duration) {
         let settings = &self.function.settings;
-        if let Some(seconds) = delivery
-            .meta
-            .time
-            .as_deref()
-            .and_then(crate::telemetry::seconds_since)
-        {
+        if let Some(seconds) = delivery.meta.seconds_since() {
             self.shared
                 .metrics
                 .latency
@@ -423,7 +447,7 @@ impl FunctionLoop {
             .metrics
             .duration
             .record(took.as_secs_f64(), &self.function_attribute);
-        with_suspension(outcome, run)
+        (with_suspension(outcome, run), took)
     }
 
     /// A retryable failure after the run reached steps is counted for that position in

@@ -54,6 +54,10 @@ pub(crate) struct Delivery {
     pub(crate) plain: bool,
     /// Whether any header is one of Herald's own (`herald-…`); most events carry none.
     herald_headers: bool,
+    /// Whether `Nats-Msg-Id` is the event id, as the protocol's publishers send it.
+    pub(crate) msg_id_is_id: bool,
+    /// Whether the event may carry a producer's `traceparent`.
+    pub(crate) traced: bool,
 }
 
 /// A delivery whose envelope cannot be read; it is dead-lettered as a `decode_error`.
@@ -72,13 +76,18 @@ impl Delivery {
         message: jetstream::Message,
         events_prefix: &str,
     ) -> Result<Delivery, Box<Unreadable>> {
-        let (stream_sequence, delivered) = match message.info() {
-            Ok(info) => (
-                info.stream_sequence,
-                u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX),
+        let read = message.reply.as_deref().and_then(super::ack_subject::read);
+        let (stream_sequence, delivered) = match read {
+            Some((sequence, delivered)) => (
+                sequence,
+                u32::try_from(delivered.max(1)).unwrap_or(u32::MAX),
             ),
-            Err(error) => {
-                let error = error.to_string();
+            None => {
+                // The client says what is wrong with the subject.
+                let error = match message.info() {
+                    Ok(_) => "an acknowledgement subject this worker cannot read".to_owned(),
+                    Err(error) => error.to_string(),
+                };
                 return Err(Box::new(Unreadable::NoMetadata(message, error)));
             }
         };
@@ -119,54 +128,70 @@ impl Delivery {
         delivered: u32,
         events_prefix: &str,
     ) -> Result<Delivery, Box<Unreadable>> {
-        let mut delivery = Delivery {
+        let source = if original.is_some() {
+            Source::Sweeper
+        } else {
+            Source::Consumer
+        };
+        let (headers, payload, subject) = match &original {
+            Some(original) => (
+                Some(&original.headers),
+                &original.payload,
+                original.subject.as_str(),
+            ),
+            None => (
+                message.headers.as_ref(),
+                &message.payload,
+                message.subject.as_str(),
+            ),
+        };
+        let read = envelope::read(headers, payload, subject, events_prefix, stream_sequence);
+        let (read, error) = match read {
+            Ok(mut read) => {
+                // A cron tick is its own run: its id comes from the tick's time, as the
+                // schedule's `ce-id` is copied into every tick.
+                if let Some(tick) = headers
+                    .filter(|_| read.herald_headers)
+                    .and_then(|headers| crate::cron::tick_of(headers))
+                {
+                    read.meta.id = crate::cron::tick_run_id(tick.0, tick.1);
+                    read.msg_id_is_id = false;
+                    if let Ok(tick) = crate::cron::Tick::read(&read.data, headers) {
+                        read.meta.set_time(tick.scheduled_at);
+                    }
+                }
+                (read, None)
+            }
+            Err(error) => {
+                let unread = envelope::Read {
+                    meta: EnvelopeMeta::default(),
+                    data: Bytes::new(),
+                    herald_headers: true,
+                    msg_id_is_id: false,
+                    traced: true,
+                };
+                (unread, Some(error))
+            }
+        };
+        let delivery = Delivery {
             function: Arc::clone(function),
             span: std::sync::OnceLock::new(),
             message,
-            source: if original.is_some() {
-                Source::Sweeper
-            } else {
-                Source::Consumer
-            },
+            source,
             original,
             stream_sequence,
             delivered,
-            meta: Arc::new(EnvelopeMeta::default()),
-            data: Bytes::new(),
+            meta: Arc::new(read.meta),
+            data: read.data,
             plain: false,
-            herald_headers: true,
+            herald_headers: read.herald_headers,
+            msg_id_is_id: read.msg_id_is_id,
+            // The sweeper's span reads the advisory's headers, not the event's.
+            traced: read.traced || source == Source::Sweeper,
         };
-        let read = envelope::read(
-            delivery.headers(),
-            delivery.payload(),
-            delivery.subject(),
-            events_prefix,
-            stream_sequence,
-        );
-        match read {
-            Ok(envelope::Read {
-                mut meta,
-                data,
-                herald_headers,
-            }) => {
-                delivery.herald_headers = herald_headers;
-                // A cron tick is its own run: its id comes from the tick's time, as the
-                // schedule's `ce-id` is copied into every tick.
-                if let Some(tick) = delivery
-                    .headers()
-                    .filter(|_| herald_headers)
-                    .and_then(|headers| crate::cron::tick_of(headers))
-                {
-                    meta.id = crate::cron::tick_run_id(tick.0, tick.1);
-                    if let Ok(tick) = crate::cron::Tick::read(&data, delivery.headers()) {
-                        meta.time = Some(tick.scheduled_at);
-                    }
-                }
-                delivery.meta = Arc::new(meta);
-                delivery.data = data;
-                Ok(delivery)
-            }
-            Err(error) => Err(Box::new(Unreadable::Envelope(delivery, error))),
+        match error {
+            None => Ok(delivery),
+            Some(error) => Err(Box::new(Unreadable::Envelope(delivery, error))),
         }
     }
 

@@ -15,7 +15,6 @@ use super::decide::{Outcome, decide};
 use super::delivery::{Delivery, Source, Unreadable, terminate_foreign};
 use super::{FunctionLoop, panic_message};
 use crate::steps::RunState;
-use herald::protocol::header;
 
 /// The longest a group's read of run records may take before each delivery reads its own.
 const GROUP_READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
@@ -180,6 +179,6 @@ impl FunctionLoop {
             && delivery.source == Source::Consumer
             && delivery.delivered == 1
             && delivery.subject().starts_with(&self.shared.events_prefix)
-            && delivery.header(header::NATS_MSG_ID) == Some(delivery.event_id())
+            && delivery.msg_id_is_id
     }
 }

@@ -102,7 +102,7 @@ impl FunctionLoop {
                     self.flow_metrics().started_after_wait(
                         &self.function.id,
                         Held::Throttle,
-                        delivery.meta.time.as_deref(),
+                        delivery.meta.time(),
                     );
                     return None;
                 }
@@ -146,7 +146,7 @@ impl FunctionLoop {
                 self.flow_metrics().started_after_wait(
                     &self.function.id,
                     Held::Throttle,
-                    delivery.meta.time.as_deref(),
+                    delivery.meta.time(),
                 );
             }
             return None;

@@ -249,7 +249,7 @@ impl FunctionLoop {
             self.flow_metrics().started_after_wait(
                 &self.function.id,
                 Held::Concurrency,
-                delivery.meta.time.as_deref(),
+                delivery.meta.time(),
             );
         }
         let event_key = runs::event_key(delivery.event_id());
