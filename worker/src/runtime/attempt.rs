@@ -27,14 +27,14 @@ enum Prepared {
 
 impl FunctionLoop {
     /// Under the attempt's OpenTelemetry span (the current context while the handler runs).
-    /// True when the delivery was a plain first delivery acked without its run's record,
-    /// whose ack the drain then confirms.
+    /// The delivery's ack subject when it was a plain first delivery acked without its
+    /// run's record, whose ack the drain then confirms.
     pub(super) async fn process(
         &self,
         delivery: Delivery,
         run: Option<Arc<RunState>>,
         known: Known,
-    ) -> bool {
+    ) -> Option<async_nats::Subject> {
         let context = self.shared.spans.attempt(
             delivery.message(),
             &self.shared.events_prefix,
@@ -46,7 +46,7 @@ impl FunctionLoop {
             .with_context(context.clone())
             .await;
         context.span().end();
-        unconfirmed
+        unconfirmed.then(|| delivery.into_reply()).flatten()
     }
 
     async fn attempt(

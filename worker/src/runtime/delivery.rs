@@ -247,6 +247,11 @@ impl Delivery {
         &self.message
     }
 
+    /// The subject its ack was sent to, kept when the delivery is done with.
+    pub(crate) fn into_reply(self) -> Option<async_nats::Subject> {
+        self.message.message.reply
+    }
+
     /// Acknowledges.
     pub(crate) async fn ack(&self) {
         if let Err(error) = self.message.ack().await {

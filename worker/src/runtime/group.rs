@@ -101,10 +101,7 @@ impl FunctionLoop {
             known,
             held,
         } = ready;
-        let plain = match (&run, &delivery.message().reply) {
-            (Some(run), Some(reply)) if delivery.plain => Some((reply.clone(), Arc::clone(run))),
-            _ => None,
-        };
+        let plain = run.as_ref().filter(|_| delivery.plain).map(Arc::clone);
         // A panic outside the handler (a Deserialize impl, say) must not take the other
         // messages of the pull down with it.
         let processed = AssertUnwindSafe(self.process(delivery, run, known))
@@ -112,8 +109,7 @@ impl FunctionLoop {
             .await;
         drop(held);
         match processed {
-            Ok(true) => plain,
-            Ok(false) => None,
+            Ok(reply) => Some((reply?, plain?)),
             Err(panic) => {
                 tracing::error!(function = %self.function.id, panic = %panic_message(&panic),
                     "panic while handling a delivery; it comes back after ack_wait");
