@@ -121,8 +121,9 @@ pub(crate) struct FunctionLoop {
     leadership: confirm::Leadership,
 }
 
-/// The fewest messages a function's worker may hold at once; more with a higher concurrency.
-const MIN_WINDOW: usize = 256;
+/// The most messages a function's worker may hold at once, unless its concurrency is higher;
+/// fewer while its handlers are slow or its messages large ([`pace::Pace::target`]).
+const MIN_WINDOW: usize = 1024;
 
 impl FunctionLoop {
     fn new(shared: Arc<Shared>, function: Function) -> FunctionLoop {

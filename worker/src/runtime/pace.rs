@@ -10,11 +10,17 @@ use std::time::Duration;
 /// How far ahead a function's loop pulls, in handler time.
 pub(crate) const AHEAD: Duration = Duration::from_secs(1);
 
-/// A moving average of handler durations.
+/// The most message bytes a function's loop holds beyond its concurrency: a window of
+/// large events is held by bytes, not by count.
+pub(crate) const HELD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A moving average of handler durations and of message sizes.
 #[derive(Debug, Default)]
 pub(crate) struct Pace {
     /// Nanoseconds; 0 until a handler has finished.
     average_ns: AtomicU64,
+    /// Bytes per message (headers and payload); 0 until a message came.
+    average_bytes: AtomicU64,
 }
 
 impl Pace {
@@ -30,9 +36,25 @@ impl Pace {
         self.average_ns.store(after.max(1), Ordering::Relaxed);
     }
 
+    /// Counts the sizes of `count` messages that came together, `bytes` in all (an
+    /// exponential average per group, weight 1/8).
+    pub(crate) fn record_sizes(&self, bytes: usize, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let size = (bytes / count) as u64;
+        let before = self.average_bytes.load(Ordering::Relaxed);
+        let after = if before == 0 {
+            size
+        } else {
+            before - before / 8 + size / 8
+        };
+        self.average_bytes.store(after.max(1), Ordering::Relaxed);
+    }
+
     /// How many messages to hold: the concurrency, plus what the handlers start within
-    /// [`AHEAD`] at their average pace, within `1..=window`. Before any handler finished,
-    /// the concurrency alone.
+    /// [`AHEAD`] at their average pace, no more than [`HELD_BYTES`] of messages beyond the
+    /// concurrency, within `1..=window`. Before any handler finished, the concurrency alone.
     pub(crate) fn target(&self, concurrency: usize, window: usize) -> usize {
         let average = self.average_ns.load(Ordering::Relaxed);
         let ahead = if average == 0 {
@@ -42,7 +64,16 @@ impl Pace {
                 / u128::from(average);
             usize::try_from(per_slot.saturating_mul(concurrency as u128)).unwrap_or(usize::MAX)
         };
-        concurrency.saturating_add(ahead).clamp(1, window.max(1))
+        // No size known yet (0): no bound by bytes.
+        let by_bytes = HELD_BYTES
+            .checked_div(self.average_bytes.load(Ordering::Relaxed))
+            .map_or(usize::MAX, |count| {
+                concurrency.max(usize::try_from(count).unwrap_or(usize::MAX))
+            });
+        concurrency
+            .saturating_add(ahead)
+            .min(by_bytes)
+            .clamp(1, window.max(1))
     }
 }
 
@@ -72,6 +103,24 @@ mod tests {
         let slow = Pace::default();
         slow.record(Duration::from_secs(10));
         assert_eq!(slow.target(16, 256), 16);
+    }
+
+    #[test]
+    fn large_messages_are_held_by_bytes() {
+        let pace = Pace::default();
+        pace.record(Duration::from_micros(20));
+        pace.record_sizes(300 * 10, 10);
+        assert_eq!(pace.target(16, 1024), 1024, "small events fill the window");
+        let large = Pace::default();
+        large.record(Duration::from_micros(20));
+        large.record_sizes(4 * 1024 * 1024, 4);
+        // 1 MiB each: 64 MiB is 64 of them.
+        assert_eq!(large.target(16, 1024), 64);
+        // Never fewer than the handlers can run at once.
+        let huge = Pace::default();
+        huge.record(Duration::from_micros(20));
+        huge.record_sizes(16 * 1024 * 1024, 1);
+        assert_eq!(huge.target(16, 1024), 16);
     }
 
     #[test]

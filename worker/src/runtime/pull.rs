@@ -15,7 +15,7 @@ use super::confirm::AckedPlain;
 use super::group::Ready;
 
 /// The most messages asked for in one pull request.
-const MAX_PULL: usize = 256;
+const MAX_PULL: usize = 1024;
 
 /// The shortest interval between confirmations of plain acks.
 const CONFIRM_AT_LEAST_EVERY: Duration = Duration::from_millis(100);
@@ -190,6 +190,8 @@ impl FunctionLoop {
                                 None => break,
                             }
                         }
+                        let bytes = messages.iter().map(|(message, _)| message.length).sum();
+                        self.pace.record_sizes(bytes, messages.len());
                         let group = self.read_group(messages);
                         for ready in group.ready {
                             running.push(Either::Left(self.deliver(ready).map(Done::Settled)));
