@@ -3,8 +3,10 @@
 //! third of `ack_wait` meanwhile), the last of their acks is sent again as a request, and the
 //! server's answer confirms it and, as acks from one connection reach the consumer in order,
 //! the ones before it. When no answer
-//! comes, or the consumer's leader changed or the connection was re-established meanwhile
-//! (an ack sent to the old leader may be lost), each of those runs is recorded after all.
+//! comes, or the consumer's leader changed, a pull failed (the consumer may have been deleted
+//! and made again under its name, and a new consumer answers acks it never delivered) or the
+//! connection was re-established meanwhile (an ack sent to the old leader may be lost), each
+//! of those runs is recorded after all.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +39,9 @@ pub(crate) struct Leadership {
 pub(crate) struct Epoch {
     elections: u64,
     connects: u64,
+    /// Losses of the consumer's binding: a consumer deleted and made again (by this worker
+    /// or another) under the same name answers an ack it never delivered.
+    losses: u64,
 }
 
 impl FunctionLoop {
@@ -53,6 +58,7 @@ impl FunctionLoop {
                 .statistics()
                 .connects
                 .load(Ordering::Acquire),
+            losses: self.binding.losses(),
         })
     }
 
@@ -112,7 +118,7 @@ impl FunctionLoop {
             (Err(error), _) => format!("the ack was not confirmed: {error}"),
             (Ok(_), None) => "the consumer's leader elections are not followed".to_owned(),
             (Ok(_), Some(before)) if self.epoch() != Some(before) => {
-                "the consumer's leader or the connection changed meanwhile".to_owned()
+                "the consumer's leader, its binding or the connection changed meanwhile".to_owned()
             }
             (Ok(_), Some(_)) => return,
         };

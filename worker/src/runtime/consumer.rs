@@ -15,6 +15,9 @@ pub(crate) struct Binding {
     id: String,
     /// Set when a pull failed and the consumer must be looked up (or re-created) again.
     needs_converge: AtomicBool,
+    /// How many times the binding was lost: a consumer deleted and made again under the
+    /// same name answers acks it never delivered, so a confirmation spans no loss.
+    losses: std::sync::atomic::AtomicU64,
 }
 
 impl Binding {
@@ -22,7 +25,13 @@ impl Binding {
         Binding {
             id: id.to_owned(),
             needs_converge: AtomicBool::new(true),
+            losses: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many times the binding was lost so far.
+    pub(crate) fn losses(&self) -> u64 {
+        self.losses.load(Ordering::SeqCst)
     }
 
     /// The function id.
@@ -36,6 +45,7 @@ impl Binding {
     }
 
     pub(crate) fn lost(&self) {
+        self.losses.fetch_add(1, Ordering::SeqCst);
         self.needs_converge.store(true, Ordering::SeqCst);
     }
 
