@@ -71,8 +71,11 @@ impl<E> FunctionBuilder<E> {
         self
     }
 
-    /// Handlers running at once across every replica (`max_ack_pending`; server default
-    /// when unset).
+    /// Messages delivered and not yet acknowledged across every replica: the consumer's
+    /// `max_ack_pending`, which bounds the handlers running at once cluster-wide. Unset,
+    /// 16 × a replica's window (`16 × max(1024, concurrency)`): room for sixteen replicas
+    /// each holding its whole window, or the server's default when its limits allow less.
+    /// A value above the server's, account's or stream's limit fails the worker's start.
     pub fn max_ack_pending(mut self, limit: i64) -> Self {
         self.settings.max_ack_pending = Some(limit);
         self

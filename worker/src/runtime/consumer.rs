@@ -59,6 +59,16 @@ impl Binding {
     }
 }
 
+/// How many replicas' windows a consumer's default `max_ack_pending` makes room for.
+const REPLICAS_ROOM: usize = 16;
+
+/// The `max_ack_pending` of a function that sets none: room for 16 replicas each holding
+/// its whole window (16,384 at the default window). The server's own default, 1,000, is
+/// less than one replica's window, so a second replica would add no throughput.
+pub(crate) fn default_max_ack_pending(concurrency: usize) -> i64 {
+    i64::try_from(super::window_size(concurrency).saturating_mul(REPLICAS_ROOM)).unwrap_or(i64::MAX)
+}
+
 /// The consumer config of protocol section 3.
 pub(crate) fn consumer_config(function: &Function, namespace: &Namespace) -> pull::Config {
     let settings = &function.settings;
@@ -81,7 +91,9 @@ pub(crate) fn consumer_config(function: &Function, namespace: &Namespace) -> pul
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
         ack_wait: settings.ack_wait,
         max_deliver: herald::protocol::max_deliver(settings.attempts),
-        max_ack_pending: settings.max_ack_pending.unwrap_or(0),
+        max_ack_pending: settings
+            .max_ack_pending
+            .unwrap_or_else(|| default_max_ack_pending(settings.concurrency)),
         deliver_policy,
         ..Default::default()
     }
@@ -148,58 +160,129 @@ impl FunctionLoop {
         Ok(want)
     }
 
+    /// Creates or updates the function's consumer (protocol section 3). When the server's
+    /// limits refuse Herald's default `max_ack_pending`, the server's own default is left
+    /// in place (a function that sets `max_ack_pending` gets the server's refusal).
     pub(crate) async fn converge(&self) -> Result<jetstream::consumer::PullConsumer, WorkerError> {
-        let error = |source: async_nats::Error| WorkerError::Consumer {
-            function: self.function.id.to_string(),
-            source,
+        let mut want = consumer_config(&self.function, self.shared.client.namespace());
+        let result = match self.make_or_update(&want).await {
+            Err(refused)
+                if refused.over_limit && self.function.settings.max_ack_pending.is_none() =>
+            {
+                tracing::warn!(function = %self.function.id, wanted = want.max_ack_pending,
+                    error = %refused.source,
+                    "the server's limits refuse Herald's default max_ack_pending; the server's default \
+                     is kept (set Function::max_ack_pending to choose one within the limits)");
+                want.max_ack_pending = 0;
+                self.make_or_update(&want).await
+            }
+            other => other,
         };
+        let consumer = result.map_err(|refused| match self.function.settings.max_ack_pending {
+            Some(wanted) if refused.over_limit => WorkerError::AckPendingAboveLimit {
+                function: self.function.id.to_string(),
+                wanted,
+                source: refused.source,
+            },
+            _ => WorkerError::Consumer {
+                function: self.function.id.to_string(),
+                source: refused.source,
+            },
+        })?;
+        self.binding.bound();
+        Ok(consumer)
+    }
+
+    /// Looks the consumer up and updates it when it differs from `want`, or creates it.
+    async fn make_or_update(
+        &self,
+        want: &pull::Config,
+    ) -> Result<jetstream::consumer::PullConsumer, Refused> {
         let shared = &self.shared;
-        let want = consumer_config(&self.function, shared.client.namespace());
         let js = shared.client.jetstream();
-        let consumer = match js
-            .get_consumer_from_stream::<pull::Config, _, _>(
-                self.function.id.as_ref(),
-                &shared.events_stream,
-            )
+        let name = self.function.id.as_ref();
+        match js
+            .get_consumer_from_stream::<pull::Config, _, _>(name, &shared.events_stream)
             .await
         {
             Ok(mut consumer) => {
                 let have = consumer
                     .info()
                     .await
-                    .map_err(|e| error(e.into()))?
+                    .map_err(Refused::other)?
                     .config
                     .clone();
-                match update_for(&want, &have) {
-                    None => consumer,
-                    Some(updated) => {
-                        tracing::info!(function = %self.function.id, "consumer config differs; updating it");
-                        js.update_consumer_on_stream::<jetstream::consumer::Config, _>(
-                            updated,
-                            &shared.events_stream,
-                        )
-                        .await
-                        .map_err(|e| error(e.into()))?;
-                        js.get_consumer_from_stream::<pull::Config, _, _>(
-                            self.function.id.as_ref(),
-                            &shared.events_stream,
-                        )
-                        .await
-                        .map_err(|e| error(e.into()))?
-                    }
-                }
+                let Some(updated) = update_for(want, &have) else {
+                    return Ok(consumer);
+                };
+                tracing::info!(function = %self.function.id, "consumer config differs; updating it");
+                js.update_consumer_on_stream::<jetstream::consumer::Config, _>(
+                    updated,
+                    &shared.events_stream,
+                )
+                .await
+                .map_err(|error| {
+                    let over_limit = match error.kind() {
+                        jetstream::stream::ConsumerUpdateErrorKind::JetStream(error) => {
+                            over_ack_pending_limit(&error)
+                        }
+                        _ => false,
+                    };
+                    Refused::new(over_limit, error)
+                })?;
+                js.get_consumer_from_stream::<pull::Config, _, _>(name, &shared.events_stream)
+                    .await
+                    .map_err(Refused::other)
             }
             Err(lookup) => {
                 tracing::debug!(function = %self.function.id, error = %lookup, "creating the consumer");
-                let want = self.starting_now(want).await.map_err(error)?;
+                let want = self
+                    .starting_now(want.clone())
+                    .await
+                    .map_err(|source| Refused {
+                        over_limit: false,
+                        source,
+                    })?;
                 js.create_consumer_on_stream(want, &shared.events_stream)
                     .await
-                    .map_err(|e| error(e.into()))?
+                    .map_err(|error| {
+                        let over_limit = match error.kind() {
+                            jetstream::stream::ConsumerErrorKind::JetStream(error) => {
+                                over_ack_pending_limit(&error)
+                            }
+                            _ => false,
+                        };
+                        Refused::new(over_limit, error)
+                    })
             }
-        };
-        self.binding.bound();
-        Ok(consumer)
+        }
     }
+}
+
+/// Why a consumer could not be made or updated.
+struct Refused {
+    /// The server's limits refuse the `max_ack_pending` asked for.
+    over_limit: bool,
+    source: async_nats::Error,
+}
+
+impl Refused {
+    fn new(over_limit: bool, error: impl Into<async_nats::Error>) -> Refused {
+        Refused {
+            over_limit,
+            source: error.into(),
+        }
+    }
+
+    fn other(error: impl Into<async_nats::Error>) -> Refused {
+        Refused::new(false, error)
+    }
+}
+
+/// The server's answer to a `max_ack_pending` above its, the account's or the stream's
+/// limit (JetStream error 10121).
+fn over_ack_pending_limit(error: &jetstream::Error) -> bool {
+    error.error_code() == jetstream::ErrorCode::CONSUMER_MAX_PENDING_ACK_EXCESS
 }
 
 #[cfg(test)]
@@ -236,7 +319,7 @@ mod tests {
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: Duration::from_secs(30),
             max_deliver: 5,
-            max_ack_pending: 1000,
+            max_ack_pending: 16 * 1024,
             description: Some("set by an operator".into()),
             ..Default::default()
         };
@@ -244,10 +327,7 @@ mod tests {
         have.max_deliver = 7;
         let updated = update_for(&want, &have).expect("max_deliver differs");
         assert_eq!(updated.max_deliver, 5);
-        assert_eq!(
-            updated.max_ack_pending, 1000,
-            "kept: Herald does not set it"
-        );
+        assert_eq!(updated.max_ack_pending, 16 * 1024);
         assert_eq!(updated.description.as_deref(), Some("set by an operator"));
         have.max_deliver = 5;
         have.filter_subjects = vec![];
@@ -256,5 +336,25 @@ mod tests {
             update_for(&want, &have).is_some(),
             "the redrive filter is missing"
         );
+        have.filter_subjects = vec!["ns.redrive.f".into(), "ns.events.a.b".into()];
+        have.max_ack_pending = 1000;
+        let raised = update_for(&want, &have).expect("the server's default of 1,000 is raised");
+        assert_eq!(raised.max_ack_pending, 16 * 1024);
+        // Within limits below the default, the worker asks for none (0): what the server
+        // chose is kept.
+        let within_limits = pull::Config {
+            max_ack_pending: 0,
+            ..want
+        };
+        have.max_ack_pending = 500;
+        assert_eq!(update_for(&within_limits, &have), None);
+    }
+
+    #[test]
+    fn the_default_max_ack_pending_has_room_for_sixteen_windows() {
+        assert_eq!(default_max_ack_pending(1), 16 * 1024);
+        assert_eq!(default_max_ack_pending(16), 16 * 1024);
+        assert_eq!(default_max_ack_pending(5000), 16 * 5000);
+        assert_eq!(default_max_ack_pending(usize::MAX), i64::MAX);
     }
 }

@@ -125,10 +125,15 @@ pub(crate) struct FunctionLoop {
 /// fewer while its handlers are slow or its messages large ([`pace::Pace::target`]).
 const MIN_WINDOW: usize = 1024;
 
+/// The messages a function's worker may hold at once: `max(1024, concurrency)`.
+pub(crate) fn window_size(concurrency: usize) -> usize {
+    concurrency.max(1).max(MIN_WINDOW)
+}
+
 impl FunctionLoop {
     fn new(shared: Arc<Shared>, function: Function) -> FunctionLoop {
         let concurrency = function.settings.concurrency.max(1);
-        let window_size = concurrency.max(MIN_WINDOW);
+        let window_size = window_size(concurrency);
         let counts = shared.metrics.counts(&function.id);
         FunctionLoop {
             binding: Arc::new(Binding::new(&function.id)),

@@ -234,7 +234,8 @@ impl WorkerBuilder {
                 &readiness,
                 &what,
                 &stop,
-                |_: &WorkerError| true,
+                // A limit refusing the function's own setting does not pass by waiting.
+                |error: &WorkerError| !matches!(error, WorkerError::AckPendingAboveLimit { .. }),
                 || function.converge(),
             )
             .await?

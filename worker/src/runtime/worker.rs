@@ -55,6 +55,21 @@ pub enum WorkerError {
         #[source]
         source: async_nats::Error,
     },
+    /// A function's `max_ack_pending` is above what the server, the account or the events
+    /// stream allows.
+    #[error(
+        "function {function} asks for max_ack_pending {wanted}, which the server's limits refuse ({source}); \
+         set Function::max_ack_pending within the limit, or leave it unset for the server's default"
+    )]
+    AckPendingAboveLimit {
+        /// The function.
+        function: String,
+        /// The `max_ack_pending` it sets.
+        wanted: i64,
+        /// The server's refusal.
+        #[source]
+        source: async_nats::Error,
+    },
 }
 
 /// Builds a [`Worker`]: the functions it runs and how it shuts down.
