@@ -265,3 +265,60 @@ async fn the_sweeper_publishes_the_end_of_a_run_whose_worker_died() {
     assert_eq!(record.started_ms, None);
     assert!(record.run.starts_with("orphan."), "{record:?}");
 }
+
+#[tokio::test]
+async fn a_quick_redriven_run_publishes_its_end() {
+    let (_nats, client) = server_and_client().await;
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let function = {
+        let broken = Arc::clone(&broken);
+        Function::new("mended")
+            .on::<Job>()
+            .handler(move |_job: Job, _ctx: Ctx| {
+                let broken = Arc::clone(&broken);
+                async move {
+                    if broken.load(Ordering::SeqCst) {
+                        return Err(HandlerError::terminal("not yet"));
+                    }
+                    Ok(())
+                }
+            })
+    };
+    let worker = Worker::builder(client.clone())
+        .function(function)
+        .start()
+        .await
+        .unwrap();
+    client
+        .publish(&Job {
+            n: 1,
+            label: String::new(),
+        })
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let dead = records(&client, 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].outcome.as_deref(), Some("dead_lettered"));
+    let letters = herald_worker::DeadLetters::new(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let letter = loop {
+        let listed = letters.list(&Default::default()).await.unwrap();
+        if let Some(letter) = listed.into_iter().next() {
+            break letter;
+        }
+        assert!(Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    broken.store(false, Ordering::SeqCst);
+    letters.redrive(&letter, None).await.unwrap();
+    // The redriven attempt is a first delivery, quick and ok, yet it continues a run whose
+    // latest record says `dead_lettered`: its end is published.
+    let found = records(&client, 2).await;
+    worker.shutdown().await;
+    let outcomes: Vec<Option<&str>> = found.iter().map(|r| r.outcome.as_deref()).collect();
+    assert_eq!(outcomes, [Some("dead_lettered"), Some("ok")]);
+    assert_eq!(found[1].run, found[0].run);
+    assert_eq!(found[1].attempt, 1);
+}

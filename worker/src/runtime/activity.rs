@@ -102,21 +102,27 @@ impl FunctionLoop {
         self.publish_activity(activity, &record).await;
     }
 
-    /// Publishes the `finished` record of an attempt, unless it is the unremarkable case (a
-    /// first attempt, ok within `ack_wait / 3`: the run record tells it, and a function
-    /// with `idempotent(false)` keeps no record of it); and of a delivery that ended its run
-    /// before the handler (a dead letter, a cancel, a skip).
-    pub(super) async fn activity_finished(
+    /// The `finished` record of an attempt, unless it is the unremarkable case (a first
+    /// delivery of an event as its producer published it, ok within `ack_wait / 3`: the run
+    /// record tells it, and a function with `idempotent(false)` keeps no record of it); and
+    /// of a delivery that ended its run before the handler (a dead letter, a cancel, a
+    /// skip). Made before the settlement, published after it ([`Self::publish_finished`]),
+    /// so that a reader woken by the record finds the run record and the dead letter it
+    /// tells of.
+    ///
+    /// A delivery that carries one of Herald's own headers continues a run that may
+    /// already have records (a redrive, a continuation, a wake-up): its end is published
+    /// even when quick, or the run's latest record would still say `dead_lettered` or
+    /// `sleeping`.
+    pub(super) fn finished_record(
         &self,
         delivery: &Delivery,
         run: Option<&RunState>,
         begun: Option<Begun>,
         settlement: &Settlement,
         trace: &opentelemetry::Context,
-    ) {
-        let Some(activity) = self.shared.activity.as_ref() else {
-            return;
-        };
+    ) -> Option<Box<ActivityRecord>> {
+        self.shared.activity.as_ref()?;
         // A handler still running at its first progress ack announced itself.
         let announced = begun
             .as_ref()
@@ -125,10 +131,12 @@ impl FunctionLoop {
             settlement,
             Settlement::DeadLetter { .. } | Settlement::Cancel(_) | Settlement::Skip(_)
         );
-        let plain =
-            matches!(settlement, Settlement::Ack { .. }) && delivery.delivered == 1 && !announced;
+        let plain = matches!(settlement, Settlement::Ack { .. })
+            && delivery.delivered == 1
+            && !announced
+            && !delivery.continues_a_run();
         if (begun.is_none() && !ends_run) || plain {
-            return;
+            return None;
         }
         let now = crate::steps::now_ms();
         let mut record = self.activity_record(delivery, run, trace, ActivityKind::Finished, now);
@@ -138,8 +146,15 @@ impl FunctionLoop {
         record.error = error;
         record.retry_in_ms = retry_in_ms;
         record.step = step;
-        // Boxed: most attempts publish nothing, and their futures stay small.
-        Box::pin(self.publish_activity(activity, &record)).await;
+        Some(Box::new(record))
+    }
+
+    /// Publishes a record made by [`Self::finished_record`].
+    pub(super) async fn publish_finished(&self, record: Option<Box<ActivityRecord>>) {
+        if let (Some(activity), Some(record)) = (self.shared.activity.as_ref(), record) {
+            // Boxed: most attempts publish nothing, and their futures stay small.
+            Box::pin(self.publish_activity(activity, &record)).await;
+        }
     }
 
     fn activity_record(

@@ -88,13 +88,13 @@ impl FunctionLoop {
             self.facts(delivery, run.as_deref(), step_failures)
         };
         let settlement = decide(outcome, &facts);
-        self.activity_finished(delivery, run.as_deref(), started, &settlement, trace)
-            .await;
+        let finished = self.finished_record(delivery, run.as_deref(), started, &settlement, trace);
         let unconfirmed = settlement
             == super::decide::Settlement::Ack {
                 record: Record::IfAckUnconfirmed,
             };
         self.settle(delivery, run.as_deref(), settlement).await;
+        self.publish_finished(finished).await;
         let holds_slots = run.as_ref().is_some_and(|r| !r.slots.lock().is_empty());
         if holds_slots && let Some(run) = &run {
             Box::pin(self.give_back(run)).await;

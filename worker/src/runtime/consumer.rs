@@ -222,12 +222,9 @@ impl FunctionLoop {
                 )
                 .await
                 .map_err(|error| {
-                    let over_limit = match error.kind() {
-                        jetstream::stream::ConsumerUpdateErrorKind::JetStream(error) => {
-                            over_ack_pending_limit(&error)
-                        }
-                        _ => false,
-                    };
+                    let over_limit = matches!(error.kind(),
+                        jetstream::stream::ConsumerUpdateErrorKind::JetStream(error)
+                            if over_ack_pending_limit(&error));
                     Refused::new(over_limit, error)
                 })?;
                 js.get_consumer_from_stream::<pull::Config, _, _>(name, &shared.events_stream)
@@ -239,19 +236,13 @@ impl FunctionLoop {
                 let want = self
                     .starting_now(want.clone())
                     .await
-                    .map_err(|source| Refused {
-                        over_limit: false,
-                        source,
-                    })?;
+                    .map_err(Refused::other)?;
                 js.create_consumer_on_stream(want, &shared.events_stream)
                     .await
                     .map_err(|error| {
-                        let over_limit = match error.kind() {
-                            jetstream::stream::ConsumerErrorKind::JetStream(error) => {
-                                over_ack_pending_limit(&error)
-                            }
-                            _ => false,
-                        };
+                        let over_limit = matches!(error.kind(),
+                            jetstream::stream::ConsumerErrorKind::JetStream(error)
+                                if over_ack_pending_limit(&error));
                         Refused::new(over_limit, error)
                     })
             }

@@ -232,6 +232,13 @@ impl Delivery {
         }
     }
 
+    /// Whether the delivery carries one of Herald's own headers: a redrive, a
+    /// continuation, a wake-up, a cron tick, a replay; an event as a producer published it
+    /// carries none.
+    pub(crate) fn continues_a_run(&self) -> bool {
+        self.herald_headers
+    }
+
     /// The first value of a header.
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
         if !self.herald_headers && name.starts_with("herald-") {

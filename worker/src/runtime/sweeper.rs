@@ -164,15 +164,15 @@ impl FunctionLoop {
         // The attempt's end, as a worker would have published it (protocol section 18): a
         // run dead-lettered here gets its `finished` record; one already finished gets none.
         let run = self.run_state(&delivery);
-        self.activity_finished(
+        let finished = self.finished_record(
             &delivery,
             run.as_deref(),
             None,
             &settlement,
             &opentelemetry::Context::current(),
-        )
-        .await;
+        );
         self.settle(&delivery, None, settlement).await;
+        self.publish_finished(finished).await;
     }
 
     /// Whether the run of a swept event is already recorded as finished (dead-lettered by a
