@@ -3,6 +3,7 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::assets;
+use crate::resume::ChangePosition;
 use crate::state::AppState;
 
 /// A page of the console: navigation, `body`, and the scripts that make it live.
@@ -72,13 +73,29 @@ pub(crate) fn bare(title: &str, body: Markup) -> Markup {
 }
 
 /// A region that fetches its page again (and keeps only itself) whenever the server says
-/// something it shows changed: `changes` is the query of `/live/changes`.
+/// something it shows changed: `changes` is the query of `/live/changes`, `seen` the
+/// position of the change feeds taken before the page read what it shows (so that a change
+/// stored before the browser connects still reaches it). With `poll`, the region also
+/// fetches itself every second: for what no change notice announces (a run that finishes
+/// quickly on its first delivery publishes no activity record).
 // Markup is built to be handed over, as the html! macro does with its parts.
 #[allow(clippy::needless_pass_by_value)]
-pub(crate) fn live(self_url: &str, changes: &str, body: Markup) -> Markup {
+pub(crate) fn live(
+    self_url: &str,
+    changes: &str,
+    seen: ChangePosition,
+    poll: bool,
+    body: Markup,
+) -> Markup {
+    let separator = if changes.is_empty() { '?' } else { '&' };
+    let trigger = if poll {
+        "sse:changed throttle:300ms, every 1s"
+    } else {
+        "sse:changed throttle:300ms"
+    };
     html! {
-        div hx-ext="sse" sse-connect={ "/live/changes" (changes) } {
-            div #live hx-get=(self_url) hx-trigger="sse:changed throttle:300ms"
+        div hx-ext="sse" sse-connect={ "/live/changes" (changes) (separator) "after=" (seen.id()) } {
+            div #live hx-get=(self_url) hx-trigger=(trigger)
                 hx-select="#live" hx-target="this" hx-swap="outerHTML" {
                 (body)
             }

@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
@@ -45,6 +46,26 @@ pub(crate) struct Change {
     pub(crate) event_id: Option<String>,
 }
 
+/// How far the console's feeds have read `NS_ACTIVITY` and `NS_DLQ`. A page takes this
+/// position before it reads what it shows and asks its change notices from there
+/// (`after=`), so that a change stored between its render and its feed's connection is
+/// not missed.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    activity: AtomicU64,
+    dead_letters: AtomicU64,
+}
+
+impl Seen {
+    /// The position read so far.
+    pub(crate) fn position(&self) -> ChangePosition {
+        ChangePosition {
+            activity: self.activity.load(Ordering::SeqCst),
+            dead_letters: self.dead_letters.load(Ordering::SeqCst),
+        }
+    }
+}
+
 /// Follows `subject` in `stream` from now on, handing each message to `each`; restarts the
 /// consumer (after a pause) whenever it fails, for as long as the console lives, from the
 /// message after the last one it handed on, so a restart loses nothing.
@@ -52,10 +73,15 @@ async fn follow(
     client: herald::Client,
     stream: String,
     subject: String,
+    seen: impl Fn(u64),
     mut each: impl FnMut(async_nats::jetstream::Message),
 ) {
     let mut next: Option<u64> = None;
     loop {
+        if next.is_none() {
+            // Read from now on: everything stored so far counts as seen.
+            seen(resume::last_sequence(&client, &stream).await);
+        }
         let deliver_policy = match next {
             Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
             None => DeliverPolicy::New,
@@ -80,10 +106,14 @@ async fn follow(
                 while let Some(message) = messages.next().await {
                     match message {
                         Ok(message) => {
-                            if let Ok(info) = message.info() {
-                                next = Some(info.stream_sequence + 1);
-                            }
+                            let sequence = message.info().ok().map(|i| i.stream_sequence);
                             each(message);
+                            if let Some(sequence) = sequence {
+                                next = Some(sequence + 1);
+                                // After the broadcast: a page that saw this sequence has
+                                // either had its notice or asks for what follows it.
+                                seen(sequence);
+                            }
                         }
                         Err(error) => {
                             tracing::debug!(%stream, %error, "a live feed failed; restarting it");
@@ -107,6 +137,7 @@ pub(crate) async fn follow_events(
         client,
         namespace.events_stream(),
         namespace.events_wildcard(),
+        |_| {},
         move |message| {
             let _ = sender.send(Arc::new(StoredEvent::from_message(&message)));
         },
@@ -149,12 +180,16 @@ fn sequence_of(message: &async_nats::jetstream::Message) -> u64 {
 pub(crate) async fn follow_activity(
     client: herald::Client,
     sender: broadcast::Sender<Arc<Change>>,
+    seen: Arc<Seen>,
 ) {
     let namespace = client.namespace().clone();
     follow(
         client,
         namespace.activity_stream(),
         namespace.activity_wildcard(),
+        move |sequence| {
+            seen.activity.fetch_max(sequence, Ordering::SeqCst);
+        },
         move |message| {
             if let Some(change) = activity_change(&message) {
                 let _ = sender.send(Arc::new(change));
@@ -167,6 +202,7 @@ pub(crate) async fn follow_activity(
 pub(crate) async fn follow_dead_letters(
     client: herald::Client,
     sender: broadcast::Sender<Arc<Change>>,
+    seen: Arc<Seen>,
 ) {
     let namespace = client.namespace().clone();
     let prefix = namespace.dlq_subject("");
@@ -174,6 +210,9 @@ pub(crate) async fn follow_dead_letters(
         client,
         namespace.dlq_stream(),
         namespace.dlq_wildcard(),
+        move |sequence| {
+            seen.dead_letters.fetch_max(sequence, Ordering::SeqCst);
+        },
         move |message| {
             let _ = sender.send(Arc::new(dead_letter_change(&prefix, &message)));
         },
@@ -264,6 +303,9 @@ pub(crate) struct ChangeFilter {
     function: Option<String>,
     run: Option<String>,
     event: Option<String>,
+    /// The position the page was rendered at ([`Seen`]), when the browser sends no
+    /// `Last-Event-ID`.
+    after: Option<String>,
 }
 
 impl ChangeFilter {
@@ -279,10 +321,11 @@ impl ChangeFilter {
     }
 }
 
-/// `GET /live/changes?function=&run=&event=`: `changed` whenever an activity record or a
-/// dead letter concerns what the page shows; the page then fetches itself again. Each
+/// `GET /live/changes?function=&run=&event=&after=`: `changed` whenever an activity record
+/// or a dead letter concerns what the page shows; the page then fetches itself again. Each
 /// notice's `id:` is `<activity>.<dlq>` (the stream sequences it has reached); with
-/// `Last-Event-ID`, first the notices for what was stored after that point.
+/// `Last-Event-ID`, or else `after` (the page's render position, [`Seen`]), first the
+/// notices for what was stored after that point.
 pub(crate) async fn changes(
     State(state): State<Arc<AppState>>,
     Query(filter): Query<ChangeFilter>,
@@ -291,16 +334,19 @@ pub(crate) async fn changes(
     let live = BroadcastStream::new(state.changes.subscribe());
     let namespace = state.client.namespace();
     let (activity_stream, dlq_stream) = (namespace.activity_stream(), namespace.dlq_stream());
-    let resumed = resume::last_event_id(&headers).and_then(ChangePosition::parse);
+    let reconnected = resume::last_event_id(&headers).and_then(ChangePosition::parse);
+    let rendered = filter.after.as_deref().and_then(ChangePosition::parse);
+    let resumed = reconnected.or(rendered);
     let mut backlog = Vec::new();
     let mut position = ChangePosition::default();
-    match resumed {
-        None => {
-            position = ChangePosition {
-                activity: resume::last_sequence(&state.client, &activity_stream).await,
-                dead_letters: resume::last_sequence(&state.client, &dlq_stream).await,
-            };
+    let now = async {
+        ChangePosition {
+            activity: resume::last_sequence(&state.client, &activity_stream).await,
+            dead_letters: resume::last_sequence(&state.client, &dlq_stream).await,
         }
+    };
+    match resumed {
+        None => position = now.await,
         Some(after) => {
             let prefix = namespace.dlq_subject("");
             let activity = resume::catch_up(
@@ -334,6 +380,9 @@ pub(crate) async fn changes(
                     position.activity = position.activity.max(activity.read_to);
                     position.dead_letters = position.dead_letters.max(letters.read_to);
                 }
+                // A page just rendered from a position too far behind (a feed still
+                // starting) is not reloaded: it follows from now, as before it knew one.
+                _ if reconnected.is_none() => position = now.await,
                 _ => backlog.push(resync()),
             }
         }

@@ -40,6 +40,8 @@ pub(crate) struct AppState {
     pub(crate) events: broadcast::Sender<Arc<StoredEvent>>,
     /// Activity records and dead letters, as they arrive.
     pub(crate) changes: broadcast::Sender<Arc<Change>>,
+    /// How far the change feeds have read, for pages to ask their notices from.
+    pub(crate) seen: Arc<live::Seen>,
     /// The last delivered sequence seen per function, for events per second.
     pub(crate) rates: Mutex<HashMap<String, (Instant, u64, f64)>>,
     /// The last flow-control scan of the runs bucket and when it was made.
@@ -56,10 +58,19 @@ impl AppState {
         let registry = client.registry().await?.clone();
         let (events, _) = broadcast::channel(1024);
         let (changes, _) = broadcast::channel(1024);
+        let seen = Arc::new(live::Seen::default());
         let tasks = vec![
             tokio::spawn(live::follow_events(client.clone(), events.clone())),
-            tokio::spawn(live::follow_activity(client.clone(), changes.clone())),
-            tokio::spawn(live::follow_dead_letters(client.clone(), changes.clone())),
+            tokio::spawn(live::follow_activity(
+                client.clone(),
+                changes.clone(),
+                Arc::clone(&seen),
+            )),
+            tokio::spawn(live::follow_dead_letters(
+                client.clone(),
+                changes.clone(),
+                Arc::clone(&seen),
+            )),
         ];
         Ok(Arc::new(AppState {
             letters: DeadLetters::new(client.clone()),
@@ -69,6 +80,7 @@ impl AppState {
             registry,
             events,
             changes,
+            seen,
             rates: Mutex::new(HashMap::new()),
             flow: tokio::sync::Mutex::new(None),
             _tasks: Tasks(tasks),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::setup;
 use fantoccini::Locator;
-use harness::{PATIENCE, Proxy, in_browser, serve, type_into, wait_for};
+use harness::{PATIENCE, Proxy, click, in_browser, serve, type_into, wait_for};
 
 #[tokio::test]
 async fn a_published_event_appears_live_on_the_events_page() {
@@ -167,11 +167,7 @@ async fn a_dead_letter_is_redriven_from_the_page_and_its_run_turns_ok() {
             .goto(&format!("{base}/dlq?function=welcome"))
             .await
             .unwrap();
-        wait_for(&client, "tr[data-seq] form button")
-            .await
-            .click()
-            .await
-            .unwrap();
+        click(&client, "tr[data-seq] form button").await;
         // The run's page, updated live until the redriven run is ok.
         wait_for(&client, "#run-status").await;
         assert!(

@@ -77,6 +77,7 @@ pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> PageResult<Markup> {
+    let seen = state.seen.position();
     let filter = filter_of(&q);
     let mut letters = state.letters.list(&filter).await?;
     let total = letters.len();
@@ -121,6 +122,8 @@ pub(crate) async fn list(
         live(
             &self_url,
             &query(&[("function", filter.function.as_deref())]),
+            seen,
+            false,
             body,
         ),
     ))

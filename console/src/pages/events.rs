@@ -81,6 +81,7 @@ pub(crate) async fn show(
     State(state): State<Arc<AppState>>,
     Path(sequence): Path<u64>,
 ) -> PageResult<Markup> {
+    let seen = state.seen.position();
     let event = event_at(&state.client, sequence).await?;
     let namespace = state.client.namespace();
     let redrive_prefix = namespace.redrive_subject("");
@@ -149,6 +150,33 @@ pub(crate) async fn show(
         &state,
         &format!("Event #{sequence}"),
         "events",
-        live(&self_url, &changes, body),
+        live(
+            &self_url,
+            &changes,
+            seen,
+            awaits_runs(&event.id, &runs),
+            body,
+        ),
     ))
+}
+
+/// How long after an event its page keeps asking for its runs' outcomes every second.
+const RUNS_AWAITED_FOR_MS: u64 = 60_000;
+
+/// Whether the page of an event made in the last minute (by its UUIDv7 id) shows a run
+/// without an outcome: a run that finishes quickly on its first delivery publishes no
+/// activity record, so the page asks again by itself.
+fn awaits_runs(event_id: &str, runs: &[(String, String, usize)]) -> bool {
+    let made_ms = herald::headers::time_of_event_id(event_id)
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+    let recent = made_ms
+        .is_some_and(|made| crate::util::now_ms().saturating_sub(made) < RUNS_AWAITED_FOR_MS);
+    recent
+        && runs.iter().any(|(_, status, _)| {
+            !matches!(
+                status.as_str(),
+                "ok" | "dead_lettered" | "cancelled" | "skipped"
+            )
+        })
 }

@@ -86,6 +86,7 @@ fn skipped(flow: &FlowOverview) -> Markup {
 
 /// `GET /`.
 pub(crate) async fn list(State(state): State<Arc<AppState>>) -> PageResult<Markup> {
+    let seen = state.seen.position();
     let functions = list_functions(&state.client, true).await?;
     let flow = state.flow().await?;
     let no_flow = FlowOverview::default();
@@ -126,7 +127,12 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>) -> PageResult<Marku
             p.muted { "Limits in use: what the runs bucket shows now (slots held, parked runs, throttle and rate-limit state, skipped runs). The limits' settings are in the workers' code, not stored in NATS." }
         }
     };
-    Ok(page(&state, "Functions", "functions", live("/", "", body)))
+    Ok(page(
+        &state,
+        "Functions",
+        "functions",
+        live("/", "", seen, false, body),
+    ))
 }
 
 /// The function page's query: the replay range, and a notice after an action.
@@ -167,6 +173,7 @@ pub(crate) async fn show(
     Path(id): Path<String>,
     Query(q): Query<FunctionQuery>,
 ) -> PageResult<Markup> {
+    let seen = state.seen.position();
     let functions = list_functions(&state.client, false).await?;
     let Some(function) = functions.into_iter().find(|f| f.function == id) else {
         return Err(PageError::not_found(format!(
@@ -244,7 +251,13 @@ pub(crate) async fn show(
         &state,
         &id,
         "functions",
-        live(&self_url, &query(&[("function", Some(&id))]), body),
+        live(
+            &self_url,
+            &query(&[("function", Some(&id))]),
+            seen,
+            false,
+            body,
+        ),
     ))
 }
 

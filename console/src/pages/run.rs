@@ -28,6 +28,7 @@ pub(crate) async fn show(
     Path((function, event_id)): Path<(String, String)>,
     Query(q): Query<Notice>,
 ) -> PageResult<Markup> {
+    let seen = state.seen.position();
     let event_key = herald_worker::event_key(&event_id);
     let report = state.runs.inspect(&function, &event_id).await?;
     let records = crate::data::run_activity(&state.client, &function, &event_key).await?;
@@ -86,7 +87,7 @@ pub(crate) async fn show(
         &state,
         &report.run_key,
         "runs",
-        live(&href, &changes, body),
+        live(&href, &changes, seen, false, body),
     ))
 }
 

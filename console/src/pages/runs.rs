@@ -81,6 +81,7 @@ pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     Query(q): Query<RunsQuery>,
 ) -> PageResult<Markup> {
+    let seen = state.seen.position();
     let function = given(q.function.as_ref());
     let wanted_status = given(q.status.as_ref());
     let event = given(q.event.as_ref());
@@ -142,6 +143,8 @@ pub(crate) async fn list(
         live(
             &format!("/runs{self_query}"),
             &query(&[("function", function), ("event", event)]),
+            seen,
+            false,
             body,
         ),
     ))

@@ -276,3 +276,19 @@ impl Drop for Proxy {
         }
     }
 }
+
+/// Clicks the element at `css` once it appears. A live region may be fetched again between
+/// finding the element and clicking it (a change notice arrived): the click is then made on
+/// the element that replaced it.
+pub(crate) async fn click(client: &Client, css: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match wait_for(client, css).await.click().await {
+            Ok(_) => return,
+            Err(fantoccini::error::CmdError::Standard(error))
+                if error.error == fantoccini::error::ErrorStatus::StaleElementReference
+                    && Instant::now() < deadline => {}
+            Err(error) => panic!("clicking {css}: {error}"),
+        }
+    }
+}
