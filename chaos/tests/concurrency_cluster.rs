@@ -176,6 +176,11 @@ async fn per_key_limits_hold_through_worker_kills_and_step_downs() {
         assert!(Instant::now() < deadline, "the workers made no consumer");
         tokio::time::sleep(Duration::from_millis(200)).await; // the workers starting
     }
+    // Paused while the jobs are published, so that every job runs after the chaos begins
+    // (published one by one on a loaded machine, most could be done before it).
+    herald_worker::pause_function(&client, "limited", None)
+        .await
+        .unwrap();
     for n in 0..jobs {
         let job = Job {
             key: format!("k{}", n % keys),
@@ -198,6 +203,9 @@ async fn per_key_limits_hold_through_worker_kills_and_step_downs() {
         }
     }
     // The chaos, until every job was done.
+    herald_worker::resume_function(&client, "limited")
+        .await
+        .unwrap();
     let mut killed: HashMap<u32, u64> = HashMap::new();
     let began = Instant::now();
     // The first two kills and step-downs 1.5 s apart, then a kill every 5 s and a step-down
