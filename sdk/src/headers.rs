@@ -89,25 +89,49 @@ pub fn time_of_event_id(event_id: &str) -> Option<SystemTime> {
     if id.len() != 36 {
         return None;
     }
-    let mut millis: u64 = 0;
-    for (index, &c) in id.iter().enumerate() {
-        if matches!(index, 8 | 13 | 18 | 23) {
-            if c != b'-' {
-                return None;
-            }
-            continue;
-        }
-        let digit = char::from(c).to_digit(16)?;
-        // The first 48 bits (12 hex digits) are the Unix time in milliseconds.
-        if index < 13 {
-            millis = millis << 4 | u64::from(digit);
-        }
-    }
     if id[14] != b'7' || !matches!(id[19], b'8' | b'9' | b'a' | b'b' | b'A' | b'B') {
         return None;
     }
-    Some(UNIX_EPOCH + Duration::from_millis(millis))
+    // The first 48 bits (12 hex digits, a hyphen after the 8th) are the Unix time in
+    // milliseconds; every other digit is only checked. A table per byte: this runs for
+    // every delivery.
+    let mut millis: u64 = 0;
+    let mut seen = 0;
+    for part in [&id[..8], &id[9..13]] {
+        for &c in part {
+            let digit = HEX_DIGITS[usize::from(c)];
+            seen |= digit;
+            millis = millis << 4 | u64::from(digit & 0xf);
+        }
+    }
+    for part in [&id[14..18], &id[19..23], &id[24..]] {
+        seen = part
+            .iter()
+            .fold(seen, |seen, &c| seen | HEX_DIGITS[usize::from(c)]);
+    }
+    let hyphens = id[8] == b'-' && id[13] == b'-' && id[18] == b'-' && id[23] == b'-';
+    let all_hex = hyphens && seen & NOT_HEX_BIT == 0;
+    all_hex.then(|| UNIX_EPOCH + Duration::from_millis(millis))
 }
+
+/// Set in a [`HEX_DIGITS`] entry of a byte that is no hexadecimal digit.
+const NOT_HEX_BIT: u8 = 0x10;
+
+/// Each byte's value as a hexadecimal digit (upper or lower case), or [`NOT_HEX_BIT`].
+const HEX_DIGITS: [u8; 256] = {
+    let mut table = [NOT_HEX_BIT; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = match byte as u8 {
+            c @ b'0'..=b'9' => c - b'0',
+            c @ b'a'..=b'f' => c - b'a' + 10,
+            c @ b'A'..=b'F' => c - b'A' + 10,
+            _ => NOT_HEX_BIT,
+        };
+        byte += 1;
+    }
+    table
+};
 
 /// When an event happened, as every reader tells it (protocol section 4): its `ce-time`,
 /// else the time its UUIDv7 `ce-id` was made ([`time_of_event_id`], written as

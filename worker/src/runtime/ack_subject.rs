@@ -7,15 +7,25 @@
 /// tokens after the prefix), or with `<domain>.<account hash>` before the stream (9 or
 /// more). `None` for anything else: the caller asks the client why.
 pub(super) fn read(reply: &str) -> Option<(u64, u64)> {
-    let rest = reply.strip_prefix("$JS.ACK.")?;
-    let mut tokens: [&str; 9] = [""; 9];
+    let rest = reply.strip_prefix("$JS.ACK.")?.as_bytes();
+    // The tokens' bounds, split by hand: `str::split` with a `char` searches with `memchr`
+    // per token, which costs more than the whole subject's bytes.
+    let mut tokens: [&[u8]; 9] = [&[]; 9];
     let mut count = 0;
-    for token in rest.split('.') {
-        if count < tokens.len() {
-            tokens[count] = token;
+    let mut start = 0;
+    for (index, &byte) in rest.iter().enumerate() {
+        if byte == b'.' {
+            if let Some(token) = tokens.get_mut(count) {
+                *token = &rest[start..index];
+            }
+            count += 1;
+            start = index + 1;
         }
-        count += 1;
     }
+    if let Some(token) = tokens.get_mut(count) {
+        *token = &rest[start..];
+    }
+    count += 1;
     let first = match count {
         7 => 2,
         // A trailing token (and any later ones) follows the pending count.
@@ -23,13 +33,41 @@ pub(super) fn read(reply: &str) -> Option<(u64, u64)> {
         _ => return None,
     };
     // Every numeric token must be a number, as the client checks.
-    let number = |token: &str| token.parse::<u64>().ok();
     let delivered = number(tokens[first])?;
     let stream_sequence = number(tokens[first + 1])?;
     number(tokens[first + 2])?;
-    tokens[first + 3].parse::<i128>().ok()?;
+    timestamp(tokens[first + 3])?;
     number(tokens[first + 4])?;
     Some((stream_sequence, delivered))
+}
+
+/// A token as `u64::from_str` reads it: ASCII digits after an optional `+`, no overflow.
+fn number(token: &[u8]) -> Option<u64> {
+    let digits = token.strip_prefix(b"+").unwrap_or(token);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0_u64, |value, &byte| {
+        let digit = byte.checked_sub(b'0').filter(|d| *d <= 9)?;
+        value.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+/// The timestamp token as `i128::from_str` checks it: an optional sign, then digits (a
+/// nanosecond count fits an `i128` many times over; longer tokens go to the parser).
+fn timestamp(token: &[u8]) -> Option<()> {
+    let digits = match token.first() {
+        Some(b'+' | b'-') => &token[1..],
+        _ => token,
+    };
+    if digits.is_empty() || digits.len() > 38 {
+        return std::str::from_utf8(token)
+            .ok()?
+            .parse::<i128>()
+            .ok()
+            .map(drop);
+    }
+    digits.iter().all(u8::is_ascii_digit).then_some(())
 }
 
 #[cfg(test)]
@@ -46,6 +84,41 @@ mod tests {
         assert_eq!(read(without_token), Some((9, 2)));
         let more = "$JS.ACK.hub.ACCHASH.S.c.2.9.9.1764230400000000000.0.TOKEN.extra";
         assert_eq!(read(more), Some((9, 2)));
+    }
+
+    #[test]
+    fn numbers_read_as_the_standard_parsers_read_them() {
+        for token in [
+            "0",
+            "7",
+            "+7",
+            "-7",
+            "",
+            "+",
+            "-",
+            "18446744073709551615",
+            "18446744073709551616",
+            "00012",
+            "1a",
+            " 1",
+            "1 ",
+            "١",
+        ] {
+            assert_eq!(
+                super::number(token.as_bytes()),
+                token.parse::<u64>().ok(),
+                "{token:?}"
+            );
+            assert_eq!(
+                super::timestamp(token.as_bytes()).is_some(),
+                token.parse::<i128>().is_ok(),
+                "{token:?}"
+            );
+        }
+        let long = "9".repeat(39);
+        assert_eq!(super::timestamp(long.as_bytes()), None);
+        let fits = "9".repeat(38);
+        assert!(super::timestamp(fits.as_bytes()).is_some());
     }
 
     #[test]

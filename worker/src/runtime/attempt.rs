@@ -29,24 +29,30 @@ impl FunctionLoop {
     /// Under the attempt's OpenTelemetry span (the current context while the handler runs).
     /// The delivery's ack subject when it was a plain first delivery acked without its
     /// run's record, whose ack the drain then confirms.
-    pub(super) async fn process(
+    ///
+    /// An `async` block rather than an `async fn`, so that the delivery is held once, not
+    /// also as an argument beside it.
+    #[allow(clippy::manual_async_fn)] // see above
+    pub(super) fn process(
         &self,
         delivery: Delivery,
         run: Option<Arc<RunState>>,
         known: Known,
-    ) -> Option<async_nats::Subject> {
-        let context = self.shared.spans.attempt(
-            delivery.message(),
-            &self.shared.events_prefix,
-            &self.function.id,
-            delivery.traced,
-        );
-        let unconfirmed = self
-            .attempt(&delivery, run, known, &context)
-            .with_context(context.clone())
-            .await;
-        context.span().end();
-        unconfirmed.then(|| delivery.into_reply()).flatten()
+    ) -> impl Future<Output = Option<async_nats::Subject>> + Send + '_ {
+        async move {
+            let context = self.shared.spans.attempt(
+                delivery.message(),
+                &self.shared.events_prefix,
+                &self.function.id,
+                delivery.traced,
+            );
+            let unconfirmed = self
+                .attempt(&delivery, run, known, &context)
+                .with_context(context.clone())
+                .await;
+            context.span().end();
+            unconfirmed.then(|| delivery.into_reply()).flatten()
+        }
     }
 
     async fn attempt(

@@ -48,10 +48,10 @@ pub(crate) struct Ready {
     held: Held,
 }
 
-/// A group, read: what runs at once, what waits for the group's look-up, what is unreadable.
+/// A group, read: what waits for the group's look-up, what is unreadable (what runs at
+/// once went to [`FunctionLoop::read_group`]'s `run_now`).
 #[derive(Default)]
 pub(crate) struct Group {
-    pub(crate) ready: Vec<Ready>,
     pub(crate) to_look_up: Vec<Ready>,
     pub(crate) unreadable: Vec<Unreadable>,
 }
@@ -59,8 +59,13 @@ pub(crate) struct Group {
 impl FunctionLoop {
     /// Reads the messages of one group. A delivery whose run may already be recorded waits
     /// for the group's look-up; a plain first delivery, or one of a function that keeps no
-    /// run records, is ready at once.
-    pub(crate) fn read_group(&self, messages: Vec<(jetstream::Message, Held)>) -> Group {
+    /// run records, is ready at once: it is given to `run_now` (not collected, as a delivery is
+    /// large and most are ready).
+    pub(crate) fn read_group(
+        &self,
+        messages: Vec<(jetstream::Message, Held)>,
+        mut run_now: impl FnMut(Ready),
+    ) -> Group {
         let mut group = Group::default();
         let looks_up = self.function.settings.idempotent && self.shared.runs.is_some();
         for (message, held) in messages {
@@ -82,7 +87,7 @@ impl FunctionLoop {
                     if to_look_up {
                         group.to_look_up.push(ready);
                     } else {
-                        group.ready.push(ready);
+                        run_now(ready);
                     }
                 }
                 Err(unreadable) => group.unreadable.push(*unreadable),
@@ -94,7 +99,10 @@ impl FunctionLoop {
     /// Runs one delivery to its settlement, then gives its place in the window back.
     /// Returns the delivery's run when it was a plain first delivery acked without a record,
     /// whose ack the drain then confirms ([`super::confirm`]).
-    pub(crate) async fn deliver(&self, ready: Ready) -> Option<AckedPlain> {
+    ///
+    /// A combinator, not an `async fn`: an `async fn` keeps its arguments beside the locals
+    /// it moves them into, and this future is made, moved and held for every message.
+    pub(crate) fn deliver(&self, ready: Ready) -> impl Future<Output = Option<AckedPlain>> + '_ {
         let Ready {
             delivery,
             run,
@@ -104,18 +112,19 @@ impl FunctionLoop {
         let plain = run.as_ref().filter(|_| delivery.plain).map(Arc::clone);
         // A panic outside the handler (a Deserialize impl, say) must not take the other
         // messages of the pull down with it.
-        let processed = AssertUnwindSafe(self.process(delivery, run, known))
+        AssertUnwindSafe(self.process(delivery, run, known))
             .catch_unwind()
-            .await;
-        drop(held);
-        match processed {
-            Ok(reply) => Some((reply?, plain?)),
-            Err(panic) => {
-                tracing::error!(function = %self.function.id, panic = %panic_message(&panic),
-                    "panic while handling a delivery; it comes back after ack_wait");
-                None
-            }
-        }
+            .map(move |processed| {
+                drop(held);
+                match processed {
+                    Ok(reply) => Some((reply?, plain?)),
+                    Err(panic) => {
+                        tracing::error!(function = %self.function.id, panic = %panic_message(&panic),
+                            "panic while handling a delivery; it comes back after ack_wait");
+                        None
+                    }
+                }
+            })
     }
 
     /// Reads the stored outcomes of `group`'s runs in one request and says what each found;

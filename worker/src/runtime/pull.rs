@@ -192,10 +192,9 @@ impl FunctionLoop {
                         }
                         let bytes = messages.iter().map(|(message, _)| message.length).sum();
                         self.pace.record_sizes(bytes, messages.len());
-                        let group = self.read_group(messages);
-                        for ready in group.ready {
+                        let group = self.read_group(messages, |ready| {
                             running.push(Either::Left(self.deliver(ready).map(Done::Settled)));
-                        }
+                        });
                         if !group.to_look_up.is_empty() {
                             let look_up = self.look_up(group.to_look_up).map(Done::LookedUp);
                             running.push(Either::Right(Box::pin(look_up) as Rare<'_>));
