@@ -67,7 +67,40 @@ pub(crate) fn find<'a>(map: &'a HeaderMap, name: &str) -> Option<&'a async_nats:
 
 /// A header value as text: percent-decoded (section 4), else as it came.
 fn text(value: &async_nats::HeaderValue) -> String {
-    headers::decode_value(value.as_str()).unwrap_or_else(|| value.to_string())
+    let value = value.as_str();
+    if !value.bytes().any(|byte| byte == b'%') {
+        return value.to_owned();
+    }
+    headers::decode_value(value).unwrap_or_else(|| value.to_owned())
+}
+
+/// How many event types and sources each thread keeps interned.
+const INTERNED: usize = 16;
+
+thread_local! {
+    /// The event types and sources this thread read last, as they came (before decoding)
+    /// and as text.
+    static NAMES: std::cell::RefCell<Vec<(Box<str>, Arc<str>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`text`] for a value that repeats across events (a type, a source): shared with the
+/// events this thread read before instead of copied per event. Per thread, so that
+/// reading takes no lock and the counts it touches stay on one core.
+fn interned(value: &async_nats::HeaderValue) -> Arc<str> {
+    let raw = value.as_str();
+    NAMES.with_borrow_mut(|names| {
+        if let Some((_, text)) = names.iter().find(|(seen, _)| **seen == *raw) {
+            return Arc::clone(text);
+        }
+        let text: Arc<str> = text(value).into();
+        if names.len() == INTERNED {
+            // The oldest goes; a thread that reads many types shares fewer of them.
+            names.remove(0);
+        }
+        names.push((raw.into(), Arc::clone(&text)));
+        text
+    })
 }
 
 /// What [`read`] makes of a delivered message.
@@ -160,8 +193,9 @@ pub(crate) fn read(
             text(&body, "id").unwrap_or_else(|| format!("seq-{stream_sequence}")),
             text(&body, "type")
                 .or_else(|| subject.strip_prefix(events_prefix).map(str::to_owned))
-                .unwrap_or_default(),
-            text(&body, "source").unwrap_or_default(),
+                .unwrap_or_default()
+                .into(),
+            text(&body, "source").unwrap_or_default().into(),
             text(&body, "time"),
             text(&body, "subject"),
             text(&body, "dataschema"),
@@ -183,10 +217,10 @@ pub(crate) fn read(
         id,
         found
             .event_type
-            .map(text)
-            .or_else(|| subject.strip_prefix(events_prefix).map(str::to_owned))
+            .map(interned)
+            .or_else(|| subject.strip_prefix(events_prefix).map(Arc::from))
             .unwrap_or_default(),
-        found.source.map(text).unwrap_or_default(),
+        found.source.map(interned).unwrap_or_default(),
         found.time.map(text),
         found.subject.map(text),
         found.data_schema.map(text),
@@ -205,6 +239,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn types_and_sources_are_shared_between_events_and_decoded() {
+        let read_one = |event_type: &str, source: &str| {
+            let mut map = HeaderMap::new();
+            map.insert("ce-id", "abc");
+            map.insert("ce-type", event_type);
+            map.insert("ce-source", source);
+            let payload = Bytes::from_static(b"{}");
+            let Read { meta, .. } = read(Some(&map), &payload, "s", "ns.events.", 1).unwrap();
+            meta
+        };
+        let (a, b) = (
+            read_one("order.placed", "urn:a%2Fb"),
+            read_one("order.placed", "urn:a%2Fb"),
+        );
+        assert_eq!((&*a.event_type, &*a.source), ("order.placed", "urn:a/b"));
+        assert!(Arc::ptr_eq(&a.event_type, &b.event_type));
+        assert!(Arc::ptr_eq(&a.source, &b.source));
+        // More names than are kept: each still reads as it came.
+        for n in 0..(2 * INTERNED) {
+            let meta = read_one(&format!("type.{n}"), "urn:a%2Fb");
+            assert_eq!(&*meta.event_type, format!("type.{n}"));
+            assert_eq!(&*meta.source, "urn:a/b");
+        }
+        assert_eq!(
+            &*read_one("order.placed", "urn:c").event_type,
+            "order.placed"
+        );
+    }
+
+    #[test]
     fn binary_mode_reads_and_decodes_headers() {
         let mut map = HeaderMap::new();
         map.insert("ce-id", "abc");
@@ -220,7 +284,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(meta.id, "abc");
-        assert_eq!(meta.event_type, "user.signup");
+        assert_eq!(&*meta.event_type, "user.signup");
         assert_eq!(meta.subject.as_deref(), Some("José"));
         assert_eq!(data, payload);
     }
@@ -269,7 +333,7 @@ mod tests {
         assert_eq!(format!("{current_meta:?}"), format!("{older_meta:?}"));
         assert_eq!(current_data, older_data);
         assert_eq!(current_meta.id, id);
-        assert_eq!(current_meta.source, "urn:herald:service:api");
+        assert_eq!(&*current_meta.source, "urn:herald:service:api");
         assert_eq!(current_meta.time(), Some("2026-11-25T07:31:01.490000Z"));
         assert_eq!(current_meta.subject.as_deref(), Some("user-1"));
     }
@@ -361,7 +425,7 @@ mod tests {
         let Read { meta, .. } =
             read(None, &payload, "ns.events.order.placed", "ns.events.", 42).unwrap();
         assert_eq!(meta.id, "seq-42");
-        assert_eq!(meta.event_type, "order.placed");
+        assert_eq!(&*meta.event_type, "order.placed");
     }
 
     #[test]
@@ -381,7 +445,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(meta.id, "e1");
-        assert_eq!(meta.source, "urn:x");
+        assert_eq!(&*meta.source, "urn:x");
         assert_eq!(&data[..], br#"{"email":"a@b.c"}"#);
         let bad = read(
             Some(&map),

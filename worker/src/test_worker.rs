@@ -193,8 +193,8 @@ impl TestWorker {
     ) -> TestRun {
         let meta = Arc::new(EnvelopeMeta::new(
             event_id.to_owned(),
-            event_type.to_owned(),
-            "urn:herald:test".to_owned(),
+            event_type.into(),
+            "urn:herald:test".into(),
             Some(herald::headers::format_time(SystemTime::now())),
             None,
             None,

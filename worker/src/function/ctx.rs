@@ -38,8 +38,10 @@ pub(crate) enum Publisher {
 #[derive(Clone, Default)]
 pub(crate) struct EnvelopeMeta {
     pub(crate) id: String,
-    pub(crate) event_type: String,
-    pub(crate) source: String,
+    /// Shared by the events of a type and source (most deliveries repeat a few of each):
+    /// [`crate::envelope`] interns them.
+    pub(crate) event_type: Arc<str>,
+    pub(crate) source: Arc<str>,
     /// `ce-time` as given; without it, the time of a UUIDv7 id, written when first asked
     /// for ([`EnvelopeMeta::time`]): most handlers never ask.
     time: std::sync::OnceLock<Option<String>>,
@@ -52,8 +54,8 @@ impl EnvelopeMeta {
     /// its UUIDv7 id was made (protocol section 4).
     pub(crate) fn new(
         id: String,
-        event_type: String,
-        source: String,
+        event_type: Arc<str>,
+        source: Arc<str>,
         time: Option<String>,
         subject: Option<String>,
         data_schema: Option<String>,

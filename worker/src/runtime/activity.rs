@@ -172,7 +172,7 @@ impl FunctionLoop {
             function: self.function.id.to_string(),
             run: run_key(&self.function.id, delivery, run),
             event_id: delivery.event_id().to_owned(),
-            event_type: delivery.meta.event_type.clone(),
+            event_type: delivery.meta.event_type.to_string(),
             attempt: delivery.delivered,
             stream_seq: delivery.stream_sequence,
             at_ms,

@@ -240,8 +240,8 @@ impl FunctionLoop {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(header::SPEC_VERSION, header::SPEC_VERSION_VALUE);
         headers.insert(header::ID, batch);
-        headers.insert(header::TYPE, meta.event_type.as_str());
-        headers.insert(header::SOURCE, meta.source.as_str());
+        headers.insert(header::TYPE, &*meta.event_type);
+        headers.insert(header::SOURCE, &*meta.source);
         for name in [header::TRACEPARENT, header::TRACESTATE] {
             if let Some(value) = delivery.header(name) {
                 headers.insert(name, value);
