@@ -150,13 +150,14 @@ impl RunStore {
 }
 
 impl RunStore {
-    /// Stores `value` at `key` for `ttl` (where the bucket has per-record TTLs).
+    /// Stores `value` at `key` for `ttl` (where the bucket has per-record TTLs); returns the
+    /// record's revision (its sequence in the bucket's stream).
     pub(crate) async fn put_for(
         &self,
         key: &str,
         value: Bytes,
         ttl: Duration,
-    ) -> Result<(), RunStoreError> {
+    ) -> Result<u64, RunStoreError> {
         let Backend::Bucket(bucket) = &self.backend else {
             return Err(store_error("write", key)(
                 "flow control needs the runs bucket",
@@ -170,14 +171,14 @@ impl RunStore {
                 ttl.as_secs().max(1).to_string().as_str(),
             );
         }
-        bucket
+        let ack = bucket
             .js
             .publish_with_headers(format!("{prefix}{key}"), headers, value)
             .await
             .map_err(store_error("write", key))?
             .await
             .map_err(store_error("write", key))?;
-        Ok(())
+        Ok(ack.sequence)
     }
 
     /// Deletes `key` with a marker that expires after a second.

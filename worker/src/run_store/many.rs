@@ -31,6 +31,20 @@ impl RunStore {
         keys: &[&str],
         answer_within: Duration,
     ) -> Result<HashMap<String, Bytes>, RunStoreError> {
+        let found = self.get_many_revised(keys, answer_within).await?;
+        Ok(found
+            .into_iter()
+            .map(|(key, (value, _))| (key, value))
+            .collect())
+    }
+
+    /// [`Self::get_many`] with each record's revision (its sequence in the bucket's stream:
+    /// the order the records were written; 0 in memory).
+    pub(crate) async fn get_many_revised(
+        &self,
+        keys: &[&str],
+        answer_within: Duration,
+    ) -> Result<HashMap<String, (Bytes, u64)>, RunStoreError> {
         let mut found = HashMap::new();
         let bucket = match &self.backend {
             Backend::Bucket(bucket) => bucket,
@@ -38,7 +52,7 @@ impl RunStore {
                 let map = map.lock();
                 for key in keys {
                     if let Some(value) = map.get(*key).filter(|v| !v.is_empty()) {
-                        found.insert((*key).to_owned(), value.clone());
+                        found.insert((*key).to_owned(), (value.clone(), 0));
                     }
                 }
                 return Ok(found);
@@ -106,8 +120,8 @@ async fn scan(
     bucket: &super::Bucket,
     subject: &str,
     deadline: tokio::time::Instant,
-    mut found: HashMap<String, Bytes>,
-) -> Result<HashMap<String, Bytes>, async_nats::Error> {
+    mut found: HashMap<String, (Bytes, u64)>,
+) -> Result<HashMap<String, (Bytes, u64)>, async_nats::Error> {
     let mut from = 1;
     loop {
         let body = serde_json::to_vec(&serde_json::json!({
@@ -145,12 +159,12 @@ enum DirectGetError {
 }
 
 /// Sends one direct-get request `body` to the runs bucket and collects the live records it
-/// answers into `found` (delete and purge markers are left out).
+/// answers into `found`, with their sequences (delete and purge markers are left out).
 async fn direct_get(
     bucket: &super::Bucket,
     body: Vec<u8>,
     deadline: tokio::time::Instant,
-    found: &mut HashMap<String, Bytes>,
+    found: &mut HashMap<String, (Bytes, u64)>,
 ) -> Result<Page, DirectGetError> {
     let kv = &bucket.kv;
     let client = bucket.js.client();
@@ -199,10 +213,10 @@ async fn direct_get(
         }
         page.count += 1;
         let headers = answer.headers.as_ref();
-        if let Some(sequence) = headers
+        let sequence = headers
             .and_then(|h| h.get(async_nats::header::NATS_SEQUENCE))
-            .and_then(|s| s.as_str().parse().ok())
-        {
+            .and_then(|s| s.as_str().parse().ok());
+        if let Some(sequence) = sequence {
             page.last_sequence = sequence;
         }
         let deleted = headers
@@ -215,7 +229,7 @@ async fn direct_get(
             continue;
         };
         if !deleted && !answer.payload.is_empty() {
-            found.insert(key.to_owned(), answer.payload);
+            found.insert(key.to_owned(), (answer.payload, sequence.unwrap_or(0)));
         }
     }
 }

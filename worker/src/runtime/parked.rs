@@ -189,24 +189,24 @@ impl FunctionLoop {
             score_ms: Some(score_ms(since_ms, factor)),
         })
         .unwrap_or_default();
-        run.store.put_for(&own, entry.into(), 3 * FALLBACK).await?;
-        // The cap: runs parking at once all count each other, and the oldest `max` stay.
+        let revision = run.store.put_for(&own, entry.into(), 3 * FALLBACK).await?;
+        // The cap: the entries read after writing its own are the runs parked before it and
+        // those parking at once, and the oldest `max` stay.
         if let Some(max) = full.limit.max_parked
             && !earlier.contains_key(&own)
         {
             let parked = run
                 .store
-                .get_many(&[&pattern], Duration::from_secs(2))
+                .get_many_revised(&[&pattern], Duration::from_secs(2))
                 .await?;
-            let mut order: Vec<(u64, &String)> = parked
+            let rank = parked
                 .iter()
-                .map(|(key, v)| {
-                    let since = serde_json::from_slice::<Parked>(v).map_or(0, |p| p.since_ms);
-                    (since, key)
+                .filter(|(key, _)| **key != own)
+                .filter(|(_, (value, written))| {
+                    let since = serde_json::from_slice::<Parked>(value).map_or(0, |p| p.since_ms);
+                    parked_before((since, *written), (since_ms, revision))
                 })
-                .collect();
-            order.sort();
-            let rank = order.iter().position(|(_, key)| **key == own).unwrap_or(0);
+                .count();
             if rank >= max as usize {
                 let _ = run.store.remove(&own).await;
                 return Ok(Some(Outcome::QueueFull(format!(
@@ -265,5 +265,27 @@ impl FunctionLoop {
                 .remove(&parked_key(&scope, &token, &self.function.id, &event_key))
                 .await;
         }
+    }
+}
+
+/// Whether an entry `(since_ms, revision)` parked before another: the older `since_ms`,
+/// and of two with the same millisecond the one written first. Not the entry key (the
+/// event's): a run that read the key's entries before a run of the same millisecond wrote
+/// its own counted without it, and must stay ahead of it.
+fn parked_before(entry: (u64, u64), other: (u64, u64)) -> bool {
+    entry < other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parked_before;
+
+    #[test]
+    fn the_older_or_first_written_entry_parked_before() {
+        assert!(parked_before((10, 9), (11, 2)));
+        assert!(!parked_before((11, 2), (10, 9)));
+        // The same millisecond: the order the entries were written, whatever their keys.
+        assert!(parked_before((10, 3), (10, 4)));
+        assert!(!parked_before((10, 4), (10, 3)));
     }
 }
