@@ -210,7 +210,8 @@ impl ConsumeBench {
             println!(
                 "medians of {} interleaved rounds; \"vs raw\": to the first row, the raw client \
                  pulling, decoding and acking the same events (the two-replica raw for two \
-                 replicas); throughput timed from consumer creation or worker start; CPU from \
+                 replicas), the median of the rounds' ratios (the modes of a round run back to \
+                 back and share its conditions); throughput timed from consumer creation or worker start; CPU from \
                  /proc in 10 ms ticks, server \"-\" when not started here",
                 self.rounds
             );
@@ -302,6 +303,33 @@ pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// The median over rounds of `value(mode) / value(reference)` taken within each round:
+/// the modes of a round run back to back, so they share the round's conditions (other load
+/// on the machine) more than rounds do. `None` without both or with unequal rounds.
+fn paired(
+    results: &[(Mode, Vec<Measured>)],
+    mode: Mode,
+    reference: Mode,
+    value: fn(&Measured) -> Option<f64>,
+) -> Option<f64> {
+    let runs = |wanted: Mode| {
+        results
+            .iter()
+            .find(|(m, _)| *m == wanted)
+            .map(|(_, runs)| runs)
+    };
+    let (runs, reference) = (runs(mode)?, runs(reference)?);
+    if runs.len() != reference.len() || runs.is_empty() {
+        return None;
+    }
+    let ratios: Option<Vec<f64>> = runs
+        .iter()
+        .zip(reference)
+        .map(|(run, reference)| Some(value(run)? / value(reference)?))
+        .collect();
+    Some(median(ratios?))
+}
+
 /// Throughput (one replica, two replicas) and CPU per event.
 fn print_tables(results: &[(Mode, Vec<Measured>)], server_measured: bool) {
     let rate = |mode: Mode| {
@@ -310,21 +338,25 @@ fn print_tables(results: &[(Mode, Vec<Measured>)], server_measured: bool) {
             .find(|(m, _)| *m == mode)
             .map(|(_, runs)| median(runs.iter().map(|r| r.rate()).collect()))
     };
+    let rate_of = |r: &Measured| Some(r.rate());
+    let client_of = |r: &Measured| Some(r.cpu.client? / r.count as f64);
+    let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
     let single: Vec<Mode> = results
         .iter()
         .map(|(m, _)| *m)
         .filter(|m| !Mode::REPLICAS.contains(m))
         .collect();
-    if let Some(reference) = single.first().and_then(|m| rate(*m)) {
+    if let Some(&reference) = single.first() {
         println!();
         println!("consume + ack, one replica");
         println!("{:<48} {:>15} {:>8}", "mode", "msgs/s (median)", "vs raw");
         for mode in &single {
             let r = rate(*mode).unwrap_or(f64::NAN);
-            println!("{:<48} {r:>15.0} {:>8.2}", mode.label(), r / reference);
+            let ratio = paired(results, *mode, reference, rate_of);
+            println!("{:<48} {r:>15.0} {:>8}", mode.label(), show(ratio));
         }
     }
-    if let Some(reference) = rate(Mode::RawDecode2) {
+    if rate(Mode::RawDecode2).is_some() {
         println!();
         println!("consume + decode + ack, two replicas (one durable consumer, two connections)");
         println!(
@@ -336,21 +368,31 @@ fn print_tables(results: &[(Mode, Vec<Measured>)], server_measured: bool) {
             (Mode::HeraldRecorded2, Mode::HeraldRecorded),
         ] {
             let r = rate(mode).unwrap_or(f64::NAN);
-            let scaling = rate(one).map_or_else(|| "-".to_owned(), |one| format!("{:.2}", r / one));
+            let ratio = paired(results, mode, Mode::RawDecode2, rate_of);
+            let scaling = show(paired(results, mode, one, rate_of));
             println!(
-                "{:<48} {r:>15.0} {:>8.2} {scaling:>14}",
+                "{:<48} {r:>15.0} {:>8} {scaling:>14}",
                 mode.label(),
-                r / reference
+                show(ratio)
             );
         }
     }
     if !results.is_empty() {
         println!();
-        println!("CPU per event (median), µs");
         println!(
-            "{:<48} {:>8} {:>8} {:>8}",
-            "mode", "client", "server", "total"
+            "CPU per event (median), µs; \"client vs raw\" to the raw client of as many replicas"
         );
+        println!(
+            "{:<48} {:>8} {:>8} {:>8} {:>14}",
+            "mode", "client", "server", "total", "client vs raw"
+        );
+        let reference_of = |mode: Mode| {
+            if Mode::REPLICAS.contains(&mode) {
+                Mode::RawDecode2
+            } else {
+                single.first().copied().unwrap_or(mode)
+            }
+        };
         for (mode, runs) in results {
             let per_event = |cpu: fn(&Measured) -> Option<f64>| {
                 let values: Option<Vec<f64>> = runs.iter().map(cpu).collect();
@@ -361,13 +403,15 @@ fn print_tables(results: &[(Mode, Vec<Measured>)], server_measured: bool) {
                 .filter(|_| server_measured);
             let total = per_event(|r| Some((r.cpu.client? + r.cpu.server?) * 1e6 / r.count as f64))
                 .filter(|_| server_measured);
-            let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+            let versus = paired(results, *mode, reference_of(*mode), client_of);
+            let one = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
             println!(
-                "{:<48} {:>8} {:>8} {:>8}",
+                "{:<48} {:>8} {:>8} {:>8} {:>14}",
                 mode.label(),
-                show(client),
-                show(server),
-                show(total)
+                one(client),
+                one(server),
+                one(total),
+                show(versus)
             );
         }
     }
