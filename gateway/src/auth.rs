@@ -86,11 +86,12 @@ impl KeyCache {
         self: Arc<Self>,
         watching: &std::sync::atomic::AtomicBool,
     ) -> Result<(), async_nats::Error> {
-        let mut watch = self.keys.store().watch_all().await?;
+        // With history: each key's latest revision first (changes made while no watch ran
+        // among them), then every later change. Nothing cached is dropped: a key read at the
+        // revision the watch replays keeps its limiter (a cleared cache gave a key in use a
+        // fresh one, letting a request over its rate through).
+        let mut watch = self.keys.store().watch_with_history(">").await?;
         watching.store(true, std::sync::atomic::Ordering::Relaxed);
-        // Changes made while no watch ran are not replayed: forget what was cached, keys are
-        // read again on their next use.
-        self.slots.write().clear();
         while let Some(entry) = watch.next().await {
             let entry = entry?;
             let key = match entry.operation {
