@@ -555,7 +555,19 @@ async fn a_three_node_cluster_keeps_accepting_publishes_with_one_node_stopped() 
         .connect(&cluster.url())
         .await
         .unwrap();
-    client.provision().await.unwrap();
+    // A cluster just started may not have heard from every peer yet: placing three
+    // replicas is refused (no suitable peers) until it has. Polled with a deadline; the
+    // pause only spaces the attempts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.provision().await {
+            Ok(_) => break,
+            Err(herald::ProvisionError::NoPlacement { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("provisioning the cluster: {error}"),
+        }
+    }
     let info = client
         .jetstream()
         .get_stream("HERALD_EVENTS")
