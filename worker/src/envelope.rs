@@ -68,7 +68,7 @@ pub(crate) fn find<'a>(map: &'a HeaderMap, name: &str) -> Option<&'a async_nats:
 /// A header value as text: percent-decoded (section 4), else as it came.
 fn text(value: &async_nats::HeaderValue) -> String {
     let value = value.as_str();
-    if !value.bytes().any(|byte| byte == b'%') {
+    if memchr::memchr(b'%', value.as_bytes()).is_none() {
         return value.to_owned();
     }
     headers::decode_value(value).unwrap_or_else(|| value.to_owned())

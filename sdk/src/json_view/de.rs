@@ -224,11 +224,18 @@ struct Members<'a, 't> {
 impl<'a, 't> Members<'a, 't> {
     /// The next member: its name and its value's node.
     fn next_member(&mut self) -> Option<(&'a str, TapeDe<'a, 't>)> {
+        let name = self.next_name()?;
+        let text = self.de.tape.string(name)?;
+        Some((text, self.de.at(name + 1)))
+    }
+
+    /// The node of the next member's name (its value follows it), its text not read.
+    fn next_name(&mut self) -> Option<usize> {
         while self.next < self.end {
             let name = self.next;
             self.next = self.de.tape.skip(name + 1);
-            if let Some(text) = self.de.tape.string(name) {
-                return Some((text, self.de.at(name + 1)));
+            if let TapeNode::Text { .. } | TapeNode::Decoded(_) = self.de.tape.node(name) {
+                return Some(name);
             }
         }
         None
@@ -242,12 +249,12 @@ impl<'de> MapAccess<'de> for Members<'_, 'de> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Error> {
-        let Some((_, value)) = self.next_member() else {
+        let Some(name) = self.next_name() else {
             return Ok(None);
         };
-        self.value = Some(value.index);
+        self.value = Some(name + 1);
         // The name node itself, so that a borrowed name stays borrowed from the text.
-        seed.deserialize(Name(value.at(value.index - 1))).map(Some)
+        seed.deserialize(Name(self.de.at(name))).map(Some)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
