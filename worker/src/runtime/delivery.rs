@@ -260,8 +260,13 @@ impl Delivery {
     }
 
     /// Acknowledges.
+    ///
+    /// Outside tokio's cooperative budget: an ack is one write into the client's command
+    /// channel (it waits only when the channel is full), and the drain that starts each
+    /// delivery where it reads it ([`super::pull`]) would otherwise run out of budget at
+    /// the acks of a large group, and finish every delivery after that through its set.
     pub(crate) async fn ack(&self) {
-        if let Err(error) = self.message.ack().await {
+        if let Err(error) = tokio::task::coop::unconstrained(self.message.ack()).await {
             log!(self, warn, %error, "ack failed; the event will be redelivered (and acked as finished)");
         }
     }

@@ -2,10 +2,10 @@
 //! futures of one task.
 
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
-use futures::future::Either;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
@@ -141,9 +141,9 @@ impl FunctionLoop {
     /// spending a delivery); dropped with the subscription, they would wait out `ack_wait`.
     async fn drain(self: Arc<Self>, mut batch: pull::Batch, permits: OwnedSemaphorePermit) {
         let mut permits = Some(permits);
-        // Deliveries (the common future, unboxed) and the rarer work: look-ups, which give
-        // back deliveries to run, and unreadable messages.
-        let mut running = FuturesUnordered::new();
+        // What waits: deliveries that did not settle when started ([`Self::start`]),
+        // look-ups, which give back deliveries to run, and unreadable messages.
+        let mut running: FuturesUnordered<Running<'_>> = FuturesUnordered::new();
         let mut pulling = true;
         let mut stopping = false;
         let mut held = Vec::new();
@@ -155,15 +155,9 @@ impl FunctionLoop {
         loop {
             tokio::select! {
                 biased;
-                Some(done) = running.next(), if !running.is_empty() => match done {
-                    Done::Settled(Some(plain)) => acked.push(plain),
-                    Done::Settled(None) => {}
-                    Done::LookedUp(ready) => {
-                        for ready in ready {
-                            running.push(Either::Left(self.deliver(ready).map(Done::Settled)));
-                        }
-                    }
-                },
+                Some(done) = running.next(), if !running.is_empty() => {
+                    self.done(done, &mut running, &mut acked);
+                }
                 () = stop.cancelled(), if !stopping => {
                     stopping = true;
                     // Permits of messages that did not start go back now.
@@ -193,15 +187,15 @@ impl FunctionLoop {
                         let bytes = messages.iter().map(|(message, _)| message.length).sum();
                         self.pace.record_sizes(bytes, messages.len());
                         let group = self.read_group(messages, |ready| {
-                            running.push(Either::Left(self.deliver(ready).map(Done::Settled)));
+                            self.start(ready, &mut running, &mut acked);
                         });
                         if !group.to_look_up.is_empty() {
                             let look_up = self.look_up(group.to_look_up).map(Done::LookedUp);
-                            running.push(Either::Right(Box::pin(look_up) as Rare<'_>));
+                            running.push(Box::pin(look_up));
                         }
                         for unreadable in group.unreadable {
                             let settle = self.unreadable(unreadable).map(|()| Done::Settled(None));
-                            running.push(Either::Right(Box::pin(settle) as Rare<'_>));
+                            running.push(Box::pin(settle));
                         }
                     }
                     Some(Err(error)) => {
@@ -233,6 +227,49 @@ impl FunctionLoop {
         }
         while confirming.next().await.is_some() {}
     }
+
+    /// Starts a delivery: polls it once where it is made, as most settle without waiting
+    /// (a quick handler, an ack written into the client's buffer); one that waits (I/O, a
+    /// timer, a permit) goes to `running`, which polls it again with the drain's waker (a
+    /// future pushed into the set is polled at the set's next poll), so the do-nothing
+    /// waker of this first poll is never the only one it has.
+    ///
+    /// A delivery settled here costs one allocation and one copy of its future; one pushed
+    /// into the set as it was made cost a task node, three copies of the (2 KB) future, and
+    /// the set's queue on the way in and out.
+    fn start<'a>(
+        &'a self,
+        ready: Ready,
+        running: &mut FuturesUnordered<Running<'a>>,
+        acked: &mut Vec<AckedPlain>,
+    ) {
+        let mut delivery: Running<'a> = Box::pin(self.deliver(ready).map(Done::Settled));
+        match delivery
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(done) => self.done(done, running, acked),
+            Poll::Pending => running.push(delivery),
+        }
+    }
+
+    /// What the drain does with a future's result.
+    fn done<'a>(
+        &'a self,
+        done: Done,
+        running: &mut FuturesUnordered<Running<'a>>,
+        acked: &mut Vec<AckedPlain>,
+    ) {
+        match done {
+            Done::Settled(Some(plain)) => acked.push(plain),
+            Done::Settled(None) => {}
+            Done::LookedUp(ready) => {
+                for ready in ready {
+                    self.start(ready, running, acked);
+                }
+            }
+        }
+    }
 }
 
 /// What a future of the drain gives back.
@@ -243,5 +280,6 @@ enum Done {
     LookedUp(Vec<Ready>),
 }
 
-/// A rarer future of the drain, boxed so that the common one stays small.
-type Rare<'a> = std::pin::Pin<Box<dyn Future<Output = Done> + Send + 'a>>;
+/// A future of the drain that waits: a delivery that did not settle when started, a
+/// look-up, an unreadable message's settlement.
+type Running<'a> = std::pin::Pin<Box<dyn Future<Output = Done> + Send + 'a>>;
