@@ -73,6 +73,13 @@ fn number(token: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }
+    // Nineteen digits cannot overflow a `u64`: no check per digit (the common case).
+    if digits.len() <= 19 {
+        return digits.iter().try_fold(0_u64, |value, &byte| {
+            let digit = byte.wrapping_sub(b'0');
+            (digit <= 9).then(|| value * 10 + u64::from(digit))
+        });
+    }
     digits.iter().try_fold(0_u64, |value, &byte| {
         let digit = byte.checked_sub(b'0').filter(|d| *d <= 9)?;
         value.checked_mul(10)?.checked_add(u64::from(digit))
@@ -124,6 +131,9 @@ mod tests {
             "-",
             "18446744073709551615",
             "18446744073709551616",
+            "9999999999999999999",
+            "99999999999999999999",
+            "0000000000000000000000001",
             "00012",
             "1a",
             " 1",

@@ -36,7 +36,7 @@ impl FunctionLoop {
     #[allow(clippy::manual_async_fn)] // see above
     pub(super) fn process(
         &self,
-        delivery: Delivery,
+        delivery: Box<Delivery>,
         run: Option<Arc<RunState>>,
         known: Known,
     ) -> impl Future<Output = Option<async_nats::Subject>> + Send + '_ {

@@ -61,12 +61,12 @@ pub(crate) struct Delivery {
 }
 
 /// A delivery whose envelope cannot be read; it is dead-lettered as a `decode_error`.
-#[allow(clippy::large_enum_variant)] // always boxed: `Result<Delivery, Box<Unreadable>>`
+#[allow(clippy::large_enum_variant)] // always boxed: `Result<Box<Delivery>, Box<Unreadable>>`
 pub(crate) enum Unreadable {
     /// No JetStream metadata (not from a consumer): terminated.
     NoMetadata(jetstream::Message, String),
     /// The envelope is broken.
-    Envelope(Delivery, String),
+    Envelope(Box<Delivery>, String),
 }
 
 impl Delivery {
@@ -75,7 +75,7 @@ impl Delivery {
         function: &Arc<str>,
         message: jetstream::Message,
         events_prefix: &str,
-    ) -> Result<Delivery, Box<Unreadable>> {
+    ) -> Result<Box<Delivery>, Box<Unreadable>> {
         let read = message.reply.as_deref().and_then(super::ack_subject::read);
         let (stream_sequence, delivered) = match read {
             Some((sequence, delivered)) => (
@@ -108,7 +108,7 @@ impl Delivery {
         original: StreamMessage,
         deliveries: u32,
         events_prefix: &str,
-    ) -> Result<Delivery, Box<Unreadable>> {
+    ) -> Result<Box<Delivery>, Box<Unreadable>> {
         let stream_sequence = original.sequence;
         Delivery::build(
             function,
@@ -127,7 +127,7 @@ impl Delivery {
         stream_sequence: u64,
         delivered: u32,
         events_prefix: &str,
-    ) -> Result<Delivery, Box<Unreadable>> {
+    ) -> Result<Box<Delivery>, Box<Unreadable>> {
         let source = if original.is_some() {
             Source::Sweeper
         } else {
@@ -173,7 +173,9 @@ impl Delivery {
                 (unread, Some(error))
             }
         };
-        let delivery = Delivery {
+        // Boxed where it is made: a delivery is moved from its read to its future, and a
+        // box moves as a pointer.
+        let delivery = Box::new(Delivery {
             function: Arc::clone(function),
             span: std::sync::OnceLock::new(),
             message,
@@ -188,7 +190,7 @@ impl Delivery {
             msg_id_is_id: read.msg_id_is_id,
             // The sweeper's span reads the advisory's headers, not the event's.
             traced: read.traced || source == Source::Sweeper,
-        };
+        });
         match error {
             None => Ok(delivery),
             Some(error) => Err(Box::new(Unreadable::Envelope(delivery, error))),
@@ -255,7 +257,7 @@ impl Delivery {
     }
 
     /// The subject its ack was sent to, kept when the delivery is done with.
-    pub(crate) fn into_reply(self) -> Option<async_nats::Subject> {
+    pub(crate) fn into_reply(self: Box<Self>) -> Option<async_nats::Subject> {
         self.message.message.reply
     }
 

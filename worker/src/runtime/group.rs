@@ -42,7 +42,7 @@ impl From<Option<bytes::Bytes>> for Known {
 
 /// A delivery read and ready to run.
 pub(crate) struct Ready {
-    delivery: Delivery,
+    delivery: Box<Delivery>,
     run: Option<Arc<RunState>>,
     known: Known,
     held: Held,
@@ -59,8 +59,8 @@ pub(crate) struct Group {
 impl FunctionLoop {
     /// Reads the messages of one group. A delivery whose run may already be recorded waits
     /// for the group's look-up; a plain first delivery, or one of a function that keeps no
-    /// run records, is ready at once: it is given to `run_now` (not collected, as a delivery is
-    /// large and most are ready).
+    /// run records, is ready at once: it is given to `run_now`, which starts it before the
+    /// next message is read.
     pub(crate) fn read_group(
         &self,
         messages: Vec<(jetstream::Message, Held)>,
