@@ -416,40 +416,42 @@ impl FunctionLoop {
         let deadline = begun + settings.timeout;
         let every = settings.ack_wait / 3;
         let mut next_progress = begun + every;
-        let timer = tokio::time::sleep_until(next_progress.min(deadline));
-        tokio::pin!(timer);
         // The handler's first poll outside `select!`, which returns at once when the task
         // has spent its cooperative budget (reading a large pull request spends it): a
-        // handler that finishes at once then never waits for the task's next turn. The
-        // handler's own operations still count against the budget.
+        // handler that finishes at once then never waits for the task's next turn, and
+        // never makes the timer or the cancellation waiter. The handler's own operations
+        // still count against the budget.
         let first = std::future::poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await;
         let outcome = match first {
             Poll::Ready(result) => handled(result),
-            Poll::Pending => loop {
-                tokio::select! {
-                    // The handler first: one that finishes on its first poll never registers
-                    // the timer or the cancellation waiter.
-                    biased;
-                    result = &mut handler => break handled(result),
-                    () = &mut timer => {
-                        if tokio::time::Instant::now() >= deadline {
-                            break Outcome::TimedOut;
-                        }
-                        // Boxed: only a handler running past `ack_wait / 3` gets here.
-                        let first = next_progress == begun + every;
-                        Box::pin(async {
-                            delivery.progress().await;
-                            if first {
-                                self.activity_running(delivery, run).await;
+            Poll::Pending => {
+                let timer = tokio::time::sleep_until(next_progress.min(deadline));
+                tokio::pin!(timer);
+                loop {
+                    tokio::select! {
+                        // The handler first.
+                        biased;
+                        result = &mut handler => break handled(result),
+                        () = &mut timer => {
+                            if tokio::time::Instant::now() >= deadline {
+                                break Outcome::TimedOut;
                             }
-                        })
-                        .await;
-                        next_progress += every;
-                        timer.as_mut().reset(next_progress.min(deadline));
+                            // Boxed: only a handler running past `ack_wait / 3` gets here.
+                            let first = next_progress == begun + every;
+                            Box::pin(async {
+                                delivery.progress().await;
+                                if first {
+                                    self.activity_running(delivery, run).await;
+                                }
+                            })
+                            .await;
+                            next_progress += every;
+                            timer.as_mut().reset(next_progress.min(deadline));
+                        }
+                        () = self.shared.abandon.cancelled() => break Outcome::Abandoned,
                     }
-                    () = self.shared.abandon.cancelled() => break Outcome::Abandoned,
                 }
-            },
+            }
         };
         self.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
         let took = started.elapsed();
