@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use async_nats::header::{HeaderName, HeaderValue};
+use async_nats::Subject;
+use async_nats::header::HeaderValue;
 use async_nats::jetstream::{self, context::PublishErrorKind};
-use async_nats::{HeaderMap, Subject};
 use parking_lot::RwLock;
+
+mod envelope;
 
 use crate::headers;
 use crate::names::{EventType, NameError, Namespace, check_event_id};
@@ -23,6 +25,7 @@ use crate::provision::{
 use crate::registry::{Registry, RegistryError};
 use crate::schema::{CompiledSchema, SchemaCompileError, SerializeError, Violation};
 use crate::{Event, trace};
+use envelope::{TypeHeaders, names};
 
 /// How to log in to NATS.
 #[derive(Debug, Clone, Default)]
@@ -704,8 +707,10 @@ struct TypeEntry {
     subject: &'static str,
     /// `T` as the `ce-type` header value.
     type_header: HeaderValue,
-    /// The `ce-dataschema` header value, once `known` is set and names a version.
-    data_schema_header: std::sync::OnceLock<Option<HeaderValue>>,
+    /// The headers every event of `T` carries alike, without `ce-dataschema`.
+    headers: TypeHeaders,
+    /// The same with `ce-dataschema`, once `known` is set and names a version.
+    headers_with_schema: std::sync::OnceLock<Option<TypeHeaders>>,
     /// The length of the last payload of the type: the next one is serialised into a
     /// buffer of that size, which fits events of one size without growing.
     last_payload_len: AtomicUsize,
@@ -735,16 +740,14 @@ fn interned_subject(subject: String) -> &'static str {
 
 /// An event about to be sent: what its subject and headers are made of, besides what each
 /// publish adds (id, time, trace context).
-struct Outgoing {
+struct Outgoing<'h> {
     /// The event type (also the `event_type` of the published-events counter).
     event_type: opentelemetry::StringValue,
     subject: Subject,
-    /// `ce-type`.
-    type_header: HeaderValue,
+    /// The headers its type's events carry alike (`ce-type`, `ce-dataschema`, …).
+    headers: &'h TypeHeaders,
     /// `ce-subject` from the event (`PublishOptions::subject` overrides it), not encoded.
     ce_subject: Option<String>,
-    /// `ce-dataschema`.
-    data_schema: Option<HeaderValue>,
 }
 
 /// A `TypeId` is already a hash of the type: hashing it again (SipHash) would cost more
@@ -769,23 +772,6 @@ impl Hasher for TypeIdHasher {
 }
 
 /// The envelope header names, built once (protocol section 4).
-mod header_names {
-    use async_nats::header::HeaderName;
-
-    use crate::headers;
-
-    pub(super) const SPEC_VERSION: HeaderName = HeaderName::from_static(headers::SPEC_VERSION);
-    pub(super) const ID: HeaderName = HeaderName::from_static(headers::ID);
-    pub(super) const TYPE: HeaderName = HeaderName::from_static(headers::TYPE);
-    pub(super) const SOURCE: HeaderName = HeaderName::from_static(headers::SOURCE);
-    pub(super) const TIME: HeaderName = HeaderName::from_static(headers::TIME);
-    pub(super) const DATA_SCHEMA: HeaderName = HeaderName::from_static(headers::DATA_SCHEMA);
-    pub(super) const SUBJECT: HeaderName = HeaderName::from_static(headers::SUBJECT);
-    pub(super) const NATS_MSG_ID: HeaderName = HeaderName::from_static(headers::NATS_MSG_ID);
-    pub(super) const TRACEPARENT: HeaderName = HeaderName::from_static(headers::TRACEPARENT);
-    pub(super) const TRACESTATE: HeaderName = HeaderName::from_static(headers::TRACESTATE);
-}
-
 /// A new event id: a UUIDv7, hyphenated, lower case.
 fn new_event_id() -> String {
     let mut buffer = uuid::Uuid::encode_buffer();
@@ -962,6 +948,20 @@ impl Client {
             .await
     }
 
+    /// The headers this client's events of one type carry alike.
+    fn type_headers(
+        &self,
+        event_type: HeaderValue,
+        data_schema: Option<HeaderValue>,
+    ) -> TypeHeaders {
+        TypeHeaders::new(
+            self.inner.spec_version_header.clone(),
+            self.inner.source_header.clone(),
+            event_type,
+            data_schema,
+        )
+    }
+
     /// This client's entry for the Rust type `E`, created on first use.
     fn type_entry<E: Event>(&self) -> Arc<TypeEntry> {
         let key = TypeId::of::<E>();
@@ -971,7 +971,8 @@ impl Client {
         let entry = Arc::new(TypeEntry {
             subject: interned_subject(self.inner.namespace.event_subject(E::TYPE)),
             type_header: HeaderValue::from(E::TYPE),
-            data_schema_header: std::sync::OnceLock::new(),
+            headers: self.type_headers(HeaderValue::from(E::TYPE), None),
+            headers_with_schema: std::sync::OnceLock::new(),
             last_payload_len: AtomicUsize::new(256),
             known: tokio::sync::OnceCell::new(),
         });
@@ -1087,12 +1088,17 @@ impl Client {
         entry
             .last_payload_len
             .store(payload.len(), Ordering::Relaxed);
-        let data_schema = known.and_then(|known| {
-            entry
-                .data_schema_header
-                .get_or_init(|| known.data_schema_header())
-                .clone()
-        });
+        let headers = known
+            .and_then(|known| {
+                entry
+                    .headers_with_schema
+                    .get_or_init(|| {
+                        let data_schema = known.data_schema_header()?;
+                        Some(self.type_headers(entry.type_header.clone(), Some(data_schema)))
+                    })
+                    .as_ref()
+            })
+            .unwrap_or(&entry.headers);
         let ce_subject = match &options.subject {
             Some(_) => None,
             None => event.ce_subject(),
@@ -1100,9 +1106,8 @@ impl Client {
         let event = Outgoing {
             event_type: E::TYPE.into(),
             subject: Subject::from_static(entry.subject),
-            type_header: entry.type_header.clone(),
+            headers,
             ce_subject,
-            data_schema,
         };
         self.send(event, payload, options).await
     }
@@ -1138,29 +1143,30 @@ impl Client {
             source,
         })?;
         let subject = self.inner.namespace.event_subject(event_type.as_str());
+        let headers = self.type_headers(
+            HeaderValue::from(event_type.as_str()),
+            data_schema.map(HeaderValue::from),
+        );
         let event = Outgoing {
             event_type: event_type.to_string().into(),
             subject: Subject::from(subject),
-            type_header: HeaderValue::from(event_type.as_str()),
+            headers: &headers,
             ce_subject: None,
-            data_schema: data_schema.map(HeaderValue::from),
         };
         self.send(event, payload, options).await
     }
 
     async fn send(
         &self,
-        event: Outgoing,
+        event: Outgoing<'_>,
         payload: Vec<u8>,
         options: PublishOptions,
     ) -> Result<PendingAck, PublishError> {
-        use header_names as names;
         let Outgoing {
             event_type: metric_type,
             subject,
-            type_header,
+            headers: type_headers,
             ce_subject,
-            data_schema,
         } = event;
         let event_type = metric_type.as_str();
         // `ce-time` only where the id does not say when the event happened: a UUIDv7 id
@@ -1174,38 +1180,25 @@ impl Client {
             }
             None => new_event_id(),
         };
-        let mut map = HeaderMap::new();
-        let mut header_bytes = 0;
         // `HeaderValue::from` checks a value for line breaks: the constant ones are built
         // (and checked) once per client or type.
-        let mut put = |name: HeaderName, value: HeaderValue| {
-            header_bytes += AsRef::<str>::as_ref(&name).len() + value.as_str().len() + 4;
-            map.insert(name, value);
-        };
-        let id_header = HeaderValue::from(event_id.clone());
-        put(names::SPEC_VERSION, self.inner.spec_version_header.clone());
-        put(names::ID, id_header.clone());
-        put(names::TYPE, type_header);
-        put(names::SOURCE, self.inner.source_header.clone());
+        let mut headers = type_headers.event(HeaderValue::from(event_id.clone()));
         if let Some(time) = time {
-            put(names::TIME, HeaderValue::from(time));
-        }
-        if let Some(data_schema) = data_schema {
-            put(names::DATA_SCHEMA, data_schema);
+            headers.put(names::TIME, HeaderValue::from(time));
         }
         if let Some(ce_subject) = options.subject.or(ce_subject) {
-            put(
+            headers.put(
                 names::SUBJECT,
                 HeaderValue::from(encoded_header_value(ce_subject)),
             );
         }
-        put(names::NATS_MSG_ID, id_header);
         if let Some((traceparent, tracestate)) = trace::current_trace_headers() {
-            put(names::TRACEPARENT, HeaderValue::from(traceparent));
+            headers.put(names::TRACEPARENT, HeaderValue::from(traceparent));
             if let Some(tracestate) = tracestate {
-                put(names::TRACESTATE, HeaderValue::from(tracestate));
+                headers.put(names::TRACESTATE, HeaderValue::from(tracestate));
             }
         }
+        let (map, header_bytes) = headers.finish();
         // "NATS/1.0\r\n" and the closing "\r\n". async-nats checks the limit before sending;
         // the size is kept for the error message.
         let size = payload.len() + header_bytes + 12;
