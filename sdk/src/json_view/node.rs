@@ -22,12 +22,12 @@ impl<'a> TapeRef<'a> {
     }
 
     #[inline]
-    fn node(&self) -> &'a TapeNode {
+    pub(super) fn node(&self) -> &'a TapeNode {
         self.tape.node(self.index)
     }
 
     #[inline]
-    fn string(&self) -> Option<&'a str> {
+    pub(super) fn string(&self) -> Option<&'a str> {
         self.tape.string(self.index)
     }
 
