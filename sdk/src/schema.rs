@@ -8,7 +8,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::Event;
-use crate::json_view::{JsonTape, RecordError, Shape, TapeJson, TapeRef, record, scratch};
+use crate::json_view::{JsonTape, RecordError, TapeJson, record, scratch};
 
 /// The JSON Schema (draft 2020-12) of `E`, describing what `E` accepts when deserialising.
 pub fn schema_for<E: schemars::JsonSchema + ?Sized>() -> Value {
@@ -93,23 +93,7 @@ pub struct CompiledSchema {
     validator: jsonschema::Validator,
     /// The same schema for JSON text read in place ([`CompiledSchema::validate_json`]);
     /// `None` where this build cannot read text that way.
-    text_validator: Option<TapeValidator>,
-}
-
-/// Validates tapes: by the schema's [`Shape`] where it has one and the shape is sure,
-/// else by `jsonschema`.
-struct TapeValidator {
-    jsonschema: jsonschema::Validator<TapeJson>,
-    shape: Option<Shape>,
-}
-
-impl TapeValidator {
-    fn is_valid(&self, root: TapeRef<'_>) -> bool {
-        match self.shape.as_ref().and_then(|shape| shape.check(root)) {
-            Some(valid) => valid,
-            None => self.jsonschema.is_valid(root),
-        }
-    }
+    text_validator: Option<jsonschema::Validator<TapeJson>>,
 }
 
 impl fmt::Debug for CompiledSchema {
@@ -137,11 +121,7 @@ impl CompiledSchema {
             .with_draft(jsonschema::Draft::Draft202012)
             .should_validate_formats(true)
             .build(&schema)
-            .ok()
-            .map(|jsonschema| TapeValidator {
-                jsonschema,
-                shape: Shape::compile(&schema),
-            });
+            .ok();
         Ok(CompiledSchema {
             event_type: event_type.to_owned(),
             schema,

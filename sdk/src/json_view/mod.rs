@@ -36,7 +36,6 @@ mod node;
 mod parse;
 mod record;
 pub(crate) mod scratch;
-mod shape;
 mod strings;
 #[cfg(test)]
 mod tests;
@@ -45,14 +44,11 @@ mod tests_decode;
 #[cfg(test)]
 mod tests_differential;
 #[cfg(test)]
-mod tests_shape;
-#[cfg(test)]
 mod tests_strategies;
 
 pub(crate) use de::decode;
 pub(crate) use node::{TapeJson, TapeRef};
 pub(crate) use record::{RecordError, record};
-pub(crate) use shape::Shape;
 
 use serde_json::Number;
 

@@ -22,12 +22,12 @@ impl<'a> TapeRef<'a> {
     }
 
     #[inline]
-    pub(super) fn node(&self) -> &'a TapeNode {
+    fn node(&self) -> &'a TapeNode {
         self.tape.node(self.index)
     }
 
     #[inline]
-    pub(super) fn string(&self) -> Option<&'a str> {
+    fn string(&self) -> Option<&'a str> {
         self.tape.string(self.index)
     }
 
