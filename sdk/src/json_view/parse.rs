@@ -234,6 +234,27 @@ impl Reader<'_> {
             }
             integer = false;
         }
+        // An integer of up to 19 digits fits `u64` as it is read: most numbers of an event.
+        if integer && integer_digits <= 19 {
+            let magnitude = self
+                .bytes
+                .get(integer_start..integer_start + integer_digits)
+                .unwrap_or_default()
+                .iter()
+                .fold(0_u64, |value, digit| value * 10 + u64::from(digit - b'0'));
+            let exact = if !negative {
+                Some(Number::from(magnitude))
+            } else if magnitude == 0 {
+                // `-0` is a float, as `serde_json` reads it.
+                None
+            } else {
+                0_i64.checked_sub_unsigned(magnitude).map(Number::from)
+            };
+            if let Some(number) = exact {
+                self.nodes.push(TapeNode::Number(number));
+                return Ok(());
+            }
+        }
         // ASCII digits and signs: always UTF-8.
         let literal = self
             .bytes
