@@ -701,8 +701,13 @@ pub(crate) async fn provision(
         replicas,
         replicas_source,
     };
-    for want in desired(namespace, settings, replicas, features) {
-        let (outcome, replicas) = converge(js, &want, options).await?;
+    let wanted = desired(namespace, settings, replicas, features);
+    // Every resource looked up at once (on a running system all of them exist); what is
+    // missing is then created in order.
+    let found =
+        futures::future::join_all(wanted.iter().map(|want| look_up(js, want.stream_name()))).await;
+    for (want, found) in wanted.into_iter().zip(found) {
+        let (outcome, replicas) = converge(js, &want, options, found).await?;
         report.resources.push(ResourceReport {
             name: want.name(),
             kind: want.kind(),
@@ -815,23 +820,38 @@ async fn choose_replicas(
 /// server it knows of.
 const CLUSTER_FORMING: Duration = Duration::from_secs(10);
 
-/// Creates `want`, or compares it with what exists and updates it as allowed. Returns the
-/// outcome and the replicas the resource has now.
+/// The configuration of the stream `name`, or `None` when there is none.
+async fn look_up(
+    js: &jetstream::Context,
+    name: String,
+) -> Result<Option<stream::Config>, jetstream::context::GetStreamError> {
+    match js.get_stream(&name).await {
+        Ok(stream) => Ok(Some(stream.cached_info().config.clone())),
+        Err(error) if is_not_found(&error) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Creates `want`, or compares it with what exists and updates it as allowed. `found` is
+/// the first look-up of its stream. Returns the outcome and the replicas the resource has
+/// now.
 async fn converge(
     js: &jetstream::Context,
     want: &Desired,
     options: ProvisionOptions,
+    found: Result<Option<stream::Config>, jetstream::context::GetStreamError>,
 ) -> Result<(ProvisionOutcome, usize), ProvisionError> {
     let name = want.name();
     let stream_name = want.stream_name();
+    let mut found = Some(found);
     // Two processes may provision at once: a create that loses the race finds the winner's
     // stream on the second pass and compares with it.
     for _ in 0..2 {
-        let existing = match js.get_stream(&stream_name).await {
-            Ok(stream) => Some(stream.cached_info().config.clone()),
-            Err(error) if is_not_found(&error) => None,
-            Err(error) => return Err(js_error("look up", &name)(error.into())),
+        let looked_up = match found.take() {
+            Some(found) => found,
+            None => look_up(js, stream_name.clone()).await,
         };
+        let existing = looked_up.map_err(|error| js_error("look up", &name)(error.into()))?;
         let Some(actual) = existing else {
             let created = match want {
                 Desired::Stream(config) => js

@@ -146,13 +146,14 @@ impl FunctionLoop {
         mut want: pull::Config,
     ) -> Result<pull::Config, async_nats::Error> {
         if want.deliver_policy == jetstream::consumer::DeliverPolicy::New {
-            let mut stream = self
+            // The look-up answers with the stream's info, its last sequence as of now.
+            let stream = self
                 .shared
                 .client
                 .jetstream()
                 .get_stream(&self.shared.events_stream)
                 .await?;
-            let last = stream.info().await?.state.last_sequence;
+            let last = stream.cached_info().state.last_sequence;
             want.deliver_policy = jetstream::consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: last + 1,
             };
@@ -205,13 +206,9 @@ impl FunctionLoop {
             .get_consumer_from_stream::<pull::Config, _, _>(name, &shared.events_stream)
             .await
         {
-            Ok(mut consumer) => {
-                let have = consumer
-                    .info()
-                    .await
-                    .map_err(Refused::other)?
-                    .config
-                    .clone();
+            Ok(consumer) => {
+                // The look-up answers with the consumer's info.
+                let have = consumer.cached_info().config.clone();
                 let Some(updated) = update_for(want, &have) else {
                     return Ok(consumer);
                 };

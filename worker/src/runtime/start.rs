@@ -151,34 +151,38 @@ impl WorkerBuilder {
             tracing::warn!(resource = name, drift = %list.join("; "),
                 "stream config differs from Herald's; run `herald provision --apply` to update it");
         }
-        let Some(runs) = patiently(
-            &readiness,
-            "the runs bucket",
-            &stop,
-            |_: &crate::RunStoreError| true,
-            || RunStore::open(&client),
-        )
-        .await?
-        else {
-            return Err(WorkerError::Stopped);
-        };
         let namespace = client.namespace();
         let events_stream = namespace.events_stream();
-        let Some((schedules_ttl, dedup_covers_retention)) = patiently(
-            &readiness,
-            "the events stream",
-            &stop,
-            |_: &async_nats::Error| true,
-            || async {
-                let mut stream = client.jetstream().get_stream(&events_stream).await?;
-                let info = stream.info().await?;
-                let config = &info.config;
-                let covers = !config.max_age.is_zero() && config.duplicate_window >= config.max_age;
-                Ok::<(bool, bool), async_nats::Error>((config.allow_message_ttl, covers))
-            },
-        )
-        .await
-        .unwrap_or(Some((false, false))) else {
+        // The runs bucket and the events stream's settings, asked for at once.
+        let (runs, events_settings) = tokio::join!(
+            patiently(
+                &readiness,
+                "the runs bucket",
+                &stop,
+                |_: &crate::RunStoreError| true,
+                || RunStore::open(&client),
+            ),
+            patiently(
+                &readiness,
+                "the events stream",
+                &stop,
+                |_: &async_nats::Error| true,
+                || async {
+                    // The look-up answers with the stream's info.
+                    let stream = client.jetstream().get_stream(&events_stream).await?;
+                    let config = &stream.cached_info().config;
+                    let covers =
+                        !config.max_age.is_zero() && config.duplicate_window >= config.max_age;
+                    Ok::<(bool, bool), async_nats::Error>((config.allow_message_ttl, covers))
+                },
+            ),
+        );
+        let Some(runs) = runs? else {
+            return Err(WorkerError::Stopped);
+        };
+        let Some((schedules_ttl, dedup_covers_retention)) =
+            events_settings.unwrap_or(Some((false, false)))
+        else {
             return Err(WorkerError::Stopped);
         };
         let schedules = client.supports_schedules();
@@ -227,19 +231,29 @@ impl WorkerBuilder {
             .map(|function| Arc::new(FunctionLoop::new(Arc::clone(&shared), function)))
             .collect();
         *readiness.bindings.write() = functions.iter().map(|f| Arc::clone(&f.binding)).collect();
+        // Every function's consumer made or checked at once.
+        let converged = futures::future::join_all(functions.iter().map(|function| {
+            let readiness = &readiness;
+            let stop = &stop;
+            async move {
+                let what = format!("the consumer of function {}", function.function.id);
+                patiently(
+                    readiness,
+                    &what,
+                    stop,
+                    // A limit refusing the function's own setting does not pass by waiting.
+                    |error: &WorkerError| {
+                        !matches!(error, WorkerError::AckPendingAboveLimit { .. })
+                    },
+                    || function.converge(),
+                )
+                .await
+            }
+        }))
+        .await;
         let mut consumers = Vec::new();
-        for function in &functions {
-            let what = format!("the consumer of function {}", function.function.id);
-            let Some(consumer) = patiently(
-                &readiness,
-                &what,
-                &stop,
-                // A limit refusing the function's own setting does not pass by waiting.
-                |error: &WorkerError| !matches!(error, WorkerError::AckPendingAboveLimit { .. }),
-                || function.converge(),
-            )
-            .await?
-            else {
+        for consumer in converged {
+            let Some(consumer) = consumer? else {
                 return Err(WorkerError::Stopped);
             };
             consumers.push(consumer);
