@@ -706,8 +706,12 @@ pub(crate) async fn provision(
     // missing is then created in order.
     let found =
         futures::future::join_all(wanted.iter().map(|want| look_up(js, want.stream_name()))).await;
+    let mut changed = false;
     for (want, found) in wanted.into_iter().zip(found) {
+        // Once an earlier resource was created or updated, the rest are looked up again.
+        let found = (!changed).then_some(found);
         let (outcome, replicas) = converge(js, &want, options, found).await?;
+        changed |= outcome != ProvisionOutcome::Unchanged;
         report.resources.push(ResourceReport {
             name: want.name(),
             kind: want.kind(),
@@ -832,18 +836,17 @@ async fn look_up(
     }
 }
 
-/// Creates `want`, or compares it with what exists and updates it as allowed. `found` is
-/// the first look-up of its stream. Returns the outcome and the replicas the resource has
-/// now.
+/// Creates `want`, or compares it with what exists and updates it as allowed. `found` is a
+/// look-up of its stream already made, if any. Returns the outcome and the replicas the
+/// resource has now.
 async fn converge(
     js: &jetstream::Context,
     want: &Desired,
     options: ProvisionOptions,
-    found: Result<Option<stream::Config>, jetstream::context::GetStreamError>,
+    mut found: Option<Result<Option<stream::Config>, jetstream::context::GetStreamError>>,
 ) -> Result<(ProvisionOutcome, usize), ProvisionError> {
     let name = want.name();
     let stream_name = want.stream_name();
-    let mut found = Some(found);
     // Two processes may provision at once: a create that loses the race finds the winner's
     // stream on the second pass and compares with it.
     for _ in 0..2 {

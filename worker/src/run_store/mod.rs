@@ -124,22 +124,15 @@ impl RunStore {
             .get_key_value(&bucket)
             .await
             .map_err(store_error("open", &bucket))?;
-        let mut runs = kv.stream.clone();
-        let ttl = runs
-            .info()
-            .await
-            .map_err(store_error("open", &bucket))?
-            .config
-            .allow_message_ttl;
+        // Each look-up answers with the stream's info.
+        let ttl = kv.stream.cached_info().config.allow_message_ttl;
         let events = namespace.events_stream();
         let max_age = client
             .jetstream()
             .get_stream(&events)
             .await
             .map_err(store_error("open", &events))?
-            .info()
-            .await
-            .map_err(store_error("open", &events))?
+            .cached_info()
             .config
             .max_age;
         let retention = (!max_age.is_zero()).then_some(max_age);

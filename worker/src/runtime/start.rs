@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -49,6 +50,9 @@ const START_RETRY: crate::Backoff = crate::Backoff {
     jitter: 0.2,
 };
 
+/// How many functions' consumers start-up makes or checks at once.
+const CONVERGING_AT_ONCE: usize = 16;
+
 /// Runs `operation` until it succeeds, returns an error that `retry` says is not transient,
 /// or the worker stops; says what it waits for in the log and in `/readyz`.
 async fn patiently<T, E, F, Fut>(
@@ -70,7 +74,15 @@ where
                 if failures > 0 {
                     tracing::info!(what, "start-up: done after {failures} failed tries");
                 }
-                *readiness.waiting_for.write() = None;
+                // Start-up waits for some things at once: clear only this one's reason.
+                let mut waiting = readiness.waiting_for.write();
+                if waiting.as_deref().is_some_and(|reason| {
+                    reason
+                        .strip_prefix(what)
+                        .is_some_and(|rest| rest.starts_with(':'))
+                }) {
+                    *waiting = None;
+                }
                 return Ok(Some(value));
             }
             Err(error) if retry(&error) => {
@@ -231,33 +243,44 @@ impl WorkerBuilder {
             .map(|function| Arc::new(FunctionLoop::new(Arc::clone(&shared), function)))
             .collect();
         *readiness.bindings.write() = functions.iter().map(|f| Arc::clone(&f.binding)).collect();
-        // Every function's consumer made or checked at once.
-        let converged = futures::future::join_all(functions.iter().map(|function| {
-            let readiness = &readiness;
-            let stop = &stop;
-            async move {
-                let what = format!("the consumer of function {}", function.function.id);
-                patiently(
-                    readiness,
-                    &what,
-                    stop,
-                    // A limit refusing the function's own setting does not pass by waiting.
-                    |error: &WorkerError| {
-                        !matches!(error, WorkerError::AckPendingAboveLimit { .. })
-                    },
-                    || function.converge(),
-                )
-                .await
-            }
-        }))
-        .await;
-        let mut consumers = Vec::new();
-        for consumer in converged {
-            let Some(consumer) = consumer? else {
+        // The functions' consumers made or checked at once, a few at a time (each takes
+        // two or three JetStream API requests); the first error that waiting does not pass
+        // ends the start.
+        // (The futures are collected first: a stream mapping a closure over borrowed items,
+        // held across an await, would not be `Send` for every lifetime.)
+        let converge_each: Vec<_> = functions
+            .iter()
+            .enumerate()
+            .map(|(index, function)| {
+                let (readiness, stop) = (&readiness, &stop);
+                async move {
+                    let what = format!("the consumer of function {}", function.function.id);
+                    let converged = patiently(
+                        readiness,
+                        &what,
+                        stop,
+                        // A limit refusing the function's own setting does not pass by waiting.
+                        |error: &WorkerError| {
+                            !matches!(error, WorkerError::AckPendingAboveLimit { .. })
+                        },
+                        || function.converge(),
+                    )
+                    .await;
+                    (index, converged)
+                }
+            })
+            .collect();
+        let mut converging =
+            futures::stream::iter(converge_each).buffer_unordered(CONVERGING_AT_ONCE);
+        let mut consumers: Vec<Option<_>> = functions.iter().map(|_| None).collect();
+        while let Some((index, converged)) = converging.next().await {
+            let Some(consumer) = converged? else {
                 return Err(WorkerError::Stopped);
             };
-            consumers.push(consumer);
+            consumers[index] = Some(consumer);
         }
+        drop(converging);
+        let consumers: Vec<_> = consumers.into_iter().flatten().collect();
         if let Some(kv) = shared.runs.as_ref().and_then(RunStore::kv) {
             crate::wait::matcher::Matcher::start(client.clone(), kv.clone(), stop.clone());
             for function in &functions {
