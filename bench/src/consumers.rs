@@ -196,15 +196,17 @@ impl Setup {
 /// after the request's expiry plus 5 s). The measurement is spoiled; the caller repeats it.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "the raw pull stream stalled after {handled} messages: no pull request waiting at the \
-     server, {pending} messages pending"
+    "a raw pull stream stalled after {handled} messages handled ({pending} pending at the \
+     server)"
 )]
 pub(crate) struct RawStalled {
     handled: usize,
     pending: u64,
 }
 
-/// Silence after which a raw replica asks the server whether its pull stream stalled.
+/// Silence after which a raw replica checks whether its pull stream stalled: the other
+/// replicas went on handling messages meanwhile, or the server has no pull request waiting
+/// while messages are pending.
 const STALL_CHECK: Duration = Duration::from_secs(1);
 
 /// One raw replica: pulls, decodes, acks until the replicas together handled `count`.
@@ -223,6 +225,7 @@ async fn raw_replica(
         .messages()
         .await?;
     let mut silent_since = Instant::now();
+    let mut handled_then = handled.load(Ordering::Relaxed);
     loop {
         let next = tokio::select! {
             biased;
@@ -230,10 +233,13 @@ async fn raw_replica(
             next = tokio::time::timeout(STALL_CHECK, messages.next()) => next,
         };
         let Ok(next) = next else {
+            let handled_now = handled.load(Ordering::Relaxed);
+            let others_went_on = handled_now > handled_then;
+            handled_then = handled_now;
             let info = consumer.info().await?;
-            if info.num_waiting == 0 && info.num_pending > 0 {
+            if others_went_on || (info.num_waiting == 0 && info.num_pending > 0) {
                 return Err(RawStalled {
-                    handled: handled.load(Ordering::Relaxed),
+                    handled: handled_now,
                     pending: info.num_pending,
                 }
                 .into());
@@ -253,7 +259,8 @@ async fn raw_replica(
             std::hint::black_box(event);
         }
         message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        if handled.fetch_add(1, Ordering::Relaxed) + 1 >= count {
+        handled_then = handled.fetch_add(1, Ordering::Relaxed) + 1;
+        if handled_then >= count {
             stop.send_replace(true);
             return Ok(());
         }
