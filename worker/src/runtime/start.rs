@@ -413,3 +413,42 @@ async fn schedule(
     }
     Ok(Some(()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn wait_for(readiness: &Readiness, what: &str) -> Result<Option<()>, String> {
+        let stop = CancellationToken::new();
+        patiently(
+            readiness,
+            what,
+            &stop,
+            |_: &String| true,
+            || async { Ok(()) },
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_wait_that_ends_clears_only_its_own_reason() {
+        let readiness = Readiness::default();
+        *readiness.waiting_for.write() =
+            Some("the consumer of function ab: no responders".to_owned());
+        // Another wait, and one whose name is a prefix of the waiting one's, end.
+        assert_eq!(wait_for(&readiness, "the runs bucket").await, Ok(Some(())));
+        assert_eq!(
+            wait_for(&readiness, "the consumer of function a").await,
+            Ok(Some(()))
+        );
+        assert_eq!(
+            readiness.not_ready().as_deref(),
+            Some("starting: waiting for the consumer of function ab: no responders")
+        );
+        assert_eq!(
+            wait_for(&readiness, "the consumer of function ab").await,
+            Ok(Some(()))
+        );
+        assert_eq!(readiness.waiting_for.read().as_deref(), None);
+    }
+}
