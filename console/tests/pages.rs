@@ -233,8 +233,13 @@ fn widths(html: &str, selector: &str) -> Vec<f64> {
 async fn a_long_sleep_is_drawn_as_a_labelled_break() {
     let setup = setup().await;
     let (id, _) = setup.publish("sloth@example.com", Some("nap")).await;
-    let page = setup
+    // The sleep's bar comes from the run's activity records, the step's from the runs
+    // bucket, stored when the run suspends: the page is live and may show one first.
+    setup
         .wait_for_page(&format!("/runs/welcome/{id}"), "bar sleep")
+        .await;
+    let page = setup
+        .wait_for_page(&format!("/runs/welcome/{id}"), "bar step")
         .await;
     // The ten-minute sleep is one broken bar with its real duration written on it ...
     assert_eq!(count(&page, ".bar.sleep.broken"), 1, "{page}");
