@@ -338,33 +338,22 @@ impl RunStore {
                 return Ok(entries);
             }
         };
-        // The keys under the run as the stream holds them now, then each key's latest
-        // value. (A watch's history can miss a key that is written again while it is read:
-        // with one message kept per key, the write removes the message the watch was about
-        // to deliver, and the watch may end before the new one.)
-        let pattern = format!("{}{run_key}.>", kv.prefix);
-        let mut subjects = kv
-            .stream
-            .info_with_subjects(&pattern)
+        let pattern = format!("{run_key}.>");
+        let mut watch = kv
+            .watch_with_history(&pattern)
             .await
-            .map_err(store_error("list", &pattern))?;
-        let mut keys = Vec::new();
-        while let Some(subject) = subjects.next().await {
-            let (subject, _) = subject.map_err(store_error("list", &pattern))?;
-            if let Some(key) = subject.strip_prefix(&kv.prefix) {
-                keys.push(key.to_owned());
-            }
-        }
-        for key in keys {
-            let entry = kv
-                .entry(key.as_str())
-                .await
-                .map_err(store_error("read", &key))?;
-            if let Some(entry) = entry
-                && entry.operation == kv::Operation::Put
+            .map_err(store_error("watch", &pattern))?;
+        // The history ends at the entry marked `seen_current`, or at once when there is none.
+        loop {
+            let next = tokio::time::timeout(Duration::from_millis(500), watch.next()).await;
+            let Ok(Some(Ok(entry))) = next else { break };
+            if entry.operation == kv::Operation::Put
                 && let Ok(value) = serde_json::from_slice(&entry.value)
             {
-                entries.push((key, value));
+                entries.push((entry.key.clone(), value));
+            }
+            if entry.seen_current || entry.delta == 0 {
+                break;
             }
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
