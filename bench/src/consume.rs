@@ -12,7 +12,8 @@ use crate::Target;
 use crate::consumers::{Measured, RawStalled, Setup};
 use crate::cpu::CpuMeter;
 use crate::latency::Latency;
-use crate::publish::sample_event;
+use crate::publish::{OrderPlaced, sample_event};
+use herald::Event as _;
 
 /// How many times a measurement spoiled by a stalled raw pull stream is repeated.
 const STALL_REPEATS: usize = 3;
@@ -77,6 +78,10 @@ enum Mode {
     Herald,
     /// Raw pull and ack, no decoding.
     Raw,
+    /// Raw pull, decode, ack on a consumer filtered as a Herald function's is (its event
+    /// subject and `ns.redrive.<function>`): beside `raw-decode`, what a function's two
+    /// filter subjects cost the server.
+    RawDecodeFiltered,
     /// Two raw replicas, each on its own connection, bound to one durable consumer.
     #[value(skip)]
     RawDecode2,
@@ -102,6 +107,7 @@ impl Mode {
             Mode::HeraldNoActivity => "herald worker, default, activity records off",
             Mode::Herald => "herald worker, idempotent(false)",
             Mode::Raw => "raw async-nats (pull, ack; no decode)",
+            Mode::RawDecodeFiltered => "raw async-nats, filtered as a function (decode, ack)",
             Mode::RawDecode2 => "raw async-nats x2 (pull, decode, ack)",
             Mode::HeraldRecorded2 => "herald worker x2, default (idempotent runs)",
         }
@@ -115,6 +121,7 @@ impl Mode {
             Mode::HeraldNoActivity => "herald-no-activity",
             Mode::Herald => "herald-not-idempotent",
             Mode::Raw => "raw",
+            Mode::RawDecodeFiltered => "raw-decode-filtered",
             Mode::RawDecode2 => "raw-decode-2r",
             Mode::HeraldRecorded2 => "herald-default-2r",
         }
@@ -295,12 +302,20 @@ impl ConsumeBench {
             let main_js = std::slice::from_ref(main.jetstream());
             let main = std::slice::from_ref(&main);
             match mode {
-                Mode::Raw => setup.raw(main_js, &name, false).await,
-                Mode::RawDecode => setup.raw(main_js, &name, true).await,
+                Mode::Raw => setup.raw(main_js, &name, false, Vec::new()).await,
+                Mode::RawDecode => setup.raw(main_js, &name, true, Vec::new()).await,
+                Mode::RawDecodeFiltered => {
+                    let namespace = main[0].namespace();
+                    let filters = vec![
+                        OrderPlaced::subject(namespace),
+                        namespace.redrive_subject(&name),
+                    ];
+                    setup.raw(main_js, &name, true, filters).await
+                }
                 Mode::Herald => setup.herald(main, &name, false).await,
                 Mode::HeraldRecorded => setup.herald(main, &name, true).await,
                 Mode::HeraldNoActivity => setup.herald_without_activity(main, &name).await,
-                Mode::RawDecode2 => setup.raw(&replica_js, &name, true).await,
+                Mode::RawDecode2 => setup.raw(&replica_js, &name, true, Vec::new()).await,
                 Mode::HeraldRecorded2 => setup.herald(&replicas, &name, true).await,
             }
         })

@@ -46,14 +46,15 @@ impl Measured {
 
 impl Setup {
     /// Raw pull consumers, one per context in `replicas` (each its own connection, or one),
-    /// bound to one new durable consumer `name`: pull batches of `batch`, optionally decode
-    /// into `OrderPlaced`, ack each message. Timed from the consumer's creation to the
-    /// last ack.
+    /// bound to one new durable consumer `name` (filtered by `filters`, none for every
+    /// stored message): pull batches of `batch`, optionally decode into `OrderPlaced`, ack
+    /// each message. Timed from the consumer's creation to the last ack.
     pub(crate) async fn raw(
         &self,
         replicas: &[jetstream::Context],
         name: &str,
         decode: bool,
+        filters: Vec<String>,
     ) -> anyhow::Result<Measured> {
         let creator = replicas.first().context("no connection")?;
         let before = self.cpu.sample();
@@ -64,6 +65,7 @@ impl Setup {
                     durable_name: Some(name.to_owned()),
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
                     deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                    filter_subjects: filters,
                     ..Default::default()
                 },
                 &self.stream,
