@@ -107,7 +107,7 @@ impl Mode {
             Mode::HeraldNoActivity => "herald worker, default, activity records off",
             Mode::Herald => "herald worker, idempotent(false)",
             Mode::Raw => "raw async-nats (pull, ack; no decode)",
-            Mode::RawDecodeFiltered => "raw async-nats, filtered as a function (decode, ack)",
+            Mode::RawDecodeFiltered => "raw async-nats, function's filters (decode, ack)",
             Mode::RawDecode2 => "raw async-nats x2 (pull, decode, ack)",
             Mode::HeraldRecorded2 => "herald worker x2, default (idempotent runs)",
         }
