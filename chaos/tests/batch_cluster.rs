@@ -1,14 +1,17 @@
 //! The batching failure test (issue 14): 10,000 items over 50 keys, batched per key by 100
 //! or every 2 s, handled by 3 `batch-worker` processes on a 3-node cluster while a worker is
 //! SIGKILLed (and replaced) every 5 s and the leaders of the runs bucket and the events
-//! stream step down every 3 s (and, on a machine fast enough to finish before the clock
-//! brings two of each, by the items' progress). From the audit the handlers write after each batch's work:
+//! stream step down every 3 s (the items are published in three parts, the second after
+//! the first kill and step-down, the third after the second: on a machine fast enough to
+//! finish before the clock brings two of each, the chaos comes when the publisher waits). From the audit the handlers write after each batch's work:
 //! every item in exactly one batch, no batch over the size, one key per batch, and a rerun
 //! of a batch (its worker killed) with the same items. The scale is set by
 //! `HERALD_BATCH_ITEMS` and `HERALD_BATCH_KEYS`.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{consumer, stream};
@@ -50,62 +53,92 @@ impl AuditLog {
         }
     }
 
-    /// Reads the lines stored since the last call (until none comes for 200 ms).
+    /// Reads the lines stored since the last call (until none comes for 200 ms, for at most
+    /// a second: the chaos goes on meanwhile).
     async fn read_new(&mut self) {
+        let until = Instant::now() + Duration::from_secs(1);
         while let Ok(Some(Ok(message))) =
             tokio::time::timeout(Duration::from_millis(200), self.messages.next()).await
         {
             let line: Audit = serde_json::from_slice(&message.payload).unwrap();
             self.items.extend(line.items.iter().copied());
             self.lines.push(line);
+            if Instant::now() >= until {
+                break;
+            }
         }
     }
 }
 
-async fn publish_all(client: &Client, items: u32, keys: u32) {
-    let mut pending = Vec::new();
-    for n in 0..items {
-        let item = Item {
-            key: format!("k{}", n % keys),
-            n,
-        };
-        let options = PublishOptions {
-            id: Some(format!("item-{n}")),
-            ..Default::default()
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match client.publish_with(&item, options.clone()).await {
-                Ok(ack) => {
-                    pending.push((n, ack));
-                    break;
-                }
-                Err(error) => {
-                    assert!(Instant::now() < deadline, "publish {n}: {error}");
-                    tokio::time::sleep(Duration::from_millis(200)).await; // an election
-                }
+/// Where the publisher waits for the chaos: it publishes the items in three parts, the
+/// second once a worker was killed and a leader stepped down, the third once two of each
+/// were; so at least two of each land while batches run, however fast the machine is.
+#[derive(Clone)]
+struct Gate {
+    /// The chaos done so far (kills, step-downs), sent by the test's loop.
+    done: tokio::sync::watch::Receiver<(usize, usize)>,
+    /// How many of each the publisher waits for (0 while it publishes).
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Gate {
+    async fn pass(&mut self, part: usize) {
+        self.waiting.store(part, Ordering::SeqCst);
+        self.done
+            .wait_for(|&(kills, step_downs)| kills >= part && step_downs >= part)
+            .await
+            .unwrap();
+        self.waiting.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Sends item `n` (its id makes a second send a duplicate the stream drops), retrying for
+/// 30 s through elections.
+async fn send(client: &Client, n: u32, keys: u32) -> herald::PendingAck {
+    let item = Item {
+        key: format!("k{}", n % keys),
+        n,
+    };
+    let options = PublishOptions {
+        id: Some(format!("item-{n}")),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.publish_with(&item, options.clone()).await {
+            Ok(ack) => return ack,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "publish {n}: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await; // an election
             }
         }
+    }
+}
+
+/// Awaits the acks of `pending`; an item whose ack was lost (in an election) is sent again
+/// until it is acked, for 30 s.
+async fn confirm(client: &Client, pending: &mut Vec<(u32, herald::PendingAck)>, keys: u32) {
+    for (n, ack) in pending.drain(..) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut ack = ack.await;
+        while let Err(error) = ack {
+            assert!(Instant::now() < deadline, "item {n} not acked: {error}");
+            ack = send(client, n, keys).await.await;
+        }
+    }
+}
+
+async fn publish_all(client: &Client, items: u32, keys: u32, mut gate: Gate) {
+    let mut pending = Vec::new();
+    for n in 0..items {
+        if n > 0 && (n == items / 3 || n == 2 * items / 3) {
+            // What was sent is stored before the chaos comes.
+            confirm(client, &mut pending, keys).await;
+            gate.pass(if n == items / 3 { 1 } else { 2 }).await;
+        }
+        pending.push((n, send(client, n, keys).await));
         if pending.len() >= 256 || n + 1 == items {
-            for (n, ack) in pending.drain(..) {
-                if ack.await.is_err() {
-                    // Lost in an election: sent again (deduplicated by its id).
-                    let item = Item {
-                        key: format!("k{}", n % keys),
-                        n,
-                    };
-                    let options = PublishOptions {
-                        id: Some(format!("item-{n}")),
-                        ..Default::default()
-                    };
-                    client
-                        .publish_with(&item, options)
-                        .await
-                        .unwrap()
-                        .await
-                        .unwrap();
-                }
-            }
+            confirm(client, &mut pending, keys).await;
         }
     }
 }
@@ -145,10 +178,16 @@ async fn every_item_lands_in_exactly_one_batch_through_worker_kills_and_step_dow
         .await
         .unwrap();
     let began = Instant::now();
+    let (chaos_done, done) = tokio::sync::watch::channel((0, 0));
+    let gate = Gate {
+        done,
+        waiting: Arc::new(AtomicUsize::new(0)),
+    };
     // Published while the chaos goes on: batches fill and run meanwhile.
     let publisher = {
         let client = client.clone();
-        tokio::spawn(async move { publish_all(&client, items, keys).await })
+        let gate = gate.clone();
+        tokio::spawn(async move { publish_all(&client, items, keys, gate).await })
     };
     let (mut next_kill, mut next_step_down) = (
         began + Duration::from_secs(5),
@@ -166,11 +205,9 @@ async fn every_item_lands_in_exactly_one_batch_through_worker_kills_and_step_dow
             audit.items.len()
         );
         // The chaos follows the clock (a kill every 5 s, a step-down every 3 s) and, where the
-        // work goes faster than that, its progress: a step-down by 10 % and 35 % of the items,
-        // a kill by 20 % and 50 %, so that at least two of each land while batches run.
-        let done = audit.items.len() as f64 / f64::from(items);
-        let kill_due = (kills < 1 && done >= 0.20) || (kills < 2 && done >= 0.50);
-        let step_down_due = (step_downs < 1 && done >= 0.10) || (step_downs < 2 && done >= 0.35);
+        // work goes faster than that, the publisher waiting at its gate.
+        let waiting = gate.waiting.load(Ordering::SeqCst);
+        let (kill_due, step_down_due) = (kills < waiting, step_downs < waiting);
         if now >= next_kill || kill_due {
             let victim = workers.remove(kills % workers.len());
             drop(victim);
@@ -184,6 +221,7 @@ async fn every_item_lands_in_exactly_one_batch_through_worker_kills_and_step_dow
             }
             next_step_down = now + Duration::from_secs(3);
         }
+        chaos_done.send_replace((kills, step_downs));
         audit.read_new().await;
         if audit.items.len() == items as usize {
             break;
