@@ -150,17 +150,20 @@ async fn a_window_that_never_goes_quiet_fires_at_the_timeout() {
         );
     };
     let after = fired.1.duration_since(first);
+    // The timeout's fire time is rounded down to a whole second (3 to 4 s after the first
+    // event); up to 2 s more for its delivery on a loaded machine.
     assert!(
-        after <= Duration::from_secs(5),
-        "fired {after:?} after the first event (timeout 4 s, +1 s)"
+        after <= Duration::from_secs(6),
+        "fired {after:?} after the first event (timeout 4 s, +2 s)"
     );
     assert!(
         after >= Duration::from_secs(3),
         "not before the timeout: {after:?}"
     );
     assert_eq!(fired.0.user, "c");
+    // Event 4 was published about 2 s after the first, before any fire time.
     assert!(
-        fired.0.n >= 5,
+        fired.0.n >= 4,
         "a late event of the window: n={}",
         fired.0.n
     );
