@@ -18,7 +18,7 @@ use async_nats::jetstream::{consumer, stream};
 use futures::StreamExt;
 use herald::{Client, PublishOptions};
 use herald_chaos::batch::{AUDIT_STREAM, Audit, Item, SIZE, audit_subject};
-use herald_chaos::pace::{WorkerProcess, step_down, wait_for_consumer};
+use herald_chaos::pace::{WorkerProcess, patiently, step_down, wait_for_consumer};
 use herald_local_nats::LocalNats;
 
 fn scale(name: &str, default: u32) -> u32 {
@@ -92,9 +92,7 @@ impl Gate {
     }
 }
 
-/// Sends item `n` (its id makes a second send a duplicate the stream drops), retrying for
-/// 30 s through elections.
-async fn send(client: &Client, n: u32, keys: u32) -> herald::PendingAck {
+fn item(n: u32, keys: u32) -> (Item, PublishOptions) {
     let item = Item {
         key: format!("k{}", n % keys),
         n,
@@ -103,27 +101,31 @@ async fn send(client: &Client, n: u32, keys: u32) -> herald::PendingAck {
         id: Some(format!("item-{n}")),
         ..Default::default()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match client.publish_with(&item, options.clone()).await {
-            Ok(ack) => return ack,
-            Err(error) => {
-                assert!(Instant::now() < deadline, "publish {n}: {error}");
-                tokio::time::sleep(Duration::from_millis(200)).await; // an election
-            }
-        }
-    }
+    (item, options)
+}
+
+/// Sends item `n` (its id makes a second send a duplicate the stream drops), retrying for
+/// 30 s through elections.
+async fn send(client: &Client, n: u32, keys: u32) -> herald::PendingAck {
+    let (item, options) = item(n, keys);
+    patiently(&format!("publishing item {n}"), 30, || {
+        client.publish_with(&item, options.clone())
+    })
+    .await
+    .unwrap()
 }
 
 /// Awaits the acks of `pending`; an item whose ack was lost (in an election) is sent again
 /// until it is acked, for 30 s.
 async fn confirm(client: &Client, pending: &mut Vec<(u32, herald::PendingAck)>, keys: u32) {
     for (n, ack) in pending.drain(..) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut ack = ack.await;
-        while let Err(error) = ack {
-            assert!(Instant::now() < deadline, "item {n} not acked: {error}");
-            ack = send(client, n, keys).await.await;
+        if ack.await.is_err() {
+            let (item, options) = item(n, keys);
+            patiently(&format!("item {n} acked"), 30, || async {
+                client.publish_with(&item, options.clone()).await?.await
+            })
+            .await
+            .unwrap();
         }
     }
 }
