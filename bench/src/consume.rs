@@ -78,9 +78,9 @@ enum Mode {
     Herald,
     /// Raw pull and ack, no decoding.
     Raw,
-    /// Raw pull, decode, ack on a consumer filtered as a Herald function's is (its event
-    /// subject and `ns.redrive.<function>`): beside `raw-decode`, what a function's two
-    /// filter subjects cost the server.
+    /// Raw pull, decode, ack on a consumer filtered as a Herald function's was before its
+    /// redrive consumer (its event subject and `ns.redrive.<function>`): beside
+    /// `raw-decode`, what a second filter subject costs the server.
     RawDecodeFiltered,
     /// Two raw replicas, each on its own connection, bound to one durable consumer.
     #[value(skip)]
@@ -107,7 +107,7 @@ impl Mode {
             Mode::HeraldNoActivity => "herald worker, default, activity records off",
             Mode::Herald => "herald worker, idempotent(false)",
             Mode::Raw => "raw async-nats (pull, ack; no decode)",
-            Mode::RawDecodeFiltered => "raw async-nats, function's filters (decode, ack)",
+            Mode::RawDecodeFiltered => "raw async-nats, event + redrive filters (decode, ack)",
             Mode::RawDecode2 => "raw async-nats x2 (pull, decode, ack)",
             Mode::HeraldRecorded2 => "herald worker x2, default (idempotent runs)",
         }
@@ -320,12 +320,7 @@ impl ConsumeBench {
             }
         })
         .await;
-        connections
-            .main
-            .jetstream()
-            .delete_consumer_from_stream(name, &setup.stream)
-            .await
-            .ok();
+        crate::consumers::delete_function(connections.main.jetstream(), &setup.stream, name).await;
         measured?
     }
 }

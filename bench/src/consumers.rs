@@ -268,3 +268,21 @@ async fn raw_replica(
         }
     }
 }
+
+/// Deletes a function's consumers: its own and its redrive consumer (protocol section 3),
+/// where they exist.
+pub(crate) async fn delete_function(
+    jetstream: &async_nats::jetstream::Context,
+    stream: &str,
+    function: &str,
+) {
+    for name in [
+        function.to_owned(),
+        herald::protocol::redrive_consumer(function),
+    ] {
+        jetstream
+            .delete_consumer_from_stream(&name, stream)
+            .await
+            .ok();
+    }
+}

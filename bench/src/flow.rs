@@ -162,11 +162,7 @@ impl FlowBench {
                 let mode = Mode::ALL[(round + offset) % Mode::ALL.len()];
                 let name = format!("bench-flow-{round}-{}", mode.slug());
                 let measured = self.measure(client, &name, mode, cpu).await;
-                client
-                    .jetstream()
-                    .delete_consumer_from_stream(&name, stream)
-                    .await
-                    .ok();
+                crate::consumers::delete_function(client.jetstream(), stream, &name).await;
                 let measured = measured?;
                 if let Some((_, runs)) = results.iter_mut().find(|(m, _)| *m == mode) {
                     runs.push(measured);
@@ -299,11 +295,7 @@ impl FlowBench {
         for &parked in &self.parked {
             let name = format!("bench-flow-parked-{parked}");
             let result = self.parked_once(client, stream, &name, parked).await;
-            client
-                .jetstream()
-                .delete_consumer_from_stream(&name, stream)
-                .await
-                .ok();
+            crate::consumers::delete_function(client.jetstream(), stream, &name).await;
             let (park, waits, drain) = result?;
             let ms = |d: f64| format!("{:.2}", d * 1e3);
             let mut sorted = waits.clone();

@@ -147,11 +147,7 @@ impl Latency {
                 let measured = self
                     .measure(setup, mode, &name, receiver, publisher, &events)
                     .await;
-                receiver
-                    .jetstream()
-                    .delete_consumer_from_stream(&name, &setup.stream)
-                    .await
-                    .ok();
+                crate::consumers::delete_function(receiver.jetstream(), &setup.stream, &name).await;
                 let latencies = measured?;
                 if let Some((_, p50s, p99s)) = results.iter_mut().find(|(m, ..)| *m == mode) {
                     p50s.push(percentile(&latencies, 50.0));

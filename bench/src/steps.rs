@@ -157,11 +157,8 @@ impl StepsBench {
                 .context("the worker did not finish within 300 s")?;
             let elapsed = started.elapsed();
             worker.shutdown().await;
-            client
-                .jetstream()
-                .delete_consumer_from_stream(&name, client.namespace().events_stream())
-                .await
-                .ok();
+            let stream = client.namespace().events_stream();
+            crate::consumers::delete_function(client.jetstream(), &stream, &name).await;
             rates.push((label, self.count as f64 / elapsed.as_secs_f64()));
         }
         println!(

@@ -95,11 +95,8 @@ pub(crate) async fn telemetry_overhead(
         })
         .await??
         .elapsed;
-        client
-            .jetstream()
-            .delete_consumer_from_stream(&name, client.namespace().events_stream())
-            .await
-            .ok();
+        let stream = client.namespace().events_stream();
+        crate::consumers::delete_function(client.jetstream(), &stream, &name).await;
         let rate = setup.count as f64 / elapsed.as_secs_f64();
         if enabled {
             on.push(rate);

@@ -164,6 +164,27 @@ pub async fn provision(client: &herald::Client) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// What function `function` has not settled on `stream`: (pending, acks pending), its
+/// consumer's plus its redrive consumer's where it has one (protocol section 3:
+/// continuations, wake-ups and invocations wait on that one).
+pub async fn backlog(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    function: &str,
+) -> Result<(u64, usize), async_nats::Error> {
+    let stream = js.get_stream(stream).await?;
+    let info = stream.consumer_info(function).await?;
+    let mut backlog = (info.num_pending, info.num_ack_pending);
+    if let Ok(redrive) = stream
+        .consumer_info(herald::protocol::redrive_consumer(function))
+        .await
+    {
+        backlog.0 += redrive.num_pending;
+        backlog.1 += redrive.num_ack_pending;
+    }
+    Ok(backlog)
+}
+
 /// Waits until the workers made their consumer `consumer` on `stream`.
 pub async fn wait_for_consumer(
     js: &async_nats::jetstream::Context,

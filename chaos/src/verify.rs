@@ -288,7 +288,8 @@ pub struct ConsumerState {
     pub ack_floor: u64,
 }
 
-/// The function consumer's info: its counts and its leader's server name.
+/// The function's consumer info: its counts (with its redrive consumer's) and its leader's
+/// server name.
 pub(crate) async fn consumer(
     jetstream: &jetstream::Context,
     namespace: &Namespace,
@@ -303,11 +304,21 @@ pub(crate) async fn consumer(
         .consumer_info(FUNCTION_ID)
         .await
         .map_err(|e| nats_error(&action)(e.to_string()))?;
-    let state = ConsumerState {
+    let mut state = ConsumerState {
         pending: info.num_pending,
         ack_pending: info.num_ack_pending,
         redelivered: info.num_redelivered,
         ack_floor: info.ack_floor.stream_sequence,
     };
+    // The function's redrive consumer, where it has one (protocol section 3): what is
+    // pending there is the function's too.
+    if let Ok(redrive) = handle
+        .consumer_info(herald::protocol::redrive_consumer(FUNCTION_ID))
+        .await
+    {
+        state.pending += redrive.num_pending;
+        state.ack_pending += redrive.num_ack_pending;
+        state.redelivered += redrive.num_redelivered;
+    }
     Ok((state, info.cluster.as_ref().and_then(|c| c.leader.clone())))
 }

@@ -148,10 +148,13 @@ async fn a_caller_killed_after_its_call_gets_one_answer_and_goes_on_once() {
                 .get_consumer_from_stream("checkout", "INVOKECHAOS_EVENTS")
                 .await
                 .unwrap();
-            let info = consumer.info().await.unwrap();
-            info.num_pending == 0
-                && info.num_ack_pending == 0
-                && info.delivered.stream_sequence >= ack.sequence
+            let info = consumer.info().await.unwrap().clone();
+            // With its redrive consumer's (the answer's wake-up waits there).
+            let (pending, ack_pending) =
+                herald_chaos::pace::backlog(&js, "INVOKECHAOS_EVENTS", "checkout")
+                    .await
+                    .unwrap();
+            pending == 0 && ack_pending == 0 && info.delivered.stream_sequence >= ack.sequence
         },
     )
     .await;

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use herald::{Client, PublishOptions};
 use herald_chaos::pace::{
-    Hit, RATE_BURST, RATE_LIMIT, RATE_PERIOD_S, WorkerProcess, audit, most_in_window, patiently,
-    provision, step_down, wait_for_consumer,
+    self, Hit, RATE_BURST, RATE_LIMIT, RATE_PERIOD_S, WorkerProcess, audit, most_in_window,
+    patiently, provision, step_down, wait_for_consumer,
 };
 use herald_local_nats::LocalNats;
 use herald_worker::{RunStatus, RunStore};
@@ -127,31 +127,21 @@ async fn a_rate_limit_admits_within_its_bound_and_keeps_decisions_through_a_kill
     // Settled: nothing pending, nothing unacked, and each held hit ran again elsewhere.
     let deadline = Instant::now() + Duration::from_secs(90);
     let lines = loop {
-        let mut consumer = js
-            .get_stream("PACECHAOS_EVENTS")
-            .await
-            .unwrap()
-            .get_consumer::<async_nats::jetstream::consumer::pull::Config>("rated")
+        let (pending, ack_pending) = pace::backlog(&js, "PACECHAOS_EVENTS", "rated")
             .await
             .unwrap();
-        let info = consumer.info().await.unwrap().clone();
         let lines = audit(&js).await.unwrap();
         let rerun: BTreeSet<&str> = lines
             .iter()
             .filter(|s| s.pid != staller_pid && s.attempt >= 2)
             .map(|s| s.event_id.as_str())
             .collect();
-        if info.num_pending == 0
-            && info.num_ack_pending == 0
-            && held.iter().all(|h| rerun.contains(h.as_str()))
-        {
+        if pending == 0 && ack_pending == 0 && held.iter().all(|h| rerun.contains(h.as_str())) {
             break lines;
         }
         assert!(
             Instant::now() < deadline,
-            "not settled: {} pending, {} unacked, held {held:?}, rerun {rerun:?}",
-            info.num_pending,
-            info.num_ack_pending
+            "not settled: {pending} pending, {ack_pending} unacked, held {held:?}, rerun {rerun:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await; // polling the consumer
     };

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use herald::{Client, PublishOptions};
-use herald_chaos::pace::{WorkerProcess, patiently, step_down, wait_for_consumer};
+use herald_chaos::pace::{self, WorkerProcess, patiently, step_down, wait_for_consumer};
 use herald_chaos::single::{
     AUDIT_STREAM, Audit, CANCEL, Request, SKIP, STEP_MS, STEPS, audit_subject,
 };
@@ -261,17 +261,12 @@ async fn a_singleton_runs_one_at_a_time_through_a_kill_and_step_downs() {
     loop {
         let mut settled = true;
         for function in [SKIP, CANCEL] {
-            let info = patiently("the consumer", 30, || async {
-                let mut consumer = js
-                    .get_stream("SINGLECHAOS_EVENTS")
-                    .await?
-                    .get_consumer::<async_nats::jetstream::consumer::pull::Config>(function)
-                    .await?;
-                Ok::<_, async_nats::Error>(consumer.info().await?.clone())
+            let (pending, ack_pending) = patiently("the consumer", 30, || {
+                pace::backlog(&js, "SINGLECHAOS_EVENTS", function)
             })
             .await
             .unwrap();
-            settled &= info.num_pending == 0 && info.num_ack_pending == 0;
+            settled &= pending == 0 && ack_pending == 0;
         }
         if settled {
             break;

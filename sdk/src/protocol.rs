@@ -66,6 +66,26 @@ pub fn direct_get_subject(stream: &str) -> String {
     format!("$JS.API.DIRECT.GET.{stream}")
 }
 
+/// The suffix of a function's redrive consumer's name: upper case, which no function id has.
+pub const REDRIVE_CONSUMER_SUFFIX: &str = "_REDRIVE";
+
+/// The durable name of function `function`'s redrive consumer on `NS_EVENTS`, filtered on
+/// [`Namespace::redrive_subject`] alone: `<F>_REDRIVE` (protocol section 3). A function with
+/// event triggers and no `max_ack_pending` of its own reads its redrive subject (redrives,
+/// continuations, wake-ups, cron ticks, invocations) through it, so that its own consumer
+/// has one filter subject per trigger.
+pub fn redrive_consumer(function: &str) -> String {
+    format!("{function}{REDRIVE_CONSUMER_SUFFIX}")
+}
+
+/// The function whose redrive consumer is named `consumer` ([`redrive_consumer`]), or
+/// `None` when the name is not one.
+pub fn redrive_consumer_function(consumer: &str) -> Option<&str> {
+    consumer
+        .strip_suffix(REDRIVE_CONSUMER_SUFFIX)
+        .filter(|function| !function.is_empty())
+}
+
 /// The durable name of function `function`'s sweeper on `NS_ADVISORIES`:
 /// `herald-sweeper-<F>`, shared by the function's replicas.
 pub fn sweeper_durable(function: &str) -> String {
@@ -456,6 +476,23 @@ mod tests {
 
     fn ns() -> Namespace {
         Namespace::new("shop").unwrap()
+    }
+
+    #[test]
+    fn a_redrive_consumer_is_named_so_that_no_function_id_can_be_it() {
+        assert_eq!(redrive_consumer("send-welcome"), "send-welcome_REDRIVE");
+        assert_eq!(
+            redrive_consumer_function("send-welcome_REDRIVE"),
+            Some("send-welcome")
+        );
+        assert_eq!(redrive_consumer_function("send-welcome"), None);
+        assert_eq!(redrive_consumer_function("_REDRIVE"), None);
+        // Function ids are `[a-z0-9][a-z0-9_-]*`: none ends with the suffix.
+        assert!(
+            REDRIVE_CONSUMER_SUFFIX
+                .bytes()
+                .any(|b| b.is_ascii_uppercase())
+        );
     }
 
     #[test]

@@ -83,7 +83,8 @@ pub struct FunctionOverview {
     pub ack_wait_s: f64,
     /// Its cluster-wide concurrency (`max_ack_pending`).
     pub max_ack_pending: i64,
-    /// Events stored and not yet delivered (the lag).
+    /// Events stored and not yet delivered (the lag). This and the next three add up the
+    /// function's consumer and its redrive consumer (protocol section 3).
     pub pending: u64,
     /// Delivered and not yet settled.
     pub ack_pending: usize,
@@ -176,14 +177,34 @@ pub async fn list_functions_with(
         None
     };
     let mut consumers = stream.consumers();
-    let mut rows = Vec::new();
+    let mut infos = Vec::new();
+    // A function's redrive consumer (protocol section 3) is counted in its function's row.
+    let mut redrives = std::collections::HashMap::new();
     while let Some(info) = consumers.next().await {
         let info = info.map_err(|e| consumers_error(e.into()))?;
-        let config = &info.config;
         // Functions own durable consumers; ephemeral ones (a tail, a replay) are not.
-        if config.durable_name.is_none() {
+        if info.config.durable_name.is_none() {
             continue;
         }
+        match herald::protocol::redrive_consumer_function(&info.name) {
+            Some(function) => {
+                redrives.insert(function.to_owned(), info);
+            }
+            None => infos.push(info),
+        }
+    }
+    let mut rows = Vec::new();
+    for mut info in infos {
+        if let Some(redrive) = redrives.remove(&info.name) {
+            info.num_pending += redrive.num_pending;
+            info.num_ack_pending += redrive.num_ack_pending;
+            info.num_redelivered += redrive.num_redelivered;
+            info.num_waiting += redrive.num_waiting;
+            if redrive.delivered.last_active > info.delivered.last_active {
+                info.delivered.last_active = redrive.delivered.last_active;
+            }
+        }
+        let config = &info.config;
         let paused_until = match (info.paused, config.pause_until) {
             (true, Some(until)) => crate::pause_end(until).and_then(|end: SystemTime| format(end)),
             _ => None,

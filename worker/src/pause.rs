@@ -1,4 +1,4 @@
-//! Pausing and resuming a function (`herald functions pause|resume`): its consumer is paused
+//! Pausing and resuming a function (`herald functions pause|resume`): its consumers are paused
 //! on the server (nats-server 2.11+), so no replica gets its events until it is resumed or
 //! the pause ends; events keep being stored and nothing is lost.
 
@@ -71,11 +71,26 @@ pub async fn pause_function(
         None => SystemTime::now() + INDEFINITELY,
     };
     let stream = events(client, function).await?;
+    let end = time::OffsetDateTime::from(end);
     let answer = stream
-        .pause_consumer(function, time::OffsetDateTime::from(end))
+        .pause_consumer(function, end)
         .await
         .map_err(|error| consumer_error(function, error))?;
+    // The function's redrive consumer, if it has one (protocol section 3).
+    let redrive = herald::protocol::redrive_consumer(function);
+    absent_is_fine(function, stream.pause_consumer(&redrive, end).await)?;
     Ok(state(answer.paused, answer.pause_until))
+}
+
+/// A redrive consumer's pause or resume: one the function does not have is fine.
+fn absent_is_fine<T>(
+    function: &str,
+    answer: Result<T, async_nats::jetstream::stream::ConsumerError>,
+) -> Result<(), PauseError> {
+    match answer.map_err(|error| consumer_error(function, error)) {
+        Ok(_) | Err(PauseError::NotFound { .. }) => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 /// Resumes a paused function: its replicas get its events again at once.
@@ -89,6 +104,8 @@ pub async fn resume_function(
         .resume_consumer(function)
         .await
         .map_err(|error| consumer_error(function, error))?;
+    let redrive = herald::protocol::redrive_consumer(function);
+    absent_is_fine(function, stream.resume_consumer(&redrive).await)?;
     Ok(state(answer.paused, answer.pause_until))
 }
 

@@ -76,6 +76,10 @@ impl<E> FunctionBuilder<E> {
     /// 16 × a replica's window (`16 × max(1024, concurrency)`): room for sixteen replicas
     /// each holding its whole window, or the server's default when its limits allow less.
     /// A value above the server's, account's or stream's limit fails the worker's start.
+    ///
+    /// A function that sets it reads its redrive subject (redrives, continuations, wake-ups,
+    /// invocations) through its one consumer, so that the bound covers every message it has
+    /// in flight; one that does not has a second consumer for it (protocol section 3).
     pub fn max_ack_pending(mut self, limit: i64) -> Self {
         self.settings.max_ack_pending = Some(limit);
         self

@@ -58,7 +58,7 @@ impl FunctionLoop {
                 .statistics()
                 .connects
                 .load(Ordering::Acquire),
-            losses: self.binding.losses(),
+            losses: self.events.binding.losses(),
         })
     }
 

@@ -1,12 +1,13 @@
-//! A function's durable consumer (protocol section 3): its config, and keeping it so.
+//! A function's durable consumers (protocol section 3): their configs and bindings;
+//! `converge.rs` makes and keeps them so.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_nats::jetstream::{self, consumer::pull};
 use herald::Namespace;
+use tokio::sync::Semaphore;
 
-use super::FunctionLoop;
-use super::worker::WorkerError;
 use crate::function::{Function, StartFrom};
 
 /// Whether a function's consumer is bound; read by `/readyz`.
@@ -69,32 +70,95 @@ pub(crate) fn default_max_ack_pending(concurrency: usize) -> i64 {
     i64::try_from(super::window_size(concurrency).saturating_mul(REPLICAS_ROOM)).unwrap_or(i64::MAX)
 }
 
-/// The consumer config of protocol section 3.
+/// Which of a function's consumers a pull loop reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LaneKind {
+    /// The function's own consumer, named by its id.
+    Events,
+    /// Its redrive consumer ([`herald::protocol::redrive_consumer`]).
+    Redrive,
+}
+
+/// One consumer's binding and the places for messages pulled from it.
+pub(crate) struct Lane {
+    pub(crate) binding: Arc<Binding>,
+    /// Places for messages held at once (pulled, not yet settled): `window_size` of them.
+    pub(crate) window: Arc<Semaphore>,
+    pub(crate) window_size: usize,
+}
+
+impl Lane {
+    pub(crate) fn new(name: &str, window_size: usize) -> Lane {
+        Lane {
+            binding: Arc::new(Binding::new(name)),
+            window: Arc::new(Semaphore::new(window_size)),
+            window_size,
+        }
+    }
+}
+
+/// Whether a function reads its redrive subject through a consumer of its own: when it has
+/// event triggers (a function with only cron triggers has the redrive subject as its one
+/// filter) and no `max_ack_pending` of its own (which bounds its handlers cluster-wide, so
+/// one consumer holds every message it has in flight). With more than one filter subject,
+/// nats-server finds each next message of a consumer through its slower multi-filter path
+/// (the README's tenth round): the function's consumer keeps one filter per trigger.
+pub(crate) fn has_redrive_consumer(function: &Function) -> bool {
+    !function.triggers.is_empty() && function.settings.max_ack_pending.is_none()
+}
+
+/// The deliver policy a function's settings ask for (`New` still to be made definite).
+fn deliver_policy(start: &StartFrom) -> jetstream::consumer::DeliverPolicy {
+    match start {
+        StartFrom::New => jetstream::consumer::DeliverPolicy::New,
+        StartFrom::All => jetstream::consumer::DeliverPolicy::All,
+        StartFrom::Time(time) => jetstream::consumer::DeliverPolicy::ByStartTime {
+            start_time: time::OffsetDateTime::from(*time),
+        },
+    }
+}
+
+/// The config of a function's own consumer (protocol section 3): one filter per trigger,
+/// and the redrive subject when the function has no redrive consumer.
 pub(crate) fn consumer_config(function: &Function, namespace: &Namespace) -> pull::Config {
-    let settings = &function.settings;
     let mut filter_subjects: Vec<String> = function
         .triggers
         .iter()
         .map(|t| namespace.event_subject(t))
         .collect();
-    filter_subjects.push(namespace.redrive_subject(&function.id));
-    let deliver_policy = match settings.start {
-        StartFrom::New => jetstream::consumer::DeliverPolicy::New,
-        StartFrom::All => jetstream::consumer::DeliverPolicy::All,
-        StartFrom::Time(time) => jetstream::consumer::DeliverPolicy::ByStartTime {
-            start_time: time::OffsetDateTime::from(time),
-        },
-    };
+    if !has_redrive_consumer(function) {
+        filter_subjects.push(namespace.redrive_subject(&function.id));
+    }
     pull::Config {
         durable_name: Some(function.id.to_string()),
         filter_subjects,
+        ..common_config(function)
+    }
+}
+
+/// The config of a function's redrive consumer (protocol section 3): the redrive subject
+/// alone, with the function consumer's delivery settings. Its deliver policy is the
+/// function's when both are made together; `converge.rs` sets another when it is made
+/// for a function whose consumer already exists.
+pub(crate) fn redrive_config(function: &Function, namespace: &Namespace) -> pull::Config {
+    pull::Config {
+        durable_name: Some(herald::protocol::redrive_consumer(&function.id)),
+        filter_subjects: vec![namespace.redrive_subject(&function.id)],
+        ..common_config(function)
+    }
+}
+
+/// What both of a function's consumers share.
+fn common_config(function: &Function) -> pull::Config {
+    let settings = &function.settings;
+    pull::Config {
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
         ack_wait: settings.ack_wait,
         max_deliver: herald::protocol::max_deliver(settings.attempts),
         max_ack_pending: settings
             .max_ack_pending
             .unwrap_or_else(|| default_max_ack_pending(settings.concurrency)),
-        deliver_policy,
+        deliver_policy: deliver_policy(&settings.start),
         ..Default::default()
     }
 }
@@ -135,144 +199,6 @@ pub(crate) fn update_for(
     })
 }
 
-impl FunctionLoop {
-    /// Creates the consumer, or updates it when the fields Herald sets differ.
-    /// `DeliverPolicy::New` made definite: by start sequence, after the last event stored
-    /// now. A clustered consumer resolves `New` only when its replicas take up the assignment,
-    /// after the create request was answered, so events stored in between (a producer that
-    /// publishes as soon as the worker started) would be skipped.
-    async fn starting_now(
-        &self,
-        mut want: pull::Config,
-    ) -> Result<pull::Config, async_nats::Error> {
-        if want.deliver_policy == jetstream::consumer::DeliverPolicy::New {
-            // The look-up answers with the stream's info, its last sequence as of now.
-            let stream = self
-                .shared
-                .client
-                .jetstream()
-                .get_stream(&self.shared.events_stream)
-                .await?;
-            let last = stream.cached_info().state.last_sequence;
-            want.deliver_policy = jetstream::consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: last + 1,
-            };
-        }
-        Ok(want)
-    }
-
-    /// Creates or updates the function's consumer (protocol section 3). When the server's
-    /// limits refuse Herald's default `max_ack_pending`, the server's own default is left
-    /// in place (a function that sets `max_ack_pending` gets the server's refusal).
-    pub(crate) async fn converge(&self) -> Result<jetstream::consumer::PullConsumer, WorkerError> {
-        let mut want = consumer_config(&self.function, self.shared.client.namespace());
-        let result = match self.make_or_update(&want).await {
-            Err(refused)
-                if refused.over_limit && self.function.settings.max_ack_pending.is_none() =>
-            {
-                tracing::warn!(function = %self.function.id, wanted = want.max_ack_pending,
-                    error = %refused.source,
-                    "the server's limits refuse Herald's default max_ack_pending; the server's default \
-                     is kept (set Function::max_ack_pending to choose one within the limits)");
-                want.max_ack_pending = 0;
-                self.make_or_update(&want).await
-            }
-            other => other,
-        };
-        let consumer = result.map_err(|refused| match self.function.settings.max_ack_pending {
-            Some(wanted) if refused.over_limit => WorkerError::AckPendingAboveLimit {
-                function: self.function.id.to_string(),
-                wanted,
-                source: refused.source,
-            },
-            _ => WorkerError::Consumer {
-                function: self.function.id.to_string(),
-                source: refused.source,
-            },
-        })?;
-        self.binding.bound();
-        Ok(consumer)
-    }
-
-    /// Looks the consumer up and updates it when it differs from `want`, or creates it.
-    async fn make_or_update(
-        &self,
-        want: &pull::Config,
-    ) -> Result<jetstream::consumer::PullConsumer, Refused> {
-        let shared = &self.shared;
-        let js = shared.client.jetstream();
-        let name = self.function.id.as_ref();
-        match js
-            .get_consumer_from_stream::<pull::Config, _, _>(name, &shared.events_stream)
-            .await
-        {
-            Ok(consumer) => {
-                // The look-up answers with the consumer's info.
-                let have = consumer.cached_info().config.clone();
-                let Some(updated) = update_for(want, &have) else {
-                    return Ok(consumer);
-                };
-                tracing::info!(function = %self.function.id, "consumer config differs; updating it");
-                js.update_consumer_on_stream::<jetstream::consumer::Config, _>(
-                    updated,
-                    &shared.events_stream,
-                )
-                .await
-                .map_err(|error| {
-                    let over_limit = matches!(error.kind(),
-                        jetstream::stream::ConsumerUpdateErrorKind::JetStream(error)
-                            if over_ack_pending_limit(&error));
-                    Refused::new(over_limit, error)
-                })?;
-                js.get_consumer_from_stream::<pull::Config, _, _>(name, &shared.events_stream)
-                    .await
-                    .map_err(Refused::other)
-            }
-            Err(lookup) => {
-                tracing::debug!(function = %self.function.id, error = %lookup, "creating the consumer");
-                let want = self
-                    .starting_now(want.clone())
-                    .await
-                    .map_err(Refused::other)?;
-                js.create_consumer_on_stream(want, &shared.events_stream)
-                    .await
-                    .map_err(|error| {
-                        let over_limit = matches!(error.kind(),
-                            jetstream::stream::ConsumerErrorKind::JetStream(error)
-                                if over_ack_pending_limit(&error));
-                        Refused::new(over_limit, error)
-                    })
-            }
-        }
-    }
-}
-
-/// Why a consumer could not be made or updated.
-struct Refused {
-    /// The server's limits refuse the `max_ack_pending` asked for.
-    over_limit: bool,
-    source: async_nats::Error,
-}
-
-impl Refused {
-    fn new(over_limit: bool, error: impl Into<async_nats::Error>) -> Refused {
-        Refused {
-            over_limit,
-            source: error.into(),
-        }
-    }
-
-    fn other(error: impl Into<async_nats::Error>) -> Refused {
-        Refused::new(false, error)
-    }
-}
-
-/// The server's answer to a `max_ack_pending` above its, the account's or the stream's
-/// limit (JetStream error 10121).
-fn over_ack_pending_limit(error: &jetstream::Error) -> bool {
-    error.error_code() == jetstream::ErrorCode::CONSUMER_MAX_PENDING_ACK_EXCESS
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,9 +218,43 @@ mod tests {
         let namespace = Namespace::new("ns").unwrap();
         let config = consumer_config(&function(), &namespace);
         assert_eq!(config.durable_name.as_deref(), Some("f"));
-        assert_eq!(config.filter_subjects, ["ns.events.a.b", "ns.redrive.f"]);
+        assert_eq!(config.filter_subjects, ["ns.events.a.b"]);
         assert_eq!(config.max_deliver, 5);
         assert_eq!(config.ack_wait, Duration::from_secs(30));
+        let redrive = redrive_config(&function(), &namespace);
+        assert_eq!(redrive.durable_name.as_deref(), Some("f_REDRIVE"));
+        assert_eq!(redrive.filter_subjects, ["ns.redrive.f"]);
+        assert_eq!(redrive.max_deliver, config.max_deliver);
+        assert_eq!(redrive.ack_wait, config.ack_wait);
+        assert_eq!(redrive.max_ack_pending, config.max_ack_pending);
+        assert_eq!(redrive.deliver_policy, config.deliver_policy);
+    }
+
+    #[test]
+    fn the_redrive_subject_stays_on_the_one_consumer_of_a_function_that_bounds_its_messages() {
+        let namespace = Namespace::new("ns").unwrap();
+        assert!(has_redrive_consumer(&function()));
+        // A function's own max_ack_pending bounds what it has in flight cluster-wide: one
+        // consumer holds it all.
+        let bounded = crate::Function::new("f")
+            .on_types(["a.b"])
+            .max_ack_pending(8)
+            .handler(|_e: crate::Envelope, _ctx: crate::Ctx| async {
+                Ok::<(), crate::HandlerError>(())
+            });
+        assert!(!has_redrive_consumer(&bounded));
+        let config = consumer_config(&bounded, &namespace);
+        assert_eq!(config.filter_subjects, ["ns.events.a.b", "ns.redrive.f"]);
+        assert_eq!(config.max_ack_pending, 8);
+        // Cron triggers only: the redrive subject is the consumer's one filter.
+        let cron = crate::Function::new("c").cron("0 0 * * * *").handler(
+            |_tick: crate::Tick, _ctx: crate::Ctx| async { Ok::<(), crate::HandlerError>(()) },
+        );
+        assert!(!has_redrive_consumer(&cron));
+        assert_eq!(
+            consumer_config(&cron, &namespace).filter_subjects,
+            ["ns.redrive.c"]
+        );
     }
 
     #[test]
@@ -303,7 +263,7 @@ mod tests {
         let want = consumer_config(&function(), &namespace);
         let mut have = jetstream::consumer::Config {
             durable_name: Some("f".into()),
-            filter_subjects: vec!["ns.redrive.f".into(), "ns.events.a.b".into()],
+            filter_subjects: vec!["ns.events.a.b".into()],
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: Duration::from_secs(30),
             max_deliver: 5,
@@ -311,7 +271,7 @@ mod tests {
             description: Some("set by an operator".into()),
             ..Default::default()
         };
-        assert_eq!(update_for(&want, &have), None, "same set, other order");
+        assert_eq!(update_for(&want, &have), None, "the same config");
         have.max_deliver = 7;
         let updated = update_for(&want, &have).expect("max_deliver differs");
         assert_eq!(updated.max_deliver, 5);
@@ -320,11 +280,16 @@ mod tests {
         have.max_deliver = 5;
         have.filter_subjects = vec![];
         have.filter_subject = "ns.events.a.b".into();
-        assert!(
-            update_for(&want, &have).is_some(),
-            "the redrive filter is missing"
+        assert_eq!(
+            update_for(&want, &have),
+            None,
+            "one filter, as filter_subject"
         );
         have.filter_subjects = vec!["ns.redrive.f".into(), "ns.events.a.b".into()];
+        have.filter_subject = String::new();
+        let moved = update_for(&want, &have).expect("the redrive subject moves to its consumer");
+        assert_eq!(moved.filter_subjects, ["ns.events.a.b"]);
+        have.filter_subjects = vec!["ns.events.a.b".into()];
         have.max_ack_pending = 1000;
         let raised = update_for(&want, &have).expect("the server's default of 1,000 is raised");
         assert_eq!(raised.max_ack_pending, 16 * 1024);

@@ -32,6 +32,7 @@ pub(crate) mod concurrency;
 mod confirm;
 mod consumer;
 pub(crate) mod continuation;
+mod converge;
 mod debounce;
 pub(crate) mod decide;
 mod delivery;
@@ -66,7 +67,6 @@ use crate::function::Function;
 use crate::steps::RunStore;
 use crate::telemetry::{FunctionCounts, Metrics, Spans};
 
-pub(crate) use consumer::Binding;
 pub use shutdown::{RunningWorker, ShutdownReport, shutdown_signal};
 pub(crate) use start::Readiness;
 pub use worker::{Worker, WorkerBuilder, WorkerError};
@@ -100,12 +100,12 @@ pub(crate) struct Shared {
 pub(crate) struct FunctionLoop {
     shared: Arc<Shared>,
     function: Function,
-    binding: Arc<Binding>,
-    /// Handler permits: the function's concurrency.
+    /// The function's own consumer: its binding and window.
+    events: consumer::Lane,
+    /// Its redrive consumer's, used when it has one (protocol section 3).
+    redrive: consumer::Lane,
+    /// Handler permits: the function's concurrency, shared by both consumers' deliveries.
     permits: Arc<Semaphore>,
-    /// Places for messages held at once (pulled, not yet settled): `window_size` of them.
-    window: Arc<Semaphore>,
-    window_size: usize,
     /// How long handlers have been taking, which sets how far ahead the loop pulls.
     pace: pace::Pace,
     /// Set while finished runs cannot be recorded: no handler starts meanwhile.
@@ -136,10 +136,12 @@ impl FunctionLoop {
         let window_size = window_size(concurrency);
         let counts = shared.metrics.counts(&function.id);
         FunctionLoop {
-            binding: Arc::new(Binding::new(&function.id)),
+            events: consumer::Lane::new(&function.id, window_size),
+            redrive: consumer::Lane::new(
+                &herald::protocol::redrive_consumer(&function.id),
+                window_size,
+            ),
             permits: Arc::new(Semaphore::new(concurrency)),
-            window: Arc::new(Semaphore::new(window_size)),
-            window_size,
             pace: pace::Pace::default(),
             stall: stall::Stall::default(),
             function_attribute: crate::telemetry::function_attribute(&function.id),
@@ -151,6 +153,14 @@ impl FunctionLoop {
             leadership: confirm::Leadership::default(),
             function,
             shared,
+        }
+    }
+
+    /// The binding and window of one of the function's consumers.
+    fn lane(&self, kind: consumer::LaneKind) -> &consumer::Lane {
+        match kind {
+            consumer::LaneKind::Events => &self.events,
+            consumer::LaneKind::Redrive => &self.redrive,
         }
     }
 

@@ -12,6 +12,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::FunctionLoop;
 use super::confirm::AckedPlain;
+use super::consumer::LaneKind;
 use super::group::Ready;
 
 /// The most messages asked for in one pull request.
@@ -24,35 +25,43 @@ const CONFIRM_AT_LEAST_EVERY: Duration = Duration::from_millis(100);
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 impl FunctionLoop {
-    /// Takes places in the window, then pulls at most that many messages.
+    /// Takes places in the window of one of the function's consumers, then pulls at most
+    /// that many messages from it. A retiring redrive consumer ([`super::converge`]) is
+    /// read until it is empty, then deleted, and the loop ends.
     pub(crate) async fn pull_loop(
         self: Arc<Self>,
+        kind: LaneKind,
         mut consumer: jetstream::consumer::PullConsumer,
+        mut retiring: bool,
     ) {
         let mut failures: u32 = 0;
         let stop = self.shared.stop.clone();
         let concurrency = self.function.settings.concurrency.max(1);
+        let lane = self.lane(kind);
         loop {
+            if retiring && self.retire(&mut consumer).await {
+                return;
+            }
             // Pull again once half the target is free (as nats.go's consumers do): fewer,
             // larger pull requests, while the open ones keep delivering. Places beyond the
             // target are waited for too, then given back: the target moves with the pace.
-            let target = self.pace.target(concurrency, self.window_size);
-            let beyond = self.window_size - target;
+            let target = self.pace.target(concurrency, lane.window_size);
+            let beyond = lane.window_size - target;
             let wanted = u32::try_from((target / 2).max(1) + beyond).unwrap_or(u32::MAX);
             let mut permit = tokio::select! {
-                permit = Arc::clone(&self.window).acquire_many_owned(wanted) => match permit {
+                permit = Arc::clone(&lane.window).acquire_many_owned(wanted) => match permit {
                     Ok(permit) => permit,
                     Err(_) => return,
                 },
                 () = stop.cancelled() => return,
             };
             drop(permit.split(beyond));
-            let extra = self
+            let extra = lane
                 .window
                 .available_permits()
                 .min(target - permit.num_permits());
             if extra > 0
-                && let Ok(more) = Arc::clone(&self.window)
+                && let Ok(more) = Arc::clone(&lane.window)
                     .try_acquire_many_owned(u32::try_from(extra).unwrap_or(0))
             {
                 permit.merge(more);
@@ -60,15 +69,24 @@ impl FunctionLoop {
             if permit.num_permits() > MAX_PULL {
                 drop(permit.split(permit.num_permits() - MAX_PULL));
             }
-            if self.binding.take_lost() {
+            if lane.binding.take_lost() {
                 match self.converge().await {
                     Ok(fresh) => {
-                        tracing::info!(function = %self.function.id, "consumer re-created or re-bound");
-                        consumer = fresh;
+                        tracing::info!(function = %self.function.id, consumer = lane.binding.id(),
+                            "consumer re-created or re-bound");
+                        match kind {
+                            LaneKind::Events => consumer = fresh.events,
+                            LaneKind::Redrive => {
+                                // Gone, and no longer wanted: nothing is left to read.
+                                let Some(redrive) = fresh.redrive else { return };
+                                consumer = redrive.consumer;
+                                retiring = redrive.retiring;
+                            }
+                        }
                     }
                     Err(error) => {
                         drop(permit);
-                        self.binding.lost();
+                        lane.binding.lost();
                         failures += 1;
                         tracing::warn!(function = %self.function.id, %error, "consumer not available; retrying");
                         if self.pause(failures).await {
@@ -90,12 +108,12 @@ impl FunctionLoop {
                     let function = Arc::clone(&self);
                     self.shared
                         .tracker
-                        .spawn(async move { function.drain(batch, permit).await });
+                        .spawn(async move { function.drain(kind, batch, permit).await });
                 }
                 Err(error) => {
                     drop(permit);
                     failures += 1;
-                    self.binding.lost();
+                    lane.binding.lost();
                     tracing::warn!(function = %self.function.id, %error, "pull failed; retrying");
                     if self.pause(failures).await {
                         return;
@@ -106,9 +124,11 @@ impl FunctionLoop {
     }
 
     /// A pull request ended with an error: the binding is checked before the next pull.
-    fn request_failed(&self, error: &dyn std::fmt::Display) {
-        tracing::warn!(function = %self.function.id, %error, "pull request ended with an error");
-        self.binding.lost();
+    fn request_failed(&self, kind: LaneKind, error: &dyn std::fmt::Display) {
+        let binding = &self.lane(kind).binding;
+        tracing::warn!(function = %self.function.id, consumer = binding.id(), %error,
+            "pull request ended with an error");
+        binding.lost();
     }
 
     /// Waits before a retry; true if the worker is stopping.
@@ -139,7 +159,12 @@ impl FunctionLoop {
     /// the stop are held and handed back together when the request has ended: handed back
     /// earlier, the server could deliver them to the same open request again (each time
     /// spending a delivery); dropped with the subscription, they would wait out `ack_wait`.
-    async fn drain(self: Arc<Self>, mut batch: pull::Batch, permits: OwnedSemaphorePermit) {
+    async fn drain(
+        self: Arc<Self>,
+        kind: LaneKind,
+        mut batch: pull::Batch,
+        permits: OwnedSemaphorePermit,
+    ) {
         let mut permits = Some(permits);
         // What waits: deliveries that did not settle when started ([`Self::start`]),
         // look-ups, which give back deliveries to run, and unreadable messages.
@@ -173,7 +198,7 @@ impl FunctionLoop {
                                     messages.push((message, permits.as_mut().and_then(|p| p.split(1))));
                                 }
                                 Some(Some(Err(error))) => {
-                                    self.request_failed(&error);
+                                    self.request_failed(kind, &error);
                                     pulling = false;
                                     break;
                                 }
@@ -199,7 +224,7 @@ impl FunctionLoop {
                         }
                     }
                     Some(Err(error)) => {
-                        self.request_failed(&error);
+                        self.request_failed(kind, &error);
                         pulling = false;
                     }
                     None => pulling = false,

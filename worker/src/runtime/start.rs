@@ -9,7 +9,7 @@ use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::consumer::Binding;
+use super::consumer::{Binding, LaneKind};
 use super::shutdown::RunningWorker;
 use super::worker::{WorkerBuilder, WorkerError};
 use super::writer_schemas::WriterSchemas;
@@ -242,7 +242,14 @@ impl WorkerBuilder {
             .into_iter()
             .map(|function| Arc::new(FunctionLoop::new(Arc::clone(&shared), function)))
             .collect();
-        *readiness.bindings.write() = functions.iter().map(|f| Arc::clone(&f.binding)).collect();
+        *readiness.bindings.write() = functions
+            .iter()
+            .flat_map(|f| {
+                let redrive = super::consumer::has_redrive_consumer(&f.function)
+                    .then(|| Arc::clone(&f.redrive.binding));
+                std::iter::once(Arc::clone(&f.events.binding)).chain(redrive)
+            })
+            .collect();
         // The functions' consumers made or checked at once, a few at a time (each takes
         // two or three JetStream API requests); the first error that waiting does not pass
         // ends the start.
@@ -321,7 +328,18 @@ impl WorkerBuilder {
         ));
         for (function, consumer) in functions.iter().zip(consumers) {
             loops.push(function.follow_leaders().await);
-            loops.push(tokio::spawn(Arc::clone(function).pull_loop(consumer)));
+            loops.push(tokio::spawn(Arc::clone(function).pull_loop(
+                LaneKind::Events,
+                consumer.events,
+                false,
+            )));
+            if let Some(redrive) = consumer.redrive {
+                loops.push(tokio::spawn(Arc::clone(function).pull_loop(
+                    LaneKind::Redrive,
+                    redrive.consumer,
+                    redrive.retiring,
+                )));
+            }
             if self.sweeper {
                 loops.push(tokio::spawn(Arc::clone(function).sweep()));
             }

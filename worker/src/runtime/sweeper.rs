@@ -35,10 +35,17 @@ impl FunctionLoop {
         let stream_name = namespace.advisories_stream();
         let config = jetstream::consumer::pull::Config {
             durable_name: Some(herald::protocol::sweeper_durable(&self.function.id)),
-            filter_subject: herald::protocol::max_deliveries_advisory_subject(
-                &shared.events_stream,
-                &self.function.id,
-            ),
+            // The advisories of both of the function's consumers (protocol section 3).
+            filter_subjects: vec![
+                herald::protocol::max_deliveries_advisory_subject(
+                    &shared.events_stream,
+                    &self.function.id,
+                ),
+                herald::protocol::max_deliveries_advisory_subject(
+                    &shared.events_stream,
+                    &herald::protocol::redrive_consumer(&self.function.id),
+                ),
+            ],
             // Every retained advisory: one raised before any replica of the function ran is
             // swept too. One already settled is recognised by its run record (below) or
             // dropped by the dead-letter stream's deduplication.

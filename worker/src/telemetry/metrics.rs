@@ -57,21 +57,27 @@ pub(crate) async fn poll_stats(
     let events_stream = client.namespace().events_stream();
     loop {
         for function in &functions {
-            let consumer: Result<async_nats::jetstream::consumer::PullConsumer, _> = client
-                .jetstream()
-                .get_consumer_from_stream(function.as_str(), &events_stream)
-                .await;
-            if let Ok(mut consumer) = consumer
-                && let Ok(info) = consumer.info().await
-            {
-                stats.write().insert(
-                    function.clone(),
-                    ConsumerStats {
-                        pending: info.num_pending,
-                        ack_pending: info.num_ack_pending as u64,
-                        redelivered: info.num_redelivered as u64,
-                    },
-                );
+            // The function's consumer and its redrive consumer, where it has one (protocol
+            // section 3): their counts add up.
+            let mut sum: Option<ConsumerStats> = None;
+            for name in [
+                function.clone(),
+                herald::protocol::redrive_consumer(function),
+            ] {
+                let consumer: Result<async_nats::jetstream::consumer::PullConsumer, _> = client
+                    .jetstream()
+                    .get_consumer_from_stream(name.as_str(), &events_stream)
+                    .await;
+                if let Ok(consumer) = consumer {
+                    let info = consumer.cached_info();
+                    let sum = sum.get_or_insert_with(ConsumerStats::default);
+                    sum.pending += info.num_pending;
+                    sum.ack_pending += info.num_ack_pending as u64;
+                    sum.redelivered += info.num_redelivered as u64;
+                }
+            }
+            if let Some(sum) = sum {
+                stats.write().insert(function.clone(), sum);
             }
         }
         tokio::select! {

@@ -120,18 +120,34 @@ pub async fn dlq_count(client: &Client) -> u64 {
     stream.info().await.unwrap().state.messages
 }
 
-/// The consumer's (pending, ack pending, redelivered).
+/// The function's (pending, ack pending, redelivered): its consumer's, plus its redrive
+/// consumer's where it has one (protocol section 3).
 pub async fn consumer_state(client: &Client, function: &str) -> (u64, usize, usize) {
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = client
-        .jetstream()
-        .get_consumer_from_stream(function, client.namespace().events_stream())
+    let js = client.jetstream();
+    let stream = client.namespace().events_stream();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream(function, &stream)
         .await
         .unwrap();
     let info = consumer.info().await.unwrap();
-    (info.num_pending, info.num_ack_pending, info.num_redelivered)
+    let mut state = (info.num_pending, info.num_ack_pending, info.num_redelivered);
+    let redrive = herald::protocol::redrive_consumer(function);
+    if let Ok(consumer) = js
+        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+            &redrive, &stream,
+        )
+        .await
+    {
+        let info = consumer.cached_info();
+        state.0 += info.num_pending;
+        state.1 += info.num_ack_pending;
+        state.2 += info.num_redelivered;
+    }
+    state
 }
 
-/// Polls the consumer until it has nothing pending or unacknowledged (deadline 20 s).
+/// Polls the function's consumers until they have nothing pending or unacknowledged
+/// (deadline 20 s).
 pub async fn wait_consumer_drained(client: &Client, function: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
