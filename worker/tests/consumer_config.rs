@@ -9,24 +9,10 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::PullConsumer;
 use common::*;
 use herald::Client;
-use herald_worker::{Ctx, Function, FunctionBuilder, Worker, WorkerError};
+use herald_worker::{Worker, WorkerError};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn function(
-    id: &str,
-    tx: mpsc::UnboundedSender<u32>,
-    settings: impl FnOnce(FunctionBuilder<Job>) -> FunctionBuilder<Job>,
-) -> Function {
-    settings(Function::new(id).on::<Job>()).handler(move |job: Job, _ctx: Ctx| {
-        let tx = tx.clone();
-        async move {
-            tx.send(job.n).unwrap();
-            Ok(())
-        }
-    })
-}
 
 async fn max_ack_pending(client: &Client, id: &str) -> i64 {
     let mut consumer: PullConsumer = client
@@ -66,9 +52,9 @@ async fn replicas_get_room_for_sixteen_windows_unless_the_function_sets_it() {
     assert_eq!(max_ack_pending(&client, "roomy").await, 1000);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let worker = Worker::builder(client.clone())
-        .function(function("roomy", tx.clone(), |f| f))
-        .function(function("wide", tx.clone(), |f| f.concurrency(2000)))
-        .function(function("capped", tx, |f| f.max_ack_pending(7)))
+        .function(job_function("roomy", tx.clone(), |f| f))
+        .function(job_function("wide", tx.clone(), |f| f.concurrency(2000)))
+        .function(job_function("capped", tx, |f| f.max_ack_pending(7)))
         .start()
         .await
         .unwrap();
@@ -98,7 +84,7 @@ async fn a_limit_below_the_default_leaves_the_servers_default_and_refuses_a_sett
     let worker = tokio::time::timeout(
         WAIT,
         Worker::builder(client.clone())
-            .function(function("limited", tx.clone(), |f| f))
+            .function(job_function("limited", tx.clone(), |f| f))
             .start(),
     )
     .await
@@ -112,7 +98,7 @@ async fn a_limit_below_the_default_leaves_the_servers_default_and_refuses_a_sett
     let refused = tokio::time::timeout(
         WAIT,
         Worker::builder(client.clone())
-            .function(function("greedy", tx, |f| f.max_ack_pending(501)))
+            .function(job_function("greedy", tx, |f| f.max_ack_pending(501)))
             .start(),
     )
     .await

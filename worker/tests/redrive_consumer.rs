@@ -12,25 +12,11 @@ use async_nats::jetstream::consumer::{PullConsumer, pull};
 use common::*;
 use futures::StreamExt;
 use herald::Client;
-use herald_worker::{Ctx, Function, FunctionBuilder, Worker};
+use herald_worker::Worker;
 use tokio::sync::mpsc;
 
 const STREAM: &str = "HERALD_EVENTS";
 const WAIT: Duration = Duration::from_secs(20);
-
-fn function(
-    id: &str,
-    tx: mpsc::UnboundedSender<u32>,
-    settings: impl FnOnce(FunctionBuilder<Job>) -> FunctionBuilder<Job>,
-) -> Function {
-    settings(Function::new(id).on::<Job>()).handler(move |job: Job, _ctx: Ctx| {
-        let tx = tx.clone();
-        async move {
-            tx.send(job.n).unwrap();
-            Ok(())
-        }
-    })
-}
 
 /// The filter subjects of consumer `name`, sorted; `None` when it does not exist.
 async fn filters(client: &Client, name: &str) -> Option<Vec<String>> {
@@ -150,7 +136,7 @@ async fn a_function_that_ran_with_one_consumer_loses_no_redrive_when_its_redrive
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let worker = Worker::builder(client.clone())
-        .function(function("moving", tx, |f| {
+        .function(job_function("moving", tx, |f| {
             f.ack_wait(Duration::from_secs(3))
         }))
         .start()
@@ -183,7 +169,7 @@ async fn pausing_a_function_pauses_its_redrive_consumer_too() {
     let (_nats, client) = server_and_client().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let worker = Worker::builder(client.clone())
-        .function(function("pausable", tx, |f| f))
+        .function(job_function("pausable", tx, |f| f))
         .start()
         .await
         .unwrap();
@@ -265,7 +251,7 @@ async fn a_redrive_consumer_no_longer_wanted_is_read_until_empty_then_deleted() 
     // Now it bounds its messages in flight: one consumer holds them all.
     let (tx, mut rx) = mpsc::unbounded_channel();
     let worker = Worker::builder(client.clone())
-        .function(function("shrinking", tx, |f| f.max_ack_pending(64)))
+        .function(job_function("shrinking", tx, |f| f.max_ack_pending(64)))
         .start()
         .await
         .unwrap();

@@ -184,3 +184,20 @@ pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String
         .to_owned();
     (status, body)
 }
+
+/// A function on [`Job`] that sends each job's `n` to `tx`, with `settings` applied.
+pub fn job_function(
+    id: &str,
+    tx: tokio::sync::mpsc::UnboundedSender<u32>,
+    settings: impl FnOnce(herald_worker::FunctionBuilder<Job>) -> herald_worker::FunctionBuilder<Job>,
+) -> herald_worker::Function {
+    settings(herald_worker::Function::new(id).on::<Job>()).handler(
+        move |job: Job, _ctx: herald_worker::Ctx| {
+            let tx = tx.clone();
+            async move {
+                tx.send(job.n).unwrap();
+                Ok(())
+            }
+        },
+    )
+}
