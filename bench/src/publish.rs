@@ -57,6 +57,19 @@ pub(crate) struct LineItem {
 }
 
 impl OrderPlaced {
+    /// The order's total, which the latency section uses as the event's sequence number.
+    pub(crate) fn total_cents(&self) -> u64 {
+        self.total_cents
+    }
+
+    /// The same event with `total_cents` set.
+    pub(crate) fn with_total_cents(self, total_cents: u64) -> OrderPlaced {
+        OrderPlaced {
+            total_cents,
+            ..self
+        }
+    }
+
     /// The customer, as a flow-control key.
     pub(crate) fn customer(&self) -> String {
         self.customer_id.to_string()
