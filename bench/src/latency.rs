@@ -221,10 +221,9 @@ impl Latency {
                 if let Some(concurrency) = setup.concurrency {
                     function = function.concurrency(concurrency);
                 }
-                // The handler reads its sequence number from the event it is given; what it
-                // does after the stamp delays the next event (published within the same
-                // millisecond at 2,000/s), so it does no more than the raw receiver, which
-                // decodes only that field.
+                // The handler reads its sequence number from the event it is given: what it
+                // does after the stamp takes CPU from the events behind it, so it does no more
+                // than the raw receiver, which decodes only that field.
                 let function = function.handler(move |event: OrderPlaced, _ctx: Ctx| {
                     let at = handler_clock.now();
                     handler_clock.received(Some(event.total_cents()), at);
