@@ -1,6 +1,6 @@
-//! Confirming the acks of a pull request's plain first deliveries (protocol section 7): their
-//! runs are not recorded; instead, once every delivery of the request is settled (and every
-//! third of `ack_wait` meanwhile), the last of their acks is sent again as a request, and the
+//! Confirming the acks of a consumer's plain first deliveries (protocol section 7): their
+//! runs are not recorded; instead, at most 100 ms after the first unconfirmed one (a third
+//! of `ack_wait` if shorter; sooner once 1,024 wait), the last of their acks is sent again as a request, and the
 //! server's answer confirms it and, as acks from one connection reach the consumer in order,
 //! the ones before it. When no answer
 //! comes, or the consumer's leader changed, a pull failed (the consumer may have been deleted

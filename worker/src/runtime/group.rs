@@ -1,4 +1,4 @@
-//! The messages of one pull that arrived together: read once, their runs looked up in one
+//! The messages of a consumer that arrived together: read once, their runs looked up in one
 //! request (plain first deliveries left out), then each run as its own future of the
 //! drain ([`super::pull`]).
 

@@ -1,10 +1,11 @@
-//! The worker runtime: per function, a pull loop feeds deliveries to [`FunctionLoop::handle`],
+//! The worker runtime: per function and consumer, a lane task feeds deliveries to [`FunctionLoop::handle`],
 //! which reads each message once, decides its fate as a value and settles it in one place.
 //!
 //! ```text
-//! pull.rs      take places in the window (concurrency + what the pace says the handlers
-//!              finish within a second) -> pull at most that many -> drain the batch: each
-//!              delivery one future of the drain's task; plain acks confirmed per request
+//! pull.rs      one task per consumer: request.rs takes places in the window (concurrency
+//!              + what the pace says the handlers finish within a second) and asks for at
+//!              most that many; every answer comes to one inbox (inbox.rs); each delivery
+//!              one future of the task; plain acks confirmed within 100 ms
 //! group.rs     messages that arrived together: read once (delivery.rs), their run records
 //!              in one read (run_store/many.rs), plain first deliveries left out (no run of
 //!              theirs can exist yet)
@@ -38,11 +39,13 @@ pub(crate) mod decide;
 mod delivery;
 pub(crate) mod failures;
 mod group;
+mod inbox;
 mod limits;
 mod overlap;
 mod pace;
 mod parked;
 mod pull;
+mod request;
 mod settle;
 mod shutdown;
 mod singleton;
@@ -61,7 +64,6 @@ use herald::Client;
 use opentelemetry::KeyValue;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::function::Function;
 use crate::steps::RunStore;
@@ -78,7 +80,6 @@ pub(crate) struct Shared {
     events_prefix: String,
     stop: CancellationToken,
     abandon: CancellationToken,
-    tracker: TaskTracker,
     writer_schemas: Arc<writer_schemas::WriterSchemas>,
     runs: Option<RunStore>,
     metrics: Metrics,

@@ -1,182 +1,82 @@
-//! The pull loop: permits first, then at most that many messages; each batch drained as
-//! futures of one task.
+//! A consumer's lane: one task asks for messages as places in the window free up, reads
+//! every answer from one inbox and runs each delivery as a future of its own.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull};
+use async_nats::jetstream;
+use futures::future::OptionFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::FunctionLoop;
 use super::confirm::AckedPlain;
 use super::consumer::LaneKind;
 use super::group::Ready;
+use super::inbox::{Answer, Inbox};
+use super::request::{PULL_EXPIRES, Requested};
 
-/// The most messages asked for in one pull request.
-const MAX_PULL: usize = 1024;
+/// How long after a plain ack its confirmation is sent at the latest (at most a third of
+/// `ack_wait`), unless enough acks wait for one sooner.
+const CONFIRM_AFTER: Duration = Duration::from_millis(100);
 
-/// The shortest interval between confirmations of plain acks.
-const CONFIRM_AT_LEAST_EVERY: Duration = Duration::from_millis(100);
+/// The most plain acks that wait for one confirmation.
+const CONFIRM_AT_MOST: usize = 1024;
 
-/// How long one pull request waits for messages before it is renewed.
-const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// A pull request not yet sent ([`FunctionLoop::request`]).
+type Requesting<'a> = Pin<Box<dyn Future<Output = Requested> + Send + 'a>>;
 
 impl FunctionLoop {
-    /// Takes places in the window of one of the function's consumers, then pulls at most
-    /// that many messages from it. A retiring redrive consumer ([`super::converge`]) is
-    /// read until it is empty, then deleted, and the loop ends.
+    /// Reads one of the function's consumers, in this one task: asks for messages as
+    /// places in the window free up ([`super::request`]), reads every answer from one
+    /// inbox ([`super::inbox`]), and runs each delivery as a future of this task, holding
+    /// one place: no spawn and no cross-thread wake-up per message, and the events of a
+    /// consumer read in the order they come, whatever request the server served. Messages
+    /// that arrived together are read as a group, whose runs are looked up in one request
+    /// ([`super::group`]). A retiring redrive consumer ([`super::converge`]) is read until
+    /// it is empty, then deleted, and the task ends.
+    ///
+    /// The acks of plain first deliveries are confirmed at most 100 ms after the first of
+    /// them (or once 1,024 wait), so that a run whose ack was lost is recorded before it
+    /// comes back ([`super::confirm`]).
+    ///
+    /// At shutdown the open pull requests stay at the server until they expire (at most
+    /// `PULL_EXPIRES`), and the server may still deliver to them. Messages that arrive
+    /// after the stop are held and handed back together when the requests have ended:
+    /// handed back earlier, the server could deliver them to the same open requests again
+    /// (each time spending a delivery); dropped with the subscription, they would wait out
+    /// `ack_wait`.
     pub(crate) async fn pull_loop(
         self: Arc<Self>,
         kind: LaneKind,
-        mut consumer: jetstream::consumer::PullConsumer,
-        mut retiring: bool,
+        consumer: jetstream::consumer::PullConsumer,
+        retiring: bool,
     ) {
-        let mut failures: u32 = 0;
-        let stop = self.shared.stop.clone();
-        let concurrency = self.function.settings.concurrency.max(1);
-        let lane = self.lane(kind);
-        loop {
-            if retiring && self.retire(&mut consumer).await {
-                return;
-            }
-            // Pull again once half the target is free (as nats.go's consumers do): fewer,
-            // larger pull requests, while the open ones keep delivering. Places beyond the
-            // target are waited for too, then given back: the target moves with the pace.
-            let target = self.pace.target(concurrency, lane.window_size);
-            let beyond = lane.window_size - target;
-            let wanted = u32::try_from((target / 2).max(1) + beyond).unwrap_or(u32::MAX);
-            let mut permit = tokio::select! {
-                permit = Arc::clone(&lane.window).acquire_many_owned(wanted) => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-                () = stop.cancelled() => return,
-            };
-            drop(permit.split(beyond));
-            let extra = lane
-                .window
-                .available_permits()
-                .min(target - permit.num_permits());
-            if extra > 0
-                && let Ok(more) = Arc::clone(&lane.window)
-                    .try_acquire_many_owned(u32::try_from(extra).unwrap_or(0))
-            {
-                permit.merge(more);
-            }
-            if permit.num_permits() > MAX_PULL {
-                drop(permit.split(permit.num_permits() - MAX_PULL));
-            }
-            if lane.binding.take_lost() {
-                match self.converge().await {
-                    Ok(fresh) => {
-                        tracing::info!(function = %self.function.id, consumer = lane.binding.id(),
-                            "consumer re-created or re-bound");
-                        match kind {
-                            LaneKind::Events => consumer = fresh.events,
-                            LaneKind::Redrive => {
-                                // Gone, and no longer wanted: nothing is left to read.
-                                let Some(redrive) = fresh.redrive else { return };
-                                consumer = redrive.consumer;
-                                retiring = redrive.retiring;
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        drop(permit);
-                        lane.binding.lost();
-                        failures += 1;
-                        tracing::warn!(function = %self.function.id, %error, "consumer not available; retrying");
-                        if self.pause(failures).await {
-                            return;
-                        }
-                        continue;
-                    }
-                }
-            }
-            let batch = consumer
-                .batch()
-                .max_messages(permit.num_permits())
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await;
-            match batch {
-                Ok(batch) => {
-                    failures = 0;
-                    let function = Arc::clone(&self);
-                    self.shared
-                        .tracker
-                        .spawn(async move { function.drain(kind, batch, permit).await });
-                }
-                Err(error) => {
-                    drop(permit);
-                    failures += 1;
-                    lane.binding.lost();
-                    tracing::warn!(function = %self.function.id, %error, "pull failed; retrying");
-                    if self.pause(failures).await {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// A pull request ended with an error: the binding is checked before the next pull.
-    fn request_failed(&self, kind: LaneKind, error: &dyn std::fmt::Display) {
-        let binding = &self.lane(kind).binding;
-        tracing::warn!(function = %self.function.id, consumer = binding.id(), %error,
-            "pull request ended with an error");
-        binding.lost();
-    }
-
-    /// Waits before a retry; true if the worker is stopping.
-    async fn pause(&self, failures: u32) -> bool {
-        let pause = crate::backoff::Backoff {
-            initial: Duration::from_millis(50),
-            max: Duration::from_secs(2),
-            jitter: 0.2,
-        }
-        .delay(failures);
-        tokio::select! {
-            () = tokio::time::sleep(pause) => false,
-            () = self.shared.stop.cancelled() => true,
-        }
-    }
-
-    /// Runs the messages of one pull request concurrently, each holding one place in the
-    /// window. They run as futures of this one task rather than a task each: no spawn and no
-    /// cross-thread wake-up per message. Messages that arrived together are read as a group,
-    /// whose runs are looked up in one request ([`super::group`]).
-    ///
-    /// The acks of plain first deliveries are confirmed when the request's messages are
-    /// all settled, and meanwhile every third of `ack_wait`, so that a run whose ack was
-    /// lost is recorded before it comes back ([`super::confirm`]).
-    ///
-    /// At shutdown the pull request stays open at the server until it expires (at most
-    /// `PULL_EXPIRES`), and the server may still deliver to it. Messages that arrive after
-    /// the stop are held and handed back together when the request has ended: handed back
-    /// earlier, the server could deliver them to the same open request again (each time
-    /// spending a delivery); dropped with the subscription, they would wait out `ack_wait`.
-    async fn drain(
-        self: Arc<Self>,
-        kind: LaneKind,
-        mut batch: pull::Batch,
-        permits: OwnedSemaphorePermit,
-    ) {
-        let mut permits = Some(permits);
+        let Some(mut inbox) = self.open_inbox().await else {
+            return;
+        };
+        let mut requesting: Option<Requesting<'_>> = Some(Box::pin(self.request(
+            kind,
+            consumer,
+            retiring,
+            inbox.subject(),
+        )));
         // What waits: deliveries that did not settle when started ([`Self::start`]),
         // look-ups, which give back deliveries to run, and unreadable messages.
         let mut running: FuturesUnordered<Running<'_>> = FuturesUnordered::new();
-        let mut pulling = true;
+        // Reading the inbox until the requests have ended after the last one was sent.
+        let mut reading = true;
         let mut stopping = false;
+        let mut retired = false;
         let mut held = Vec::new();
         let stop = self.shared.stop.clone();
         let (mut acked, mut epoch) = (Vec::new(), self.epoch());
         let mut confirming = FuturesUnordered::new();
-        let every = (self.function.settings.ack_wait / 3).max(CONFIRM_AT_LEAST_EVERY);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let confirm_after = (self.function.settings.ack_wait / 3).min(CONFIRM_AFTER);
+        let mut confirm_at = Box::pin(tokio::time::sleep(Duration::ZERO));
+        let mut confirm_armed = false;
         loop {
             tokio::select! {
                 biased;
@@ -185,25 +85,29 @@ impl FunctionLoop {
                 }
                 () = stop.cancelled(), if !stopping => {
                     stopping = true;
-                    // Permits of messages that did not start go back now.
-                    permits = None;
+                    requesting = None;
+                    // Places of messages that did not come go back now.
+                    inbox.give_back_places();
                 }
-                next = batch.next(), if pulling => match next {
-                    Some(Ok(message)) if stopping => held.push(message),
-                    Some(Ok(message)) => {
-                        let mut messages = vec![(message, permits.as_mut().and_then(|p| p.split(1)))];
+                answer = inbox.answer(), if reading => match answer {
+                    Some(Answer::Message(message, _)) if stopping => held.push(message),
+                    Some(Answer::Message(message, place)) => {
+                        if acked.is_empty() {
+                            // Taken before any of the acks it will confirm was sent.
+                            epoch = self.epoch();
+                        }
+                        let mut messages = vec![(message, place)];
                         loop {
-                            match batch.next().now_or_never() {
-                                Some(Some(Ok(message))) => {
-                                    messages.push((message, permits.as_mut().and_then(|p| p.split(1))));
+                            match inbox.answer().now_or_never() {
+                                Some(Some(Answer::Message(message, place))) => {
+                                    messages.push((message, place));
                                 }
-                                Some(Some(Err(error))) => {
-                                    self.request_failed(kind, &error);
-                                    pulling = false;
-                                    break;
+                                Some(Some(Answer::Released)) => {}
+                                Some(Some(Answer::Failed(error))) => {
+                                    self.answer_failed(kind, retired, &error);
                                 }
                                 Some(None) => {
-                                    pulling = false;
+                                    (reading, requesting) = (false, None);
                                     break;
                                 }
                                 None => break,
@@ -223,34 +127,87 @@ impl FunctionLoop {
                             running.push(Box::pin(settle));
                         }
                     }
-                    Some(Err(error)) => {
-                        self.request_failed(kind, &error);
-                        pulling = false;
+                    Some(Answer::Released) => {}
+                    Some(Answer::Failed(error)) => self.answer_failed(kind, retired, &error),
+                    None => {
+                        tracing::warn!(function = %self.function.id, consumer = self.lane(kind).binding.id(),
+                            "the connection is closed: no more messages are read");
+                        (reading, requesting) = (false, None);
                     }
-                    None => pulling = false,
                 },
-                _ = tick.tick(), if !acked.is_empty() => {
+                Some(requested) = OptionFuture::from(requesting.as_mut()), if requesting.is_some() => {
+                    requesting = match requested {
+                        Requested::Sent { consumer, retiring, places } => {
+                            inbox.sent(places, PULL_EXPIRES);
+                            Some(Box::pin(self.request(kind, *consumer, retiring, inbox.subject())))
+                        }
+                        Requested::Retired => {
+                            retired = true;
+                            None
+                        }
+                        Requested::Over => None,
+                    };
+                }
+                () = &mut confirm_at, if confirm_armed => {
+                    confirm_armed = false;
                     confirming.push(self.confirm(std::mem::take(&mut acked), epoch));
-                    epoch = self.epoch();
                 }
                 Some(()) = confirming.next(), if !confirming.is_empty() => {}
             }
-            if !pulling {
-                // The request has ended: another replica takes what arrived after the stop.
+            if acked.len() >= CONFIRM_AT_MOST {
+                confirm_armed = false;
+                confirming.push(self.confirm(std::mem::take(&mut acked), epoch));
+            } else if !acked.is_empty() && !confirm_armed {
+                confirm_at
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + confirm_after);
+                confirm_armed = true;
+            }
+            if reading && requesting.is_none() && inbox.pending() == 0 {
+                // No request is open, and none will be: another replica takes what
+                // arrived after the stop.
+                reading = false;
                 for message in held.drain(..) {
                     let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
                 }
-                // Permits of messages that never came go back now, not when the rest finish.
-                permits = None;
-                if running.is_empty() {
-                    break;
-                }
+            }
+            if !reading && running.is_empty() {
+                break;
             }
         }
         if !acked.is_empty() {
             confirming.push(self.confirm(acked, epoch));
         }
         while confirming.next().await.is_some() {}
+    }
+
+    /// Subscribes to the lane's inbox, retrying until the worker stops (`None`).
+    async fn open_inbox(&self) -> Option<Inbox> {
+        let mut failures = 0;
+        loop {
+            let nats = self.shared.client.nats();
+            match Inbox::open(nats, self.shared.client.jetstream().clone()).await {
+                Ok(inbox) => return Some(inbox),
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(function = %self.function.id, %error,
+                        "cannot subscribe to the pull requests' inbox; retrying");
+                    if self.pause(failures).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A status ended the open pull requests: the binding is checked before the next pull
+    /// (unless the consumer was retired and deleted, which ends its requests).
+    fn answer_failed(&self, kind: LaneKind, retired: bool, error: &str) {
+        if retired {
+            tracing::debug!(function = %self.function.id, %error, "the retired consumer's pull requests ended");
+        } else {
+            self.request_failed(kind, &error);
+        }
     }
 
     /// Starts a delivery: polls it once where it is made, as most settle without waiting

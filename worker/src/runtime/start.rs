@@ -234,7 +234,6 @@ impl WorkerBuilder {
             activity: super::activity::Activity::new(&client, self.activity),
             stop: stop.clone(),
             abandon: abandon.clone(),
-            tracker: tracker.clone(),
             client: client.clone(),
         });
         let functions: Vec<Arc<FunctionLoop>> = self
@@ -328,17 +327,14 @@ impl WorkerBuilder {
         ));
         for (function, consumer) in functions.iter().zip(consumers) {
             loops.push(function.follow_leaders().await);
-            loops.push(tokio::spawn(Arc::clone(function).pull_loop(
-                LaneKind::Events,
-                consumer.events,
-                false,
-            )));
+            // A lane's task runs its deliveries: shutdown waits for it as for handlers.
+            tracker.spawn(Arc::clone(function).pull_loop(LaneKind::Events, consumer.events, false));
             if let Some(redrive) = consumer.redrive {
-                loops.push(tokio::spawn(Arc::clone(function).pull_loop(
+                tracker.spawn(Arc::clone(function).pull_loop(
                     LaneKind::Redrive,
                     redrive.consumer,
                     redrive.retiring,
-                )));
+                ));
             }
             if self.sweeper {
                 loops.push(tokio::spawn(Arc::clone(function).sweep()));
