@@ -66,6 +66,10 @@ impl<E> FunctionBuilder<E> {
 
     /// Handlers running at once in one worker replica (default 16). Reading run records and
     /// acking happen outside this limit, so a fast handler is not slowed by their round trips.
+    ///
+    /// A replica runs a function's deliveries as futures of one task per consumer: they
+    /// wait on I/O at once, but CPU work in one holds up the others. Move heavy computation
+    /// to `tokio::task::spawn_blocking` (or a thread pool of its own) and await it.
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.settings.concurrency = concurrency;
         self
