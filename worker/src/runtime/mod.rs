@@ -36,6 +36,7 @@ pub(crate) mod continuation;
 mod converge;
 mod debounce;
 pub(crate) mod decide;
+mod deliveries;
 mod delivery;
 pub(crate) mod failures;
 mod group;
@@ -64,6 +65,7 @@ use herald::Client;
 use opentelemetry::KeyValue;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::function::Function;
 use crate::steps::RunStore;
@@ -80,6 +82,8 @@ pub(crate) struct Shared {
     events_prefix: String,
     stop: CancellationToken,
     abandon: CancellationToken,
+    /// The tasks that run deliveries: lanes and large groups. Shutdown waits for them.
+    tracker: TaskTracker,
     writer_schemas: Arc<writer_schemas::WriterSchemas>,
     runs: Option<RunStore>,
     metrics: Metrics,

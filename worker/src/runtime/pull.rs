@@ -3,44 +3,35 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use async_nats::jetstream;
+use futures::FutureExt;
 use futures::future::OptionFuture;
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
 
 use super::FunctionLoop;
-use super::confirm::AckedPlain;
 use super::consumer::LaneKind;
-use super::group::Ready;
+use super::deliveries::Deliveries;
 use super::inbox::{Answer, Inbox};
 use super::request::{PULL_EXPIRES, Requested};
 
-/// How long after a plain ack its confirmation is sent at the latest (at most a third of
-/// `ack_wait`), unless enough acks wait for one sooner.
-const CONFIRM_AFTER: Duration = Duration::from_millis(100);
-
-/// The most plain acks that wait for one confirmation.
-const CONFIRM_AT_MOST: usize = 1024;
+/// A group of at least this many messages (a busy consumer) runs in a task of its own, so
+/// that a replica's deliveries spread over its cores; fewer run in the lane's task, where
+/// they are read.
+const OWN_TASK_AT: usize = 32;
 
 /// A pull request not yet sent ([`FunctionLoop::request`]).
 type Requesting<'a> = Pin<Box<dyn Future<Output = Requested> + Send + 'a>>;
 
 impl FunctionLoop {
     /// Reads one of the function's consumers, in this one task: asks for messages as
-    /// places in the window free up ([`super::request`]), reads every answer from one
-    /// inbox ([`super::inbox`]), and runs each delivery as a future of this task, holding
-    /// one place: no spawn and no cross-thread wake-up per message, and the events of a
-    /// consumer read in the order they come, whatever request the server served. Messages
-    /// that arrived together are read as a group, whose runs are looked up in one request
-    /// ([`super::group`]). A retiring redrive consumer ([`super::converge`]) is read until
-    /// it is empty, then deleted, and the task ends.
-    ///
-    /// The acks of plain first deliveries are confirmed at most 100 ms after the first of
-    /// them (or once 1,024 wait), so that a run whose ack was lost is recorded before it
-    /// comes back ([`super::confirm`]).
+    /// places in the window free up ([`super::request`]) and reads every answer from one
+    /// inbox ([`super::inbox`]), so that the consumer's events come to one reader in the
+    /// order the server sends them, whatever request it served. Messages that arrived
+    /// together are read as a group, whose runs are looked up in one request
+    /// ([`super::group`]); a few run here as futures of this task ([`super::deliveries`]):
+    /// no spawn and no cross-thread wake-up per message; a large group gets a task of its
+    /// own. A retiring redrive consumer ([`super::converge`]) is read until it is empty,
+    /// then deleted, and the task ends.
     ///
     /// At shutdown the open pull requests stay at the server until they expire (at most
     /// `PULL_EXPIRES`), and the server may still deliver to them. Messages that arrive
@@ -63,26 +54,17 @@ impl FunctionLoop {
             retiring,
             inbox.subject(),
         )));
-        // What waits: deliveries that did not settle when started ([`Self::start`]),
-        // look-ups, which give back deliveries to run, and unreadable messages.
-        let mut running: FuturesUnordered<Running<'_>> = FuturesUnordered::new();
+        let mut deliveries = Deliveries::new(&self);
         // Reading the inbox until the requests have ended after the last one was sent.
         let mut reading = true;
         let mut stopping = false;
         let mut retired = false;
         let mut held = Vec::new();
         let stop = self.shared.stop.clone();
-        let (mut acked, mut epoch) = (Vec::new(), self.epoch());
-        let mut confirming = FuturesUnordered::new();
-        let confirm_after = (self.function.settings.ack_wait / 3).min(CONFIRM_AFTER);
-        let mut confirm_at = Box::pin(tokio::time::sleep(Duration::ZERO));
-        let mut confirm_armed = false;
         loop {
             tokio::select! {
                 biased;
-                Some(done) = running.next(), if !running.is_empty() => {
-                    self.done(done, &mut running, &mut acked);
-                }
+                () = deliveries.progress() => {}
                 () = stop.cancelled(), if !stopping => {
                     stopping = true;
                     requesting = None;
@@ -92,10 +74,6 @@ impl FunctionLoop {
                 answer = inbox.answer(), if reading => match answer {
                     Some(Answer::Message(message, _)) if stopping => held.push(message),
                     Some(Answer::Message(message, place)) => {
-                        if acked.is_empty() {
-                            // Taken before any of the acks it will confirm was sent.
-                            epoch = self.epoch();
-                        }
                         let mut messages = vec![(message, place)];
                         loop {
                             match inbox.answer().now_or_never() {
@@ -113,18 +91,18 @@ impl FunctionLoop {
                                 None => break,
                             }
                         }
-                        let bytes = messages.iter().map(|(message, _)| message.length).sum();
-                        self.pace.record_sizes(bytes, messages.len());
-                        let group = self.read_group(messages, |ready| {
-                            self.start(ready, &mut running, &mut acked);
-                        });
-                        if !group.to_look_up.is_empty() {
-                            let look_up = self.look_up(group.to_look_up).map(Done::LookedUp);
-                            running.push(Box::pin(look_up));
-                        }
-                        for unreadable in group.unreadable {
-                            let settle = self.unreadable(unreadable).map(|()| Done::Settled(None));
-                            running.push(Box::pin(settle));
+                        if messages.len() >= OWN_TASK_AT {
+                            let function = Arc::clone(&self);
+                            self.shared.tracker.spawn(async move {
+                                let mut deliveries = Deliveries::new(&function);
+                                deliveries.add(messages);
+                                while !deliveries.is_idle() {
+                                    deliveries.progress().await;
+                                }
+                                deliveries.finish().await;
+                            });
+                        } else {
+                            deliveries.add(messages);
                         }
                     }
                     Some(Answer::Released) => {}
@@ -148,20 +126,6 @@ impl FunctionLoop {
                         Requested::Over => None,
                     };
                 }
-                () = &mut confirm_at, if confirm_armed => {
-                    confirm_armed = false;
-                    confirming.push(self.confirm(std::mem::take(&mut acked), epoch));
-                }
-                Some(()) = confirming.next(), if !confirming.is_empty() => {}
-            }
-            if acked.len() >= CONFIRM_AT_MOST {
-                confirm_armed = false;
-                confirming.push(self.confirm(std::mem::take(&mut acked), epoch));
-            } else if !acked.is_empty() && !confirm_armed {
-                confirm_at
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + confirm_after);
-                confirm_armed = true;
             }
             if reading && requesting.is_none() && inbox.pending() == 0 {
                 // No request is open, and none will be: another replica takes what
@@ -171,14 +135,11 @@ impl FunctionLoop {
                     let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
                 }
             }
-            if !reading && running.is_empty() {
+            if !reading && deliveries.is_idle() {
                 break;
             }
         }
-        if !acked.is_empty() {
-            confirming.push(self.confirm(acked, epoch));
-        }
-        while confirming.next().await.is_some() {}
+        deliveries.finish().await;
     }
 
     /// Subscribes to the lane's inbox, retrying until the worker stops (`None`).
@@ -209,59 +170,4 @@ impl FunctionLoop {
             self.request_failed(kind, &error);
         }
     }
-
-    /// Starts a delivery: polls it once where it is made, as most settle without waiting
-    /// (a quick handler, an ack written into the client's buffer); one that waits (I/O, a
-    /// timer, a permit) goes to `running`, which polls it again with the drain's waker (a
-    /// future pushed into the set is polled at the set's next poll), so the do-nothing
-    /// waker of this first poll is never the only one it has.
-    ///
-    /// A delivery settled here costs one allocation and one copy of its future; one pushed
-    /// into the set as it was made cost a task node, three copies of the (2 KB) future, and
-    /// the set's queue on the way in and out.
-    fn start<'a>(
-        &'a self,
-        ready: Ready,
-        running: &mut FuturesUnordered<Running<'a>>,
-        acked: &mut Vec<AckedPlain>,
-    ) {
-        let mut delivery: Running<'a> = Box::pin(self.deliver(ready).map(Done::Settled));
-        match delivery
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()))
-        {
-            Poll::Ready(done) => self.done(done, running, acked),
-            Poll::Pending => running.push(delivery),
-        }
-    }
-
-    /// What the drain does with a future's result.
-    fn done<'a>(
-        &'a self,
-        done: Done,
-        running: &mut FuturesUnordered<Running<'a>>,
-        acked: &mut Vec<AckedPlain>,
-    ) {
-        match done {
-            Done::Settled(Some(plain)) => acked.push(plain),
-            Done::Settled(None) => {}
-            Done::LookedUp(ready) => {
-                for ready in ready {
-                    self.start(ready, running, acked);
-                }
-            }
-        }
-    }
 }
-
-/// What a future of the drain gives back.
-enum Done {
-    /// A delivery was settled: `Some` for a plain first delivery acked without a record.
-    Settled(Option<AckedPlain>),
-    /// A group's look-up: its deliveries, ready to run.
-    LookedUp(Vec<Ready>),
-}
-
-/// A future of the drain that waits: a delivery that did not settle when started, a
-/// look-up, an unreadable message's settlement.
-type Running<'a> = std::pin::Pin<Box<dyn Future<Output = Done> + Send + 'a>>;

@@ -234,6 +234,7 @@ impl WorkerBuilder {
             activity: super::activity::Activity::new(&client, self.activity),
             stop: stop.clone(),
             abandon: abandon.clone(),
+            tracker: tracker.clone(),
             client: client.clone(),
         });
         let functions: Vec<Arc<FunctionLoop>> = self
