@@ -30,6 +30,10 @@ type Running<'a> = Pin<Box<dyn Future<Output = Done> + Send + 'a>>;
 /// A confirmation under way.
 type Confirming<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
+/// Plain acks a group's task hands to its lane to confirm, with the epoch taken before
+/// them: one confirmation per lane every 100 ms, however many groups ran.
+pub(super) type HandedAcks = (Vec<AckedPlain>, Option<Epoch>);
+
 /// What a future of the deliveries gives back.
 enum Done {
     /// A delivery was settled: `Some` for a plain first delivery acked without a record.
@@ -51,6 +55,8 @@ pub(super) struct Deliveries<'a> {
     confirm_at: Pin<Box<Sleep>>,
     confirm_armed: bool,
     confirm_after: Duration,
+    /// A group's task: where its plain acks go to be confirmed (its lane's task).
+    handoff: Option<tokio::sync::mpsc::UnboundedSender<HandedAcks>>,
 }
 
 impl<'a> Deliveries<'a> {
@@ -64,7 +70,32 @@ impl<'a> Deliveries<'a> {
             confirm_at: Box::pin(tokio::time::sleep(Duration::ZERO)),
             confirm_armed: false,
             confirm_after: (function.function.settings.ack_wait / 3).min(CONFIRM_AFTER),
+            handoff: None,
         }
+    }
+
+    /// The deliveries of a group's own task, whose plain acks its lane confirms.
+    pub(super) fn for_group(
+        function: &'a FunctionLoop,
+        handoff: tokio::sync::mpsc::UnboundedSender<HandedAcks>,
+    ) -> Deliveries<'a> {
+        Deliveries {
+            handoff: Some(handoff),
+            ..Deliveries::new(function)
+        }
+    }
+
+    /// Takes plain acks a group's task handed over, to confirm them with these.
+    pub(super) fn adopt(&mut self, (acked, epoch): HandedAcks) {
+        if self.acked.is_empty() {
+            self.epoch = epoch;
+        } else if self.epoch != epoch {
+            // Something changed between the two: confirmed against neither, every run is
+            // recorded (see `confirm.rs`).
+            self.epoch = None;
+        }
+        self.acked.extend(acked);
+        self.after_acks();
     }
 
     /// True when no delivery runs (confirmations may still be under way).
@@ -180,7 +211,14 @@ impl<'a> Deliveries<'a> {
 
     fn confirm_now(&mut self) {
         self.confirm_armed = false;
-        let acked = std::mem::take(&mut self.acked);
+        let mut acked = std::mem::take(&mut self.acked);
+        if let Some(handoff) = &self.handoff {
+            match handoff.send((acked, self.epoch)) {
+                Ok(()) => return,
+                // The lane has ended (shutdown): confirmed here.
+                Err(tokio::sync::mpsc::error::SendError((back, _))) => acked = back,
+            }
+        }
         self.confirming
             .push(Box::pin(self.function.confirm(acked, self.epoch)));
     }

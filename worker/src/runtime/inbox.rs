@@ -178,3 +178,40 @@ fn still_wanted(message: &async_nats::Message) -> Option<usize> {
         .parse()
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, headers: &[(&str, &str)]) -> async_nats::Message {
+        let mut map = async_nats::HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, *value);
+        }
+        async_nats::Message {
+            subject: "_INBOX.x".into(),
+            reply: None,
+            payload: bytes::Bytes::new(),
+            headers: Some(map),
+            status: StatusCode::from_u16(code).ok(),
+            description: Some("Request Timeout".to_owned()),
+            length: 0,
+        }
+    }
+
+    #[test]
+    fn an_expired_request_says_how_many_messages_it_still_wanted() {
+        let timeout = status(
+            408,
+            &[("Nats-Pending-Messages", "37"), ("Nats-Pending-Bytes", "0")],
+        );
+        assert_eq!(still_wanted(&timeout), Some(37));
+    }
+
+    #[test]
+    fn a_status_without_the_count_says_nothing() {
+        assert_eq!(still_wanted(&status(409, &[])), None);
+        let garbled = status(408, &[("Nats-Pending-Messages", "many")]);
+        assert_eq!(still_wanted(&garbled), None);
+    }
+}

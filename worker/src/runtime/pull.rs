@@ -55,6 +55,7 @@ impl FunctionLoop {
             inbox.subject(),
         )));
         let mut deliveries = Deliveries::new(&self);
+        let (handoff, mut handed) = tokio::sync::mpsc::unbounded_channel();
         // Reading the inbox until the requests have ended after the last one was sent.
         let mut reading = true;
         let mut stopping = false;
@@ -65,6 +66,7 @@ impl FunctionLoop {
             tokio::select! {
                 biased;
                 () = deliveries.progress() => {}
+                Some(acks) = handed.recv() => deliveries.adopt(acks),
                 () = stop.cancelled(), if !stopping => {
                     stopping = true;
                     requesting = None;
@@ -92,9 +94,9 @@ impl FunctionLoop {
                             }
                         }
                         if messages.len() >= OWN_TASK_AT {
-                            let function = Arc::clone(&self);
+                            let (function, handoff) = (Arc::clone(&self), handoff.clone());
                             self.shared.tracker.spawn(async move {
-                                let mut deliveries = Deliveries::new(&function);
+                                let mut deliveries = Deliveries::for_group(&function, handoff);
                                 deliveries.add(messages);
                                 while !deliveries.is_idle() {
                                     deliveries.progress().await;
@@ -138,6 +140,11 @@ impl FunctionLoop {
             if !reading && deliveries.is_idle() {
                 break;
             }
+        }
+        // Groups still running confirm their own acks from now on.
+        handed.close();
+        while let Ok(acks) = handed.try_recv() {
+            deliveries.adopt(acks);
         }
         deliveries.finish().await;
     }
