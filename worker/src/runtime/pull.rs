@@ -16,9 +16,9 @@ use super::request::{PULL_EXPIRES, Requested};
 
 /// A group of at least this many messages (a busy consumer) runs in a task of its own, so
 /// that a replica's deliveries spread over its cores; fewer run in the lane's task, where
-/// they are read. Measured in `herald bench consume` (the README's sixteenth round): 96
-/// against 16 and 32, with `idempotent(false)` at 0.99–1.05 of the raw client in five runs
-/// against 0.89–1.03 at 32.
+/// they are read. Measured in `herald bench consume` (the README's sixteenth round), 96
+/// against 16, 32 and 64: `idempotent(false)` averaged 1.00 of the raw client over seven
+/// runs at 96 (0.88–1.05) against 0.93 over eight at 32 (0.89–1.03).
 const OWN_TASK_AT: usize = 96;
 
 /// A pull request not yet sent ([`FunctionLoop::request`]).
