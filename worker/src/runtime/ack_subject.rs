@@ -6,7 +6,7 @@
 /// ADR-15: `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<nanos>.<pending>` (7
 /// tokens after the prefix), or with `<domain>.<account hash>` before the stream (9 or
 /// more). `None` for anything else: the caller asks the client why.
-pub(super) fn read(reply: &str) -> Option<(u64, u64)> {
+pub(crate) fn read(reply: &str) -> Option<(u64, u64)> {
     let rest = reply.strip_prefix("$JS.ACK.")?.as_bytes();
     // Where the first nine tokens end, found eight bytes at a time: a byte loop (or
     // `str::split`, a `memchr` per token) costs more than everything else a delivery reads.

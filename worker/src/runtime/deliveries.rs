@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use async_nats::jetstream;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::time::Sleep;
@@ -105,7 +104,7 @@ impl<'a> Deliveries<'a> {
 
     /// Reads messages that arrived together and starts them: one look-up for the runs of
     /// those that need it ([`super::group`]), the rest run at once.
-    pub(super) fn add(&mut self, messages: Vec<(jetstream::Message, Held)>) {
+    pub(super) fn add(&mut self, messages: Vec<(async_nats::Message, Held)>) {
         let function = self.function;
         if self.acked.is_empty() {
             // Taken before any of the acks it will confirm was sent.

@@ -37,7 +37,10 @@ pub(crate) struct Delivery {
     /// Its `delivery` span, made when something is first logged (nothing to pay otherwise).
     span: std::sync::OnceLock<tracing::Span>,
     /// The message whose ack settles the delivery (the event, or the sweeper's advisory).
-    message: jetstream::Message,
+    message: async_nats::Message,
+    /// The client that settles it (a clone of an `Arc`; a `jetstream::Message` would clone
+    /// the whole JetStream context per message).
+    client: herald::Client,
     pub(crate) source: Source,
     /// For the sweeper: the stored event (for a consumer, the event is `message`).
     original: Option<Box<StreamMessage>>,
@@ -64,7 +67,7 @@ pub(crate) struct Delivery {
 #[allow(clippy::large_enum_variant)] // always boxed: `Result<Box<Delivery>, Box<Unreadable>>`
 pub(crate) enum Unreadable {
     /// No JetStream metadata (not from a consumer): terminated.
-    NoMetadata(jetstream::Message, String),
+    NoMetadata(async_nats::Message, String),
     /// The envelope is broken.
     Envelope(Box<Delivery>, String),
 }
@@ -73,7 +76,8 @@ impl Delivery {
     /// Reads a message delivered by a function's consumer.
     pub(crate) fn read(
         function: &Arc<str>,
-        message: jetstream::Message,
+        message: async_nats::Message,
+        client: &herald::Client,
         events_prefix: &str,
     ) -> Result<Box<Delivery>, Box<Unreadable>> {
         let read = message.reply.as_deref().and_then(super::ack_subject::read);
@@ -84,16 +88,21 @@ impl Delivery {
             ),
             None => {
                 // The client says what is wrong with the subject.
+                let message = jetstream::Message {
+                    message,
+                    context: client.jetstream().clone(),
+                };
                 let error = match message.info() {
                     Ok(_) => "an acknowledgement subject this worker cannot read".to_owned(),
                     Err(error) => error.to_string(),
                 };
-                return Err(Box::new(Unreadable::NoMetadata(message, error)));
+                return Err(Box::new(Unreadable::NoMetadata(message.message, error)));
             }
         };
         Delivery::build(
             function,
             message,
+            client,
             None,
             stream_sequence,
             delivered,
@@ -104,7 +113,8 @@ impl Delivery {
     /// A stored event the sweeper dead-letters; settling it settles `advisory`.
     pub(crate) fn swept(
         function: &Arc<str>,
-        advisory: jetstream::Message,
+        advisory: async_nats::Message,
+        client: &herald::Client,
         original: StreamMessage,
         deliveries: u32,
         events_prefix: &str,
@@ -113,6 +123,7 @@ impl Delivery {
         Delivery::build(
             function,
             advisory,
+            client,
             Some(Box::new(original)),
             stream_sequence,
             deliveries,
@@ -122,7 +133,8 @@ impl Delivery {
 
     fn build(
         function: &Arc<str>,
-        message: jetstream::Message,
+        message: async_nats::Message,
+        client: &herald::Client,
         original: Option<Box<StreamMessage>>,
         stream_sequence: u64,
         delivered: u32,
@@ -179,6 +191,7 @@ impl Delivery {
             function: Arc::clone(function),
             span: std::sync::OnceLock::new(),
             message,
+            client: client.clone(),
             source,
             original,
             stream_sequence,
@@ -251,14 +264,43 @@ impl Delivery {
             .map(|v| v.as_str())
     }
 
-    /// The message a handler's span and progress acks refer to.
-    pub(crate) fn message(&self) -> &jetstream::Message {
+    /// The message the delivery's acks settle (for the sweeper, the advisory), which the
+    /// attempt's span reads.
+    pub(crate) fn message(&self) -> &async_nats::Message {
         &self.message
+    }
+
+    /// When the event was stored, in ms since the epoch, as the client reads it from the ack
+    /// subject (the publish time, which [`super::ack_subject::read`] skips).
+    pub(crate) fn published_ms(&self) -> Option<u64> {
+        // The client reads the metadata of a `jetstream::Message` only: this one carries the
+        // ack subject alone, made for the functions that ask (a start timeout).
+        let message = jetstream::Message {
+            message: async_nats::Message {
+                subject: self.message.subject.clone(),
+                reply: self.message.reply.clone(),
+                payload: Bytes::new(),
+                headers: None,
+                status: None,
+                description: None,
+                length: 0,
+            },
+            context: self.client.jetstream().clone(),
+        };
+        let info = message.info().ok()?;
+        u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).ok()
     }
 
     /// The subject its ack was sent to, kept when the delivery is done with.
     pub(crate) fn into_reply(self: Box<Self>) -> Option<async_nats::Subject> {
-        self.message.message.reply
+        self.message.reply
+    }
+
+    /// Sends `payload` to the message's ack subject.
+    async fn send(&self, payload: Bytes) -> Result<(), async_nats::Error> {
+        let reply = self.message.reply.as_ref().ok_or_else(no_reply)?;
+        self.client.nats().publish(reply.clone(), payload).await?;
+        Ok(())
     }
 
     /// Acknowledges.
@@ -268,21 +310,22 @@ impl Delivery {
     /// delivery where it reads it ([`super::pull`]) would otherwise run out of budget at
     /// the acks of a large group, and finish every delivery after that through its set.
     pub(crate) async fn ack(&self) {
-        if let Err(error) = tokio::task::coop::unconstrained(self.message.ack()).await {
+        let ack = self.send(Bytes::new());
+        if let Err(error) = tokio::task::coop::unconstrained(ack).await {
             log!(self, warn, %error, "ack failed; the event will be redelivered (and acked as finished)");
         }
     }
 
     /// NAKs, with a delay or at once.
     pub(crate) async fn nak(&self, delay: Option<Duration>) {
-        if let Err(error) = self.message.ack_with(AckKind::Nak(delay)).await {
+        if let Err(error) = self.send(AckKind::Nak(delay).into()).await {
             log!(self, warn, %error, "NAK failed; the event comes back after ack_wait");
         }
     }
 
     /// Tells the server the delivery is still being worked on.
     pub(crate) async fn progress(&self) {
-        if let Err(error) = self.message.ack_with(AckKind::Progress).await {
+        if let Err(error) = self.send(AckKind::Progress.into()).await {
             log!(self, debug, %error, "progress ack failed");
         }
     }
@@ -290,15 +333,9 @@ impl Delivery {
     /// Terminates the delivery with a reason (`+TERM <reason>`); for the sweeper, acks the
     /// advisory.
     pub(crate) async fn term(&self, reason: &str) {
-        let result = match (self.source, &self.message.reply) {
-            (Source::Consumer, Some(reply)) => {
-                let client = self.message.context.client();
-                client
-                    .publish(reply.clone(), format!("+TERM {reason}").into())
-                    .await
-                    .map_err(async_nats::Error::from)
-            }
-            _ => self.message.ack().await,
+        let result = match self.source {
+            Source::Consumer => self.send(format!("+TERM {reason}").into()).await,
+            Source::Sweeper => self.send(Bytes::new()).await,
         };
         if let Err(error) = result {
             log!(self, warn, %error, "terminating the original failed; a later delivery dead-letters it again (deduplicated)");
@@ -307,7 +344,34 @@ impl Delivery {
 }
 
 /// Terminates a message that no function consumer delivered.
-pub(crate) async fn terminate_foreign(message: &jetstream::Message, error: &str) {
+pub(crate) async fn terminate_foreign(
+    client: &async_nats::Client,
+    message: &async_nats::Message,
+    error: &str,
+) {
     tracing::warn!(%error, "a message without JetStream metadata; terminated");
-    let _ = message.ack_with(AckKind::Term).await;
+    settle_raw(client, message, b"+TERM").await;
+}
+
+/// Sends `payload` to a message's ack subject, if it has one; a failure is only logged
+/// (the server delivers the message again after `ack_wait`).
+pub(crate) async fn settle_raw(
+    client: &async_nats::Client,
+    message: &async_nats::Message,
+    payload: &'static [u8],
+) {
+    if let Some(reply) = &message.reply
+        && let Err(error) = client
+            .publish(reply.clone(), Bytes::from_static(payload))
+            .await
+    {
+        tracing::debug!(%error, "settling a message failed; the server delivers it again after ack_wait");
+    }
+}
+
+/// The error of settling a message without an ack subject.
+fn no_reply() -> async_nats::Error {
+    Box::new(std::io::Error::other(
+        "no reply subject: not a JetStream message",
+    ))
 }

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use async_nats::jetstream;
 use futures::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -63,13 +62,19 @@ impl FunctionLoop {
     /// next message is read.
     pub(crate) fn read_group(
         &self,
-        messages: Vec<(jetstream::Message, Held)>,
+        messages: Vec<(async_nats::Message, Held)>,
         mut run_now: impl FnMut(Ready),
     ) -> Group {
         let mut group = Group::default();
         let looks_up = self.function.settings.idempotent && self.shared.runs.is_some();
         for (message, held) in messages {
-            match Delivery::read(&self.function.id, message, &self.shared.events_prefix) {
+            let client = &self.shared.client;
+            match Delivery::read(
+                &self.function.id,
+                message,
+                client,
+                &self.shared.events_prefix,
+            ) {
                 Ok(mut delivery) => {
                     delivery.plain = self.is_plain(&delivery);
                     let run = self.run_state(&delivery);
@@ -161,7 +166,9 @@ impl FunctionLoop {
     /// Settles a message that cannot be read as a delivery.
     pub(crate) async fn unreadable(&self, unreadable: Unreadable) {
         match unreadable {
-            Unreadable::NoMetadata(message, error) => terminate_foreign(&message, &error).await,
+            Unreadable::NoMetadata(message, error) => {
+                terminate_foreign(self.shared.client.nats(), &message, &error).await;
+            }
             Unreadable::Envelope(delivery, error) => {
                 let facts = self.facts(&delivery, None, None);
                 let settlement = decide(Outcome::Unreadable(error), &facts);

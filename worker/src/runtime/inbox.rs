@@ -16,7 +16,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_nats::jetstream;
 use async_nats::{StatusCode, Subject, Subscriber};
 use futures::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
@@ -31,7 +30,6 @@ const ANSWER_GRACE: Duration = Duration::from_secs(5);
 pub(crate) struct Inbox {
     subject: Subject,
     subscriber: Subscriber,
-    context: jetstream::Context,
     /// Messages asked for and neither delivered nor given up by the server.
     pending: usize,
     /// Their places in the window; one goes with each message delivered.
@@ -41,13 +39,13 @@ pub(crate) struct Inbox {
 }
 
 /// What came to the inbox.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "each message is moved on at once; boxing it would cost an allocation per message"
-)]
 pub(crate) enum Answer {
     /// A message, with its place in the window (none if it came beyond what was asked).
-    Message(jetstream::Message, Held),
+    /// Kept as the client's message: a `jetstream::Message` would carry a clone of the
+    /// JetStream context (its client's channels, a prefix string), which costs more to make
+    /// and drop per message than reading the rest of the delivery's metadata; Herald settles
+    /// through its own client ([`super::delivery::Delivery::ack`]).
+    Message(async_nats::Message, Held),
     /// A request ended, or every request did: places went back.
     Released,
     /// A status ended every open request without saying how many messages they still
@@ -59,14 +57,12 @@ impl Inbox {
     /// Subscribes to a fresh inbox subject.
     pub(crate) async fn open(
         nats: &async_nats::Client,
-        context: jetstream::Context,
     ) -> Result<Inbox, async_nats::SubscribeError> {
         let subject = Subject::from(nats.new_inbox());
         let subscriber = nats.subscribe(subject.clone()).await?;
         Ok(Inbox {
             subject,
             subscriber,
-            context,
             pending: 0,
             places: None,
             all_ended: Box::pin(tokio::time::sleep(Duration::ZERO)),
@@ -123,10 +119,6 @@ impl Inbox {
                 None | Some(StatusCode::OK) => {
                     self.pending = self.pending.saturating_sub(1);
                     let place = self.places.as_mut().and_then(|places| places.split(1));
-                    let message = jetstream::Message {
-                        message,
-                        context: self.context.clone(),
-                    };
                     return Poll::Ready(Some(Answer::Message(message, place)));
                 }
                 Some(StatusCode::IDLE_HEARTBEAT) => {}

@@ -24,7 +24,7 @@
 //! schedules continuations and wake-ups, `sweeper.rs` dead-letters what ran out of
 //! deliveries with no worker alive, `writer_schemas.rs` caches the registry's schemas.
 
-mod ack_subject;
+pub(crate) mod ack_subject;
 mod activity;
 mod attempt;
 mod batch;

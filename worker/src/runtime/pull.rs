@@ -136,7 +136,7 @@ impl FunctionLoop {
                 // arrived after the stop.
                 reading = false;
                 for message in held.drain(..) {
-                    let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
+                    super::delivery::settle_raw(self.shared.client.nats(), &message, b"-NAK").await;
                 }
             }
             if !reading && deliveries.is_idle() {
@@ -156,7 +156,7 @@ impl FunctionLoop {
         let mut failures = 0;
         loop {
             let nats = self.shared.client.nats();
-            match Inbox::open(nats, self.shared.client.jetstream().clone()).await {
+            match Inbox::open(nats).await {
                 Ok(inbox) => return Some(inbox),
                 Err(error) => {
                     failures += 1;

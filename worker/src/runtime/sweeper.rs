@@ -145,7 +145,8 @@ impl FunctionLoop {
         let deliveries = u32::try_from(parsed.deliveries).unwrap_or(u32::MAX);
         let (delivery, outcome) = match Delivery::swept(
             &self.function.id,
-            advisory,
+            advisory.message,
+            &shared.client,
             original,
             deliveries,
             &shared.events_prefix,
@@ -161,7 +162,7 @@ impl FunctionLoop {
             Err(unreadable) => match *unreadable {
                 Unreadable::Envelope(delivery, error) => (delivery, Outcome::Unreadable(error)),
                 Unreadable::NoMetadata(advisory, _) => {
-                    let _ = advisory.ack().await;
+                    super::delivery::settle_raw(shared.client.nats(), &advisory, b"").await;
                     return;
                 }
             },

@@ -19,9 +19,8 @@ impl FunctionLoop {
             && delivery.delivered == 1
             && delivery.header(header::CONTINUATION).is_none()
             && delivery.subject().starts_with(&self.shared.events_prefix)
-            && let Ok(info) = delivery.message().info()
+            && let Some(stored_ms) = delivery.published_ms()
         {
-            let stored_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as u64;
             let waited = now.saturating_sub(stored_ms);
             if waited > start.as_millis() as u64 {
                 return Some(Outcome::Cancelled(format!(

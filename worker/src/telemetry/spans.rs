@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use async_nats::jetstream;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{Link, Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue, Value};
@@ -60,7 +59,7 @@ impl Spans {
     /// records the span.
     pub(crate) fn attempt(
         &self,
-        message: &jetstream::Message,
+        message: &async_nats::Message,
         events_prefix: &str,
         function: &Arc<str>,
         traced: bool,
@@ -134,8 +133,15 @@ impl Spans {
                 None => Arc::clone(function).into(),
             };
             let (attempt, stream_sequence) = message
-                .info()
-                .map_or((0, 0), |i| (i.delivered.max(0), i.stream_sequence as i64));
+                .reply
+                .as_deref()
+                .and_then(crate::runtime::ack_subject::read)
+                .map_or((0, 0), |(sequence, delivered)| {
+                    (
+                        i64::try_from(delivered).unwrap_or(i64::MAX),
+                        sequence as i64,
+                    )
+                });
             span.update_name(name);
             span.set_attributes([
                 KeyValue::new("messaging.system", "nats"),
