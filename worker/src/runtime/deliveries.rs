@@ -4,6 +4,7 @@
 //! ([`super::pull`]).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -35,8 +36,9 @@ pub(super) type HandedAcks = (Vec<AckedPlain>, Option<Epoch>);
 
 /// What a future of the deliveries gives back.
 enum Done {
-    /// A delivery was settled: `Some` for a plain first delivery acked without a record.
-    Settled(Option<AckedPlain>),
+    /// A delivery was settled: `Some` for a plain first delivery acked without a record,
+    /// with its place in the window.
+    Settled(Option<AckedPlain>, Held),
     /// A group's look-up: its deliveries, ready to run.
     LookedUp(Vec<Ready>),
 }
@@ -54,6 +56,9 @@ pub(super) struct Deliveries<'a> {
     confirm_at: Pin<Box<Sleep>>,
     confirm_armed: bool,
     confirm_after: Duration,
+    /// The places in the window of the deliveries settled in this turn, given back together
+    /// at its end ([`Deliveries::give_back`]): a semaphore takes its lock for every release.
+    freed: Held,
     /// A group's task: where its plain acks go to be confirmed (its lane's task).
     handoff: Option<tokio::sync::mpsc::UnboundedSender<HandedAcks>>,
 }
@@ -69,6 +74,7 @@ impl<'a> Deliveries<'a> {
             confirm_at: Box::pin(tokio::time::sleep(Duration::ZERO)),
             confirm_armed: false,
             confirm_after: (function.function.settings.ack_wait / 3).min(CONFIRM_AFTER),
+            freed: None,
             handoff: None,
         }
     }
@@ -120,10 +126,11 @@ impl<'a> Deliveries<'a> {
         for unreadable in group.unreadable {
             let settle = function
                 .unreadable(unreadable)
-                .map(|()| Done::Settled(None));
+                .map(|()| Done::Settled(None, None));
             self.running.push(Box::pin(settle));
         }
         self.after_acks();
+        self.give_back();
     }
 
     /// Drives the deliveries and confirmations: ready when one of them made progress,
@@ -143,6 +150,7 @@ impl<'a> Deliveries<'a> {
         }
         if progress {
             self.after_acks();
+            self.give_back();
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -172,7 +180,9 @@ impl<'a> Deliveries<'a> {
     /// into the set as it was made cost a task node, three copies of the (2 KB) future, and
     /// the set's queue on the way in and out.
     fn start(&mut self, ready: Ready) {
-        let mut delivery: Running<'a> = Box::pin(self.function.deliver(ready).map(Done::Settled));
+        let delivery = self.function.deliver(ready);
+        let mut delivery: Running<'a> =
+            Box::pin(delivery.map(|(acked, held)| Done::Settled(acked, held)));
         match delivery
             .as_mut()
             .poll(&mut Context::from_waker(Waker::noop()))
@@ -185,14 +195,36 @@ impl<'a> Deliveries<'a> {
     /// What the task does with a future's result.
     fn done(&mut self, done: Done) {
         match done {
-            Done::Settled(Some(plain)) => self.acked.push(plain),
-            Done::Settled(None) => {}
+            Done::Settled(acked, held) => {
+                if let Some(plain) = acked {
+                    self.acked.push(plain);
+                }
+                self.free(held);
+            }
             Done::LookedUp(ready) => {
                 for ready in ready {
                     self.start(ready);
                 }
             }
         }
+    }
+
+    /// Keeps a settled delivery's place until the turn ends.
+    fn free(&mut self, held: Held) {
+        let Some(held) = held else {
+            return;
+        };
+        match &mut self.freed {
+            Some(freed) if Arc::ptr_eq(freed.semaphore(), held.semaphore()) => freed.merge(held),
+            // Another window (not expected: a task reads one lane): the places held so far
+            // go back first.
+            freed => *freed = Some(held),
+        }
+    }
+
+    /// Gives the places of the deliveries settled in this turn back to the window.
+    fn give_back(&mut self) {
+        self.freed = None;
     }
 
     /// Confirms at once when enough plain acks wait; otherwise makes sure a confirmation

@@ -101,13 +101,17 @@ impl FunctionLoop {
         group
     }
 
-    /// Runs one delivery to its settlement, then gives its place in the window back.
-    /// Returns the delivery's run when it was a plain first delivery acked without a record,
-    /// whose ack the drain then confirms ([`super::confirm`]).
+    /// Runs one delivery to its settlement. Returns the delivery's run when it was a plain
+    /// first delivery acked without a record, whose ack the drain then confirms
+    /// ([`super::confirm`]), and its place in the window, which the drain gives back with
+    /// the others it settled in the same turn ([`super::deliveries`]).
     ///
     /// A combinator, not an `async fn`: an `async fn` keeps its arguments beside the locals
     /// it moves them into, and this future is made, moved and held for every message.
-    pub(crate) fn deliver(&self, ready: Ready) -> impl Future<Output = Option<AckedPlain>> + '_ {
+    pub(crate) fn deliver(
+        &self,
+        ready: Ready,
+    ) -> impl Future<Output = (Option<AckedPlain>, Held)> + '_ {
         let Ready {
             delivery,
             run,
@@ -120,15 +124,15 @@ impl FunctionLoop {
         AssertUnwindSafe(self.process(delivery, run, known))
             .catch_unwind()
             .map(move |processed| {
-                drop(held);
-                match processed {
-                    Ok(reply) => Some((reply?, plain?)),
+                let acked = match processed {
+                    Ok(reply) => reply.zip(plain),
                     Err(panic) => {
                         tracing::error!(function = %self.function.id, panic = %panic_message(&panic),
                             "panic while handling a delivery; it comes back after ack_wait");
                         None
                     }
-                }
+                };
+                (acked, held)
             })
     }
 
