@@ -74,18 +74,19 @@ fn text(value: &async_nats::HeaderValue) -> String {
     headers::decode_value(value).unwrap_or_else(|| value.to_owned())
 }
 
-/// How many event types and sources each thread keeps interned.
-const INTERNED: usize = 16;
+/// How many event types, sources and schema names each thread keeps interned (eight
+/// types' worth).
+const INTERNED: usize = 24;
 
 thread_local! {
-    /// The event types and sources this thread read last, as they came (before decoding)
-    /// and as text.
+    /// The event types, sources and schema names this thread read last, as they came
+    /// (before decoding) and as text.
     static NAMES: std::cell::RefCell<Vec<(Box<str>, Arc<str>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// [`text`] for a value that repeats across events (a type, a source): shared with the
-/// events this thread read before instead of copied per event. Per thread, so that
+/// [`text`] for a value that repeats across events (a type, a source, a schema): shared
+/// with the events this thread read before instead of copied per event. Per thread, so that
 /// reading takes no lock and the counts it touches stay on one core.
 fn interned(value: &async_nats::HeaderValue) -> Arc<str> {
     let raw = value.as_str();
@@ -198,7 +199,7 @@ pub(crate) fn read(
             text(&body, "source").unwrap_or_default().into(),
             text(&body, "time"),
             text(&body, "subject"),
-            text(&body, "dataschema"),
+            text(&body, "dataschema").map(Arc::from),
         );
         return Ok(Read {
             msg_id_is_id: found.msg_id.is_some_and(|m| m.as_str() == meta.id),
@@ -223,7 +224,7 @@ pub(crate) fn read(
         found.source.map(interned).unwrap_or_default(),
         found.time.map(text),
         found.subject.map(text),
-        found.data_schema.map(text),
+        found.data_schema.map(interned),
     );
     Ok(Read {
         msg_id_is_id: found.msg_id.is_some_and(|m| m.as_str() == meta.id),

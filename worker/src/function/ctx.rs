@@ -46,7 +46,8 @@ pub(crate) struct EnvelopeMeta {
     /// for ([`EnvelopeMeta::time`]): most handlers never ask.
     time: std::sync::OnceLock<Option<String>>,
     pub(crate) subject: Option<String>,
-    pub(crate) data_schema: Option<String>,
+    /// Interned as the type and source are: a publisher names one schema per type.
+    pub(crate) data_schema: Option<Arc<str>>,
 }
 
 impl EnvelopeMeta {
@@ -58,7 +59,7 @@ impl EnvelopeMeta {
         source: Arc<str>,
         time: Option<String>,
         subject: Option<String>,
-        data_schema: Option<String>,
+        data_schema: Option<Arc<str>>,
     ) -> EnvelopeMeta {
         let mut meta = EnvelopeMeta {
             id,

@@ -13,19 +13,27 @@ use tokio_util::sync::CancellationToken;
 /// logged once per event type.
 pub(crate) struct WriterSchemas {
     client: Client,
-    cache:
-        parking_lot::RwLock<std::collections::HashMap<String, Arc<herald::schema::CompiledSchema>>>,
+    /// Looked up for every delivery that names its schema (as `without_header` is for
+    /// every other one): hashed with foldhash, as the standard SipHash of a name is a few
+    /// hundred instructions per event.
+    cache: parking_lot::RwLock<
+        std::collections::HashMap<
+            String,
+            Arc<herald::schema::CompiledSchema>,
+            foldhash::fast::RandomState,
+        >,
+    >,
     warned: parking_lot::Mutex<HashSet<String>>,
-    without_header: parking_lot::RwLock<HashSet<String>>,
+    without_header: parking_lot::RwLock<HashSet<String, foldhash::fast::RandomState>>,
 }
 
 impl WriterSchemas {
     pub(crate) fn new(client: Client) -> WriterSchemas {
         WriterSchemas {
             client,
-            cache: parking_lot::RwLock::new(std::collections::HashMap::new()),
+            cache: parking_lot::RwLock::new(std::collections::HashMap::default()),
             warned: parking_lot::Mutex::new(HashSet::new()),
-            without_header: parking_lot::RwLock::new(HashSet::new()),
+            without_header: parking_lot::RwLock::new(HashSet::default()),
         }
     }
 
