@@ -32,13 +32,27 @@ pub(crate) fn read(reply: &str) -> Option<(u64, u64)> {
         n if n >= 9 => 4,
         _ => return None,
     };
-    // Every numeric token must be a number, as the client checks.
+    // Every numeric token must be a number, as the client checks: plain digits are seen
+    // without a branch per byte, and anything else (a sign, a longer token) is read as the
+    // standard parsers read it.
     let delivered = number(token(first))?;
     let stream_sequence = number(token(first + 1))?;
-    number(token(first + 2))?;
-    timestamp(token(first + 3))?;
-    number(token(first + 4))?;
+    let (consumer_sequence, nanos, pending) =
+        (token(first + 2), token(first + 3), token(first + 4));
+    if !(plain_digits(consumer_sequence) && plain_digits(nanos) && plain_digits(pending)) {
+        number(consumer_sequence)?;
+        timestamp(nanos)?;
+        number(pending)?;
+    }
     Some((stream_sequence, delivered))
+}
+
+/// Whether `token` is 1 to 19 ASCII digits: a number of `u64` and of `i128` alike.
+fn plain_digits(token: &[u8]) -> bool {
+    (1..=19).contains(&token.len())
+        && token
+            .iter()
+            .fold(true, |digits, byte| digits & byte.is_ascii_digit())
 }
 
 /// Calls `found` with the index of each `.` in `bytes`, in order.
@@ -75,10 +89,15 @@ fn number(token: &[u8]) -> Option<u64> {
     }
     // Nineteen digits cannot overflow a `u64`: no check per digit (the common case).
     if digits.len() <= 19 {
-        return digits.iter().try_fold(0_u64, |value, &byte| {
+        let mut value = 0_u64;
+        for &byte in digits {
             let digit = byte.wrapping_sub(b'0');
-            (digit <= 9).then(|| value * 10 + u64::from(digit))
-        });
+            if digit > 9 {
+                return None;
+            }
+            value = value * 10 + u64::from(digit);
+        }
+        return Some(value);
     }
     digits.iter().try_fold(0_u64, |value, &byte| {
         let digit = byte.checked_sub(b'0').filter(|d| *d <= 9)?;
