@@ -86,8 +86,8 @@ thread_local! {
 }
 
 /// [`text`] for a value that repeats across events (a type, a source, a schema): shared
-/// with the events this thread read before instead of copied per event. Per thread, so that
-/// reading takes no lock and the counts it touches stay on one core.
+/// with the events this thread read before instead of copied per event. Per thread, so
+/// that reading takes no lock and the counts it touches stay on one core.
 fn interned(value: &async_nats::HeaderValue) -> Arc<str> {
     let raw = value.as_str();
     NAMES.with_borrow_mut(|names| {

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct WriterSchemas {
     client: Client,
     /// Looked up for every delivery that names its schema (as `without_header` is for
-    /// every other one): hashed with foldhash, as the standard SipHash of a name is a few
-    /// hundred instructions per event.
+    /// every other one): hashed with foldhash, as the standard SipHash of the name cost
+    /// more than the rest of the look-up.
     cache: parking_lot::RwLock<
         std::collections::HashMap<
             String,
