@@ -7,6 +7,20 @@
 /// tokens after the prefix), or with `<domain>.<account hash>` before the stream (9 or
 /// more). `None` for anything else: the caller asks the client why.
 pub(crate) fn read(reply: &str) -> Option<(u64, u64)> {
+    fields(reply).map(|(stream_sequence, delivered, _)| (stream_sequence, delivered))
+}
+
+/// When the server stored the message, in ns since the epoch, as the client reads it (the
+/// subject's timestamp token, within the dates `time` represents); `None` as for [`read`].
+pub(crate) fn published_nanos(reply: &str) -> Option<i128> {
+    let (_, _, nanos) = fields(reply)?;
+    let nanos = std::str::from_utf8(nanos).ok()?.parse::<i128>().ok()?;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
+    Some(nanos)
+}
+
+/// [`read`]'s numbers and the timestamp token.
+fn fields(reply: &str) -> Option<(u64, u64, &[u8])> {
     let rest = reply.strip_prefix("$JS.ACK.")?.as_bytes();
     // Where the first nine tokens end, found eight bytes at a time: a byte loop (or
     // `str::split`, a `memchr` per token) costs more than everything else a delivery reads.
@@ -44,7 +58,7 @@ pub(crate) fn read(reply: &str) -> Option<(u64, u64)> {
         timestamp(nanos)?;
         number(pending)?;
     }
-    Some((stream_sequence, delivered))
+    Some((stream_sequence, delivered, nanos))
 }
 
 /// Whether `token` is 1 to 19 ASCII digits: a number of `u64` and of `i128` alike.
@@ -246,6 +260,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn reads_the_publish_time_as_the_client_does() {
+        let at = "$JS.ACK.S.c.1.2.3.1764230400123456789.0";
+        assert_eq!(super::published_nanos(at), Some(1_764_230_400_123_456_789));
+        let signed = "$JS.ACK.hub.ACCHASH.S.c.1.2.3.+1764230400000000000.0.TOKEN";
+        assert_eq!(
+            super::published_nanos(signed),
+            Some(1_764_230_400_000_000_000)
+        );
+        // Beyond the dates the client represents, and not an ack subject.
+        let far = format!("$JS.ACK.S.c.1.2.3.{}.0", "9".repeat(38));
+        assert_eq!(super::published_nanos(&far), None);
+        assert_eq!(super::published_nanos("_INBOX.abc"), None);
     }
 
     #[test]

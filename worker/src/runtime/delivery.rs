@@ -273,22 +273,8 @@ impl Delivery {
     /// When the event was stored, in ms since the epoch, as the client reads it from the ack
     /// subject (the publish time, which [`super::ack_subject::read`] skips).
     pub(crate) fn published_ms(&self) -> Option<u64> {
-        // The client reads the metadata of a `jetstream::Message` only: this one carries the
-        // ack subject alone, made for the functions that ask (a start timeout).
-        let message = jetstream::Message {
-            message: async_nats::Message {
-                subject: self.message.subject.clone(),
-                reply: self.message.reply.clone(),
-                payload: Bytes::new(),
-                headers: None,
-                status: None,
-                description: None,
-                length: 0,
-            },
-            context: self.client.jetstream().clone(),
-        };
-        let info = message.info().ok()?;
-        u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).ok()
+        let nanos = super::ack_subject::published_nanos(self.message.reply.as_deref()?)?;
+        u64::try_from(nanos / 1_000_000).ok()
     }
 
     /// The subject its ack was sent to, kept when the delivery is done with.
