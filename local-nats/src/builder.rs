@@ -47,7 +47,8 @@ impl Builder {
         self
     }
 
-    /// Starts the server(s) and waits until each accepts clients and JetStream answers.
+    /// Starts the server(s) and waits until each accepts clients and JetStream answers; for
+    /// a cluster, also until a stream can be placed with a replica on every node.
     pub fn start(self) -> Result<LocalNats, Error> {
         let binary = find_or_install()?;
         let node_count = self.nodes.max(1);

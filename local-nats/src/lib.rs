@@ -92,7 +92,8 @@ impl LocalNats {
         Builder::default().start()
     }
 
-    /// Starts a JetStream cluster of `nodes` servers on loopback.
+    /// Starts a JetStream cluster of `nodes` servers on loopback and returns once it can
+    /// place a replicated stream on every node (at most 5 replicas).
     pub fn cluster(nodes: usize) -> Result<LocalNats, Error> {
         Builder::default().nodes(nodes).start()
     }
@@ -156,11 +157,14 @@ impl LocalNats {
         Ok(())
     }
 
-    /// Starts node `index` again (after [`stop_node`](Self::stop_node)) and waits until ready.
+    /// Starts node `index` again (after [`stop_node`](Self::stop_node)) and waits until it
+    /// is ready and, once every node runs, until the cluster can place a stream on all of
+    /// them again.
     pub fn start_node(&mut self, index: usize) -> Result<(), Error> {
         self.node(index)?;
         self.spawn(index)?;
-        self.wait_ready(index)
+        self.wait_ready(index)?;
+        self.wait_whole()
     }
 
     fn node(&self, index: usize) -> Result<&Node, Error> {
@@ -179,7 +183,20 @@ impl LocalNats {
         for index in 0..self.nodes.len() {
             self.wait_ready(index)?;
         }
-        Ok(())
+        self.wait_whole()
+    }
+
+    /// For a cluster with every node running: waits until its JetStream group places a
+    /// stream with a replica on each node (at most 5, the server's limit). Every node
+    /// answering alone is not enough: until the meta leader has heard from all of them,
+    /// creating a replicated stream fails with "no suitable peers for placement".
+    fn wait_whole(&mut self) -> Result<(), Error> {
+        let count = self.nodes.len();
+        if count < 2 || self.nodes.iter().any(|node| node.child.is_none()) {
+            return Ok(());
+        }
+        let replicas = count.min(5);
+        self.poll(0, |addr, creds| probe::placement(addr, creds, replicas))
     }
 
     fn spawn(&mut self, index: usize) -> Result<(), Error> {
@@ -249,6 +266,16 @@ impl LocalNats {
     }
 
     fn wait_ready(&mut self, index: usize) -> Result<(), Error> {
+        self.poll(index, probe::probe)
+    }
+
+    /// Runs `check` against node `index` until it is ready, the node exits, or
+    /// [`READY_TIMEOUT`] passes.
+    fn poll(
+        &mut self,
+        index: usize,
+        check: impl Fn(SocketAddr, Option<(&str, &str)>) -> probe::Probe,
+    ) -> Result<(), Error> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut pause = Duration::from_millis(5);
         let credentials = self
@@ -273,7 +300,7 @@ impl LocalNats {
                 return Err(not_ready(format!("it exited with {status}"), node));
             }
             let creds = credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-            match probe::probe(node.addr(), creds) {
+            match check(node.addr(), creds) {
                 probe::Probe::Ready => return Ok(()),
                 probe::Probe::Refused(reason) => return Err(not_ready(reason, node)),
                 probe::Probe::NotYet(reason) if Instant::now() >= deadline => {

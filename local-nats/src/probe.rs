@@ -1,5 +1,6 @@
 //! Readiness by speaking the NATS protocol: a server is ready when a client can connect
-//! and JetStream answers an account-info request.
+//! and JetStream answers an account-info request; a cluster is whole when its JetStream
+//! group can place a stream on every node.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -8,7 +9,7 @@ use std::time::Duration;
 /// What one readiness attempt found.
 #[derive(Debug)]
 pub(crate) enum Probe {
-    /// Connected and JetStream answered.
+    /// Connected and JetStream answered (or placed the probe stream).
     Ready,
     /// Not yet: the reason, for the error message if the deadline passes.
     NotYet(String),
@@ -16,84 +17,188 @@ pub(crate) enum Probe {
     Refused(String),
 }
 
+/// The stream created (and deleted at once) to see that a cluster can place replicas.
+const PLACEMENT_STREAM: &str = "HERALD_LOCAL_NATS_READY";
+
+/// Whether the server at `addr` accepts a client and its JetStream answers.
 pub(crate) fn probe(addr: SocketAddr, credentials: Option<(&str, &str)>) -> Probe {
-    match try_probe(addr, credentials) {
-        Ok(probe) => probe,
-        Err(error) => Probe::NotYet(error.to_string()),
+    with_conn(addr, credentials, |conn| {
+        Ok(match conn.request("$JS.API.INFO", b"")? {
+            Reply::Json(reply) => match reply.get("error") {
+                Some(error) => Probe::NotYet(format!("JetStream answered {error}")),
+                None => Probe::Ready,
+            },
+            Reply::Status(status) => Probe::NotYet(format!("JetStream did not answer ({status})")),
+            Reply::Err(probe) => probe,
+        })
+    })
+}
+
+/// Whether the cluster reached through `addr` places a stream with `replicas` replicas: a
+/// JetStream group that has not heard from every server yet answers "no suitable peers for
+/// placement" although each server, asked alone, is up. The probe stream (memory, 1 KiB) is
+/// deleted again before this returns `Ready`.
+pub(crate) fn placement(
+    addr: SocketAddr,
+    credentials: Option<(&str, &str)>,
+    replicas: usize,
+) -> Probe {
+    with_conn(addr, credentials, |conn| {
+        let config = serde_json::json!({
+            "name": PLACEMENT_STREAM,
+            "subjects": [PLACEMENT_STREAM.to_ascii_lowercase()],
+            "storage": "memory",
+            "num_replicas": replicas,
+            "max_bytes": 1024,
+        });
+        let create = format!("$JS.API.STREAM.CREATE.{PLACEMENT_STREAM}");
+        match conn.request(&create, config.to_string().as_bytes())? {
+            Reply::Json(reply) => {
+                if let Some(error) = reply.get("error") {
+                    return Ok(Probe::NotYet(format!(
+                        "placing {replicas} replicas: {error}"
+                    )));
+                }
+            }
+            Reply::Status(status) => {
+                return Ok(Probe::NotYet(format!(
+                    "JetStream did not answer ({status})"
+                )));
+            }
+            Reply::Err(probe) => return Ok(probe),
+        }
+        let delete = format!("$JS.API.STREAM.DELETE.{PLACEMENT_STREAM}");
+        Ok(match conn.request(&delete, b"")? {
+            Reply::Json(reply) => match reply.get("error") {
+                // Not found: deleted already, by an earlier attempt whose answer was lost.
+                Some(error) if error.get("err_code") == Some(&10059.into()) => Probe::Ready,
+                Some(error) => Probe::NotYet(format!("deleting the probe stream: {error}")),
+                None => Probe::Ready,
+            },
+            Reply::Status(status) => Probe::NotYet(format!("JetStream did not answer ({status})")),
+            Reply::Err(probe) => probe,
+        })
+    })
+}
+
+/// Connects and runs `steps`; an I/O error (refused, timed out) means "not yet".
+fn with_conn(
+    addr: SocketAddr,
+    credentials: Option<(&str, &str)>,
+    steps: impl FnOnce(&mut Conn) -> std::io::Result<Probe>,
+) -> Probe {
+    let outcome = Conn::open(addr, credentials).and_then(|conn| match conn {
+        Ok(mut conn) => steps(&mut conn),
+        Err(probe) => Ok(probe),
+    });
+    outcome.unwrap_or_else(|error| Probe::NotYet(error.to_string()))
+}
+
+/// What a request got back.
+enum Reply {
+    /// A JSON answer.
+    Json(serde_json::Value),
+    /// A status message (503 no responders, 408 timeout) instead of an answer.
+    Status(String),
+    /// The server sent `-ERR` or closed the connection.
+    Err(Probe),
+}
+
+/// One plain NATS connection with a single reply subscription.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    line: String,
+}
+
+const INBOX: &str = "_INBOX.herald_probe";
+
+impl Conn {
+    /// Connects and subscribes to the reply subject; `Err(probe)` inside when the server
+    /// greeted oddly.
+    fn open(
+        addr: SocketAddr,
+        credentials: Option<(&str, &str)>,
+    ) -> std::io::Result<Result<Conn, Probe>> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.set_nodelay(true)?;
+        let mut writer = stream.try_clone()?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if !line.starts_with("INFO") {
+            return Ok(Err(Probe::NotYet(format!(
+                "unexpected greeting {:?}",
+                line.trim()
+            ))));
+        }
+        let mut connect = serde_json::json!({
+            "verbose": false, "pedantic": false, "headers": true, "no_responders": true,
+            "name": "herald-local-nats-probe", "lang": "rust", "version": "0",
+        });
+        if let Some((user, pass)) = credentials {
+            connect["user"] = user.into();
+            connect["pass"] = pass.into();
+        }
+        write!(writer, "CONNECT {connect}\r\nPING\r\nSUB {INBOX} 1\r\n")?;
+        writer.flush()?;
+        Ok(Ok(Conn {
+            reader,
+            writer,
+            line,
+        }))
+    }
+
+    /// Publishes `body` to `subject` and reads the first answer on the reply subject.
+    fn request(&mut self, subject: &str, body: &[u8]) -> std::io::Result<Reply> {
+        write!(self.writer, "PUB {subject} {INBOX} {}\r\n", body.len())?;
+        self.writer.write_all(body)?;
+        self.writer.write_all(b"\r\n")?;
+        self.writer.flush()?;
+        loop {
+            self.line.clear();
+            if self.reader.read_line(&mut self.line)? == 0 {
+                return Ok(Reply::Err(Probe::NotYet("connection closed".to_owned())));
+            }
+            let trimmed = self.line.trim_end();
+            if trimmed == "PING" {
+                self.writer.write_all(b"PONG\r\n")?;
+            } else if let Some(error) = trimmed.strip_prefix("-ERR ") {
+                let error = error.to_owned();
+                if error.contains("Authorization") || error.contains("Authentication") {
+                    return Ok(Reply::Err(Probe::Refused(error)));
+                }
+                return Ok(Reply::Err(Probe::NotYet(error)));
+            } else if let Some(rest) = trimmed.strip_prefix("HMSG ") {
+                // Headers only, on this subscription: a status such as 503 no responders.
+                let size = payload_size(rest);
+                let body = self.body(size)?;
+                let status = String::from_utf8_lossy(&body);
+                let status = status.lines().next().unwrap_or("").trim().to_owned();
+                return Ok(Reply::Status(status));
+            } else if let Some(rest) = trimmed.strip_prefix("MSG ") {
+                let size = payload_size(rest);
+                let body = self.body(size)?;
+                let reply = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                return Ok(Reply::Json(reply));
+            }
+        }
+    }
+
+    /// Reads a payload of `size` bytes and its line end.
+    fn body(&mut self, size: usize) -> std::io::Result<Vec<u8>> {
+        let mut body = vec![0; size + 2];
+        self.reader.read_exact(&mut body)?;
+        body.truncate(size);
+        Ok(body)
     }
 }
 
-fn try_probe(addr: SocketAddr, credentials: Option<(&str, &str)>) -> std::io::Result<Probe> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_nodelay(true)?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    if !line.starts_with("INFO") {
-        return Ok(Probe::NotYet(format!(
-            "unexpected greeting {:?}",
-            line.trim()
-        )));
-    }
-    let mut connect = serde_json::json!({
-        "verbose": false, "pedantic": false, "headers": true, "no_responders": true,
-        "name": "herald-local-nats-probe", "lang": "rust", "version": "0",
-    });
-    if let Some((user, pass)) = credentials {
-        connect["user"] = user.into();
-        connect["pass"] = pass.into();
-    }
-    write!(
-        writer,
-        "CONNECT {connect}\r\nPING\r\nSUB _INBOX.herald_probe 1\r\nPUB $JS.API.INFO _INBOX.herald_probe 0\r\n\r\n"
-    )?;
-    writer.flush()?;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(Probe::NotYet("connection closed".to_owned()));
-        }
-        let trimmed = line.trim_end();
-        if trimmed == "PING" {
-            writer.write_all(b"PONG\r\n")?;
-        } else if let Some(error) = trimmed.strip_prefix("-ERR ") {
-            if error.contains("Authorization") || error.contains("Authentication") {
-                return Ok(Probe::Refused(error.to_owned()));
-            }
-            return Ok(Probe::NotYet(error.to_owned()));
-        } else if let Some(rest) = trimmed.strip_prefix("HMSG ") {
-            // A status message: 503 no responders means JetStream is not up yet.
-            let total = rest
-                .rsplit(' ')
-                .next()
-                .and_then(|n| n.parse::<usize>().ok())
-                .unwrap_or(0);
-            let mut body = vec![0; total + 2];
-            reader.read_exact(&mut body)?;
-            return Ok(Probe::NotYet(format!(
-                "JetStream did not answer ({})",
-                String::from_utf8_lossy(&body)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-            )));
-        } else if let Some(rest) = trimmed.strip_prefix("MSG ") {
-            let size = rest
-                .rsplit(' ')
-                .next()
-                .and_then(|n| n.parse::<usize>().ok())
-                .unwrap_or(0);
-            let mut body = vec![0; size + 2];
-            reader.read_exact(&mut body)?;
-            let reply: serde_json::Value =
-                serde_json::from_slice(&body[..size]).unwrap_or(serde_json::Value::Null);
-            if let Some(error) = reply.get("error") {
-                return Ok(Probe::NotYet(format!("JetStream answered {error}")));
-            }
-            return Ok(Probe::Ready);
-        }
-    }
+/// The payload size a `MSG`/`HMSG` line announces in its last field.
+fn payload_size(rest: &str) -> usize {
+    rest.rsplit(' ')
+        .next()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0)
 }

@@ -1,6 +1,7 @@
 //! Starting, restarting and clustering real nats-servers.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use futures::TryStreamExt;
 use herald_local_nats::LocalNats;
 
 #[tokio::test]
@@ -96,6 +97,10 @@ async fn a_three_node_cluster_serves_an_r3_stream_with_one_node_down() {
         .await
         .unwrap();
     let js = async_nats::jetstream::new(client);
+    // Started means whole: an R3 stream is placed at the first try, and the stream that
+    // proved it is gone again.
+    let names: Vec<String> = js.stream_names().try_collect().await.unwrap();
+    assert!(names.is_empty(), "streams left after start: {names:?}");
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "R3".into(),
         subjects: vec!["r3.>".into()],
