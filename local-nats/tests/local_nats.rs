@@ -67,6 +67,38 @@ fn a_server_requiring_a_password_comes_up_ready() {
     assert!(nats.pids()[0].is_some());
 }
 
+#[tokio::test]
+async fn a_cluster_is_whole_when_started_and_when_a_node_comes_back() {
+    // Credentials too: the start-up probe that places a stream logs in like a client.
+    let mut cluster = LocalNats::builder()
+        .user_password("herald", "s3cret")
+        .nodes(3)
+        .start()
+        .unwrap();
+    let connect = |url: String| async move {
+        async_nats::ConnectOptions::with_user_and_password("herald".into(), "s3cret".into())
+            .connect(url)
+            .await
+            .unwrap()
+    };
+    let js = async_nats::jetstream::new(connect(cluster.node_url(1).unwrap()).await);
+    let r3 = |name: &str| async_nats::jetstream::stream::Config {
+        name: name.into(),
+        subjects: vec![format!("{}.>", name.to_lowercase())],
+        num_replicas: 3,
+        ..Default::default()
+    };
+    // No retry: a started cluster places three replicas at the first try.
+    let mut first = js.create_stream(r3("FIRST")).await.unwrap();
+    assert_eq!(first.info().await.unwrap().config.num_replicas, 3);
+    // A node stopped and started again: `start_node` returns once it is a peer again.
+    cluster.stop_node(2).unwrap();
+    cluster.start_node(2).unwrap();
+    let mut second = js.create_stream(r3("SECOND")).await.unwrap();
+    let cluster_info = second.info().await.unwrap().cluster.clone().unwrap();
+    assert_eq!(cluster_info.replicas.len(), 2, "{cluster_info:?}");
+}
+
 #[test]
 fn a_bad_nats_server_bin_says_what_to_do() {
     // Run in a child process so that the environment change cannot leak into other tests.
