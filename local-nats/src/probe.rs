@@ -24,12 +24,11 @@ const PLACEMENT_STREAM: &str = "HERALD_LOCAL_NATS_READY";
 pub(crate) fn probe(addr: SocketAddr, credentials: Option<(&str, &str)>) -> Probe {
     with_conn(addr, credentials, |conn| {
         Ok(match conn.request("$JS.API.INFO", b"")? {
-            Reply::Json(reply) => match reply.get("error") {
+            Ok(reply) => match reply.get("error") {
                 Some(error) => Probe::NotYet(format!("JetStream answered {error}")),
                 None => Probe::Ready,
             },
-            Reply::Status(status) => Probe::NotYet(format!("JetStream did not answer ({status})")),
-            Reply::Err(probe) => probe,
+            Err(probe) => probe,
         })
     })
 }
@@ -53,30 +52,24 @@ pub(crate) fn placement(
         });
         let create = format!("$JS.API.STREAM.CREATE.{PLACEMENT_STREAM}");
         match conn.request(&create, config.to_string().as_bytes())? {
-            Reply::Json(reply) => {
+            Ok(reply) => {
                 if let Some(error) = reply.get("error") {
                     return Ok(Probe::NotYet(format!(
                         "placing {replicas} replicas: {error}"
                     )));
                 }
             }
-            Reply::Status(status) => {
-                return Ok(Probe::NotYet(format!(
-                    "JetStream did not answer ({status})"
-                )));
-            }
-            Reply::Err(probe) => return Ok(probe),
+            Err(probe) => return Ok(probe),
         }
         let delete = format!("$JS.API.STREAM.DELETE.{PLACEMENT_STREAM}");
         Ok(match conn.request(&delete, b"")? {
-            Reply::Json(reply) => match reply.get("error") {
+            Ok(reply) => match reply.get("error") {
                 // Not found: deleted already, by an earlier attempt whose answer was lost.
                 Some(error) if error.get("err_code") == Some(&10059.into()) => Probe::Ready,
                 Some(error) => Probe::NotYet(format!("deleting the probe stream: {error}")),
                 None => Probe::Ready,
             },
-            Reply::Status(status) => Probe::NotYet(format!("JetStream did not answer ({status})")),
-            Reply::Err(probe) => probe,
+            Err(probe) => probe,
         })
     })
 }
@@ -92,16 +85,6 @@ fn with_conn(
         Err(probe) => Ok(probe),
     });
     outcome.unwrap_or_else(|error| Probe::NotYet(error.to_string()))
-}
-
-/// What a request got back.
-enum Reply {
-    /// A JSON answer.
-    Json(serde_json::Value),
-    /// A status message (503 no responders, 408 timeout) instead of an answer.
-    Status(String),
-    /// The server sent `-ERR` or closed the connection.
-    Err(Probe),
 }
 
 /// One plain NATS connection with a single reply subscription.
@@ -150,8 +133,14 @@ impl Conn {
         }))
     }
 
-    /// Publishes `body` to `subject` and reads the first answer on the reply subject.
-    fn request(&mut self, subject: &str, body: &[u8]) -> std::io::Result<Reply> {
+    /// Publishes `body` to `subject` and reads the first answer on the reply subject: its
+    /// JSON, or why there is none (a status such as 503 no responders, `-ERR`, a closed
+    /// connection) as the probe's outcome.
+    fn request(
+        &mut self,
+        subject: &str,
+        body: &[u8],
+    ) -> std::io::Result<Result<serde_json::Value, Probe>> {
         write!(self.writer, "PUB {subject} {INBOX} {}\r\n", body.len())?;
         self.writer.write_all(body)?;
         self.writer.write_all(b"\r\n")?;
@@ -159,7 +148,7 @@ impl Conn {
         loop {
             self.line.clear();
             if self.reader.read_line(&mut self.line)? == 0 {
-                return Ok(Reply::Err(Probe::NotYet("connection closed".to_owned())));
+                return Ok(Err(Probe::NotYet("connection closed".to_owned())));
             }
             let trimmed = self.line.trim_end();
             if trimmed == "PING" {
@@ -167,21 +156,23 @@ impl Conn {
             } else if let Some(error) = trimmed.strip_prefix("-ERR ") {
                 let error = error.to_owned();
                 if error.contains("Authorization") || error.contains("Authentication") {
-                    return Ok(Reply::Err(Probe::Refused(error)));
+                    return Ok(Err(Probe::Refused(error)));
                 }
-                return Ok(Reply::Err(Probe::NotYet(error)));
+                return Ok(Err(Probe::NotYet(error)));
             } else if let Some(rest) = trimmed.strip_prefix("HMSG ") {
                 // Headers only, on this subscription: a status such as 503 no responders.
                 let size = payload_size(rest);
                 let body = self.body(size)?;
                 let status = String::from_utf8_lossy(&body);
                 let status = status.lines().next().unwrap_or("").trim().to_owned();
-                return Ok(Reply::Status(status));
+                return Ok(Err(Probe::NotYet(format!(
+                    "JetStream did not answer ({status})"
+                ))));
             } else if let Some(rest) = trimmed.strip_prefix("MSG ") {
                 let size = payload_size(rest);
                 let body = self.body(size)?;
                 let reply = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-                return Ok(Reply::Json(reply));
+                return Ok(Ok(reply));
             }
         }
     }
